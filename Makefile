@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Both create .venv if needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU wheel of torch 2.13.0 is what this pin takes; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+EXTRAS := dev,onnxruntime,sklearn,torch,bench
+STATE_DIR ?= .tritonops/dev
+
+.PHONY: install test demo demo-down lint clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]" "$(TORCH_PIN)"
+	touch $@
+
+install: $(BIN)/.installed
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+demo: $(BIN)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" STATE_DIR="$(STATE_DIR)" bash scripts/demo.sh
+
+demo-down: $(BIN)/.installed
+	$(BIN)/tritonops dev down --state-dir $(STATE_DIR)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check tritonops tests
+	$(BIN)/mypy tritonops
+
+clean:
+	-$(BIN)/tritonops dev down --state-dir $(STATE_DIR)
+	rm -rf $(VENV) .tritonops .pytest_cache
