@@ -183,12 +183,12 @@ def check_config(
     for i, g in enumerate(cfg.instance_group):
         field = f"instance_group[{i}]"
         if g.count < 0:
-            c.add(f"{field}.count: {g.count} is negative", r"^\s*count:")
+            c.add(f"{field}.count: {g.count} is negative", r"\bcount:")
         if g.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL) and g.gpus:
             c.add(f"{field}.gpus: set for {mc.ModelInstanceGroup.Kind.Name(g.kind)} (only KIND_GPU uses gpus)",
-                  r"^\s*gpus:")
+                  r"\bgpus:")
         if any(x < 0 for x in g.gpus):
-            c.add(f"{field}.gpus: negative GPU id", r"^\s*gpus:")
+            c.add(f"{field}.gpus: negative GPU id", r"\bgpus:")
         if is_ensemble:
             c.add(f"{field}: an ensemble has no instances", r"^\s*instance_group")
 
