@@ -1,4 +1,4 @@
-"""Builders for small real models (python backend, ONNX) and a helper that serves a built repository from Triton."""
+"""Builders for small real models (python backend, ONNX); a helper that serves a repository from Triton."""
 
 from __future__ import annotations
 
@@ -70,9 +70,16 @@ def make_onnx_model(path: Path, batch: bool = True, elem: int = 1) -> Path:
     return path
 
 
-def serve_and_infer(stack: Any, root: Path, model: str, x: np.ndarray, region: str = "eu-west-1",
-                    output: str = "OUTPUT0", input_name: str = "INPUT0",
-                    also: tuple[str, ...] = ()) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def serve_and_infer(
+    stack: Any,
+    root: Path,
+    model: str,
+    x: np.ndarray,
+    region: str = "eu-west-1",
+    output: str = "OUTPUT0",
+    input_name: str = "INPUT0",
+    also: tuple[str, ...] = (),
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Upload ``root/<model>`` (and ``also`` models) to the region's bucket as they are on disk, load
     the model on the region's real Triton, infer once, and return (output, repository index rows)."""
     import tritonclient.http as httpclient
@@ -89,8 +96,9 @@ def serve_and_infer(stack: Any, root: Path, model: str, x: np.ndarray, region: s
         for p in files:
             key = f"{rcfg.prefix}/{p.relative_to(root).as_posix()}".lstrip("/")
             s3.upload_file(str(p), rcfg.bucket_name, key)
-    client = httpclient.InferenceServerClient(rcfg.servers[0].http_url.removeprefix("http://"),
-                                              connection_timeout=10, network_timeout=120)
+    client = httpclient.InferenceServerClient(
+        rcfg.servers[0].http_url.removeprefix("http://"), connection_timeout=10, network_timeout=120
+    )
     try:
         client.load_model(model)
         inp = httpclient.InferInput(input_name, list(x.shape), "FP32")

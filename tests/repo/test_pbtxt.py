@@ -30,7 +30,9 @@ def test_malformed_text_names_file_and_line(tmp_path: Path) -> None:
 def test_unknown_field_is_an_error_not_ignored(tmp_path: Path) -> None:
     p = tmp_path / "config.pbtxt"
     p.write_text('name: "m"\nmax_batch_sise: 4\n')
-    with pytest.raises(RepositoryError, match=r":2: invalid config.pbtxt: .*no field named \"max_batch_sise\""):
+    with pytest.raises(
+        RepositoryError, match=r":2: invalid config.pbtxt: .*no field named \"max_batch_sise\""
+    ):
         read_config(p)
 
 
@@ -66,15 +68,18 @@ def configs(draw: st.DrawFn) -> mc.ModelConfig:
     cfg.output.extend(draw(io_lists(mc.ModelOutput)))
     policy = draw(st.sampled_from(["specific", "latest", "all", None]))
     if policy == "specific":
-        cfg.version_policy.specific.versions.extend(draw(st.lists(st.integers(1, 10**6), min_size=1, max_size=3)))
+        cfg.version_policy.specific.versions.extend(
+            draw(st.lists(st.integers(1, 10**6), min_size=1, max_size=3))
+        )
     elif policy == "latest":
         cfg.version_policy.latest.num_versions = draw(st.integers(1, 5))
     elif policy == "all":
         cfg.version_policy.all.SetInParent()
     for _ in range(draw(st.integers(0, 2))):
-        g = cfg.instance_group.add(count=draw(st.integers(0, 8)),
-                                   kind=draw(st.sampled_from([mc.ModelInstanceGroup.KIND_CPU,
-                                                              mc.ModelInstanceGroup.KIND_GPU])))
+        g = cfg.instance_group.add(
+            count=draw(st.integers(0, 8)),
+            kind=draw(st.sampled_from([mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU])),
+        )
         if g.kind == mc.ModelInstanceGroup.KIND_GPU:
             g.gpus.extend(draw(st.lists(st.integers(0, 7), max_size=2)))
     if draw(st.booleans()):

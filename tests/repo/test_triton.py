@@ -13,9 +13,13 @@ from tritonops.repo.repository import add_version
 from tritonops.repo.validate import validate_repository
 
 
-def test_python_model_built_by_add_loads_and_answers(dev_stack: Stack, unique, repo_root: Path, tmp_path: Path) -> None:
+def test_python_model_built_by_add_loads_and_answers(
+    dev_stack: Stack, unique, repo_root: Path, tmp_path: Path
+) -> None:
     model = unique("py")
-    add_version(repo_root, model, make_python_model(tmp_path / "src", 3.0), config=python_config(tmp_path / "c.pbtxt"))
+    add_version(
+        repo_root, model, make_python_model(tmp_path / "src", 3.0), config=python_config(tmp_path / "c.pbtxt")
+    )
     assert validate_repository(repo_root) == []
     x = np.arange(4, dtype=np.float32)
     y, index = serve_and_infer(dev_stack, repo_root, model, x)
@@ -23,11 +27,14 @@ def test_python_model_built_by_add_loads_and_answers(dev_stack: Stack, unique, r
     assert [(r["version"], r["state"]) for r in index] == [("1", "READY")]
 
 
-def test_only_the_version_in_the_explicit_policy_is_served(dev_stack: Stack, unique, repo_root: Path,
-                                                           tmp_path: Path) -> None:
+def test_only_the_version_in_the_explicit_policy_is_served(
+    dev_stack: Stack, unique, repo_root: Path, tmp_path: Path
+) -> None:
     """v2 added with the config kept: the policy moves to v2, so Triton serves v2's bytes, never v1's."""
     model = unique("py2")
-    add_version(repo_root, model, make_python_model(tmp_path / "a", 2.0), config=python_config(tmp_path / "c.pbtxt"))
+    add_version(
+        repo_root, model, make_python_model(tmp_path / "a", 2.0), config=python_config(tmp_path / "c.pbtxt")
+    )
     add_version(repo_root, model, make_python_model(tmp_path / "b", 5.0))
     assert list(read_config(repo_root / model / "config.pbtxt").version_policy.specific.versions) == [2]
     assert validate_repository(repo_root) == []
@@ -38,19 +45,30 @@ def test_only_the_version_in_the_explicit_policy_is_served(dev_stack: Stack, uni
     assert ready == ["2"]
 
 
-def test_batched_model_with_dynamic_batching_loads(dev_stack: Stack, unique, repo_root: Path, tmp_path: Path) -> None:
+def test_batched_model_with_dynamic_batching_loads(
+    dev_stack: Stack, unique, repo_root: Path, tmp_path: Path
+) -> None:
     model = unique("pyb")
-    cfg = python_config(tmp_path / "c.pbtxt", mbs=8,
-                        extra="dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 100 }\n")
-    add_version(repo_root, model, make_python_model(tmp_path / "src", 4.0, extra={"assets/table.bin": b"\x00" * 10}),
-                config=cfg)
+    cfg = python_config(
+        tmp_path / "c.pbtxt",
+        mbs=8,
+        extra="dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 100 }\n",
+    )
+    add_version(
+        repo_root,
+        model,
+        make_python_model(tmp_path / "src", 4.0, extra={"assets/table.bin": b"\x00" * 10}),
+        config=cfg,
+    )
     assert validate_repository(repo_root) == []
     x = np.ones((3, 4), dtype=np.float32)
     y, _ = serve_and_infer(dev_stack, repo_root, model, x)
     assert y.shape == (3, 4) and np.allclose(y, 4.0)
 
 
-def test_ensemble_of_two_python_models_loads(dev_stack: Stack, unique, repo_root: Path, tmp_path: Path) -> None:
+def test_ensemble_of_two_python_models_loads(
+    dev_stack: Stack, unique, repo_root: Path, tmp_path: Path
+) -> None:
     a, b, ens = unique("ea"), unique("eb"), unique("ens")
     cfg = python_config(tmp_path / "c.pbtxt")
     add_version(repo_root, a, make_python_model(tmp_path / "a", 2.0), config=cfg)

@@ -33,7 +33,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def set_config(root: Path, text: str, model: str = "m") -> None:
-    """Rewrite config.pbtxt as tritonops would record it (manifest + index), so only the config is at fault."""
+    """Rewrite config.pbtxt as tritonops would (manifest + index updated), so only the config is at fault."""
     p = root / model / "config.pbtxt"
     p.write_text(text)
     man = ModelManifest.load(root / model / MANIFEST_NAME)
@@ -43,36 +43,93 @@ def set_config(root: Path, text: str, model: str = "m") -> None:
 
 
 CONFIG_CASES: list[tuple[str, str, str, int | None]] = [
-    ("malformed", GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ 4 } ]\noutput"),
-     "invalid config.pbtxt", 4),
+    (
+        "malformed",
+        GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ 4 } ]\noutput"),
+        "invalid config.pbtxt",
+        4,
+    ),
     ("unknown field", GOOD + "max_batch_sise: 2\n", 'no field named "max_batch_sise"', 6),
     ("missing model file", GOOD + 'default_model_filename: "other.py"\n', "version 1 has no other.py", 6),
-    ("duplicate input", GOOD.replace('output [', 'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
-                                                  'output ['), "input 'INPUT0': duplicate input name", 5),
-    ("zero dim", GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ 0 ] } ]\noutput"),
-     "input 'INPUT0'.dims: 0 is invalid", 4),
-    ("no data type", GOOD.replace('data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput', 'dims: [ 4 ] } ]\noutput'),
-     "input 'INPUT0'.data_type: missing", 4),
-    ("empty dims", GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ ] } ]\noutput"),
-     "input 'INPUT0'.dims: empty", 4),
-    ("dynamic batching without batching", GOOD + "dynamic_batching { }\n",
-     "dynamic_batching: set but max_batch_size is 0", 6),
-    ("preferred batch too big", GOOD.replace("max_batch_size: 0", "max_batch_size: 4")
-     + "dynamic_batching { preferred_batch_size: [ 8 ] }\n",
-     "dynamic_batching.preferred_batch_size: 8 is outside", 6),
-    ("cpu group with gpus", GOOD + "instance_group [ { kind: KIND_CPU gpus: [ 0 ] } ]\n",
-     "instance_group[0].gpus: set for KIND_CPU", 6),
-    ("negative max_batch_size", GOOD.replace("max_batch_size: 0", "max_batch_size: -2"),
-     "max_batch_size: -2 is negative", 2),
-    ("no version policy", GOOD.replace("version_policy { specific { versions: [ 1 ] } }\n", ""),
-     "version_policy: not set", None),
-    ("policy names a missing version", GOOD.replace("versions: [ 1 ]", "versions: [ 1, 7 ]"),
-     "version_policy.specific.versions: version 7 has no folder", 3),
-    ("unknown platform", GOOD.replace('backend: "python"', 'platform: "onnx_runtime"'),
-     "platform: unknown 'onnx_runtime'", 1),
-    ("platform/backend mismatch", 'platform: "tensorrt_plan"\n' + GOOD,
-     "backend: 'python' does not match platform 'tensorrt_plan'", 2),
-    ("name differs from folder", 'name: "other"\n' + GOOD, "name: 'other' differs from the model folder 'm'", 1),
+    (
+        "duplicate input",
+        GOOD.replace("output [", 'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput ['),
+        "input 'INPUT0': duplicate input name",
+        5,
+    ),
+    (
+        "zero dim",
+        GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ 0 ] } ]\noutput"),
+        "input 'INPUT0'.dims: 0 is invalid",
+        4,
+    ),
+    (
+        "no data type",
+        GOOD.replace("data_type: TYPE_FP32 dims: [ 4 ] } ]\noutput", "dims: [ 4 ] } ]\noutput"),
+        "input 'INPUT0'.data_type: missing",
+        4,
+    ),
+    (
+        "empty dims",
+        GOOD.replace("dims: [ 4 ] } ]\noutput", "dims: [ ] } ]\noutput"),
+        "input 'INPUT0'.dims: empty",
+        4,
+    ),
+    (
+        "dynamic batching without batching",
+        GOOD + "dynamic_batching { }\n",
+        "dynamic_batching: set but max_batch_size is 0",
+        6,
+    ),
+    (
+        "preferred batch too big",
+        GOOD.replace("max_batch_size: 0", "max_batch_size: 4")
+        + "dynamic_batching { preferred_batch_size: [ 8 ] }\n",
+        "dynamic_batching.preferred_batch_size: 8 is outside",
+        6,
+    ),
+    (
+        "cpu group with gpus",
+        GOOD + "instance_group [ { kind: KIND_CPU gpus: [ 0 ] } ]\n",
+        "instance_group[0].gpus: set for KIND_CPU",
+        6,
+    ),
+    (
+        "negative max_batch_size",
+        GOOD.replace("max_batch_size: 0", "max_batch_size: -2"),
+        "max_batch_size: -2 is negative",
+        2,
+    ),
+    (
+        "no version policy",
+        GOOD.replace("version_policy { specific { versions: [ 1 ] } }\n", ""),
+        "version_policy: not set",
+        None,
+    ),
+    (
+        "policy names a missing version",
+        GOOD.replace("versions: [ 1 ]", "versions: [ 1, 7 ]"),
+        "version_policy.specific.versions: version 7 has no folder",
+        3,
+    ),
+    (
+        "unknown platform",
+        GOOD.replace('backend: "python"', 'platform: "onnx_runtime"'),
+        "platform: unknown 'onnx_runtime'",
+        1,
+    ),
+    (
+        "platform/backend mismatch",
+        'platform: "tensorrt_plan"\n' + GOOD,
+        "backend: 'python' does not match platform 'tensorrt_plan'",
+        2,
+    ),
+    (
+        "name differs from folder",
+        'name: "other"\n' + GOOD,
+        "name: 'other' differs from the model folder 'm'",
+        1,
+    ),
 ]
 
 
@@ -106,7 +163,10 @@ ensemble_scheduling { step [ { model_name: "m" model_version: -1 input_map { key
     assert len(problems) == 1, problems
     p = problems[0]
     assert p.path == str(repo / "ens" / "config.pbtxt")
-    assert p.line is not None and 'model_name: "gone"' in written.replace('"m"', '"gone"').splitlines()[p.line - 1]
+    assert (
+        p.line is not None
+        and 'model_name: "gone"' in written.replace('"m"', '"gone"').splitlines()[p.line - 1]
+    )
     assert "ensemble_scheduling.step[0].model_name: model 'gone' is not in the repository" in p.message
 
 
@@ -117,23 +177,50 @@ def _only(problems: list[Problem], needle: str) -> Problem:
 
 
 TREE_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
-    ("non-numeric version folder", lambda r: _mkdir_with_file(r / "m" / "v2"), "version folder 'v2' is not a positive"),
-    ("zero-prefixed version folder", lambda r: _mkdir_with_file(r / "m" / "01"), "version folder '01' starts with 0"),
+    (
+        "non-numeric version folder",
+        lambda r: _mkdir_with_file(r / "m" / "v2"),
+        "version folder 'v2' is not a positive",
+    ),
+    (
+        "zero-prefixed version folder",
+        lambda r: _mkdir_with_file(r / "m" / "01"),
+        "version folder '01' starts with 0",
+    ),
     ("empty version", lambda r: _mkdir(r / "m" / "2"), "version 2 is empty"),
-    ("symlink outside", lambda r: _symlink(r / "m" / "1" / "data.bin", "/etc/hostname"),
-     "symlink points outside the repository"),
-    ("object key", lambda r: _write(r / "m" / "labels v1.txt", b"a"), "has characters outside [0-9A-Za-z._/-]"),
-    ("bytes changed", lambda r: _write(r / "m" / "1" / "model.py", b"# changed\n", append=True),
-     "manifest mismatch: bytes changed under existing version 1"),
-    ("file added", lambda r: _write(r / "m" / "1" / "extra.txt", b"x"),
-     "manifest mismatch: file added under existing version 1"),
+    (
+        "symlink outside",
+        lambda r: _symlink(r / "m" / "1" / "data.bin", "/etc/hostname"),
+        "symlink points outside the repository",
+    ),
+    (
+        "object key",
+        lambda r: _write(r / "m" / "labels v1.txt", b"a"),
+        "has characters outside [0-9A-Za-z._/-]",
+    ),
+    (
+        "bytes changed",
+        lambda r: _write(r / "m" / "1" / "model.py", b"# changed\n", append=True),
+        "manifest mismatch: bytes changed under existing version 1",
+    ),
+    (
+        "file added",
+        lambda r: _write(r / "m" / "1" / "extra.txt", b"x"),
+        "manifest mismatch: file added under existing version 1",
+    ),
     ("file removed", lambda r: _unlink(r / "m" / "1" / "model.py"), "manifest mismatch: file removed"),
     ("version not in manifest", lambda r: _mkdir_with_file(r / "m" / "5"), "version 5: not in the manifest"),
-    ("config edited by hand", lambda r: _write(r / "m" / "config.pbtxt", b"\n", append=True),
-     "config.pbtxt changed since the manifest was written"),
+    (
+        "config edited by hand",
+        lambda r: _write(r / "m" / "config.pbtxt", b"\n", append=True),
+        "config.pbtxt changed since the manifest was written",
+    ),
     ("manifest missing", lambda r: _unlink(r / "m" / MANIFEST_NAME), "manifest missing"),
-    ("index out of date", lambda r: _write(r / "tritonops-index.json", b'{"format_version": 1, "models": {}}'),
-     "the index is out of date with the manifests of: m"),
+    (
+        "index out of date",
+        lambda r: _write(r / "tritonops-index.json", b'{"format_version": 1, "models": {}}'),
+        "the index is out of date with the manifests of: m",
+    ),
 ]
 
 
@@ -180,14 +267,29 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ 3 ] } ]
 
 ONNX_CASES = [
     ("name", ONNX_CFG.replace('"X"', '"x"'), "input 'x': not in the ONNX graph", 4),
-    ("element type", ONNX_CFG.replace("data_type: TYPE_FP32 dims: [ 3 ] } ]\noutput",
-                                      "data_type: TYPE_FP16 dims: [ 3 ] } ]\noutput"),
-     "input 'X'.data_type: TYPE_FP16 but the ONNX graph has TYPE_FP32", 4),
-    ("rank: batch dim written into dims", ONNX_CFG.replace("dims: [ 3 ] } ]\noutput", "dims: [ -1, 3 ] } ]\noutput"),
-     "input 'X'.dims: rank 3 (max_batch_size > 0 adds the batch dimension) but the ONNX graph has rank 2", 4),
-    ("static dim", ONNX_CFG.replace('dims: [ 3 ] } ]\n', 'dims: [ 5 ] } ]\n', 2).replace(
-        'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 5 ]', 'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 3 ]'),
-     "input 'X'.dims: dimension 1 is 5 but the ONNX graph has 3", 4),
+    (
+        "element type",
+        ONNX_CFG.replace(
+            "data_type: TYPE_FP32 dims: [ 3 ] } ]\noutput", "data_type: TYPE_FP16 dims: [ 3 ] } ]\noutput"
+        ),
+        "input 'X'.data_type: TYPE_FP16 but the ONNX graph has TYPE_FP32",
+        4,
+    ),
+    (
+        "rank: batch dim written into dims",
+        ONNX_CFG.replace("dims: [ 3 ] } ]\noutput", "dims: [ -1, 3 ] } ]\noutput"),
+        "input 'X'.dims: rank 3 (max_batch_size > 0 adds the batch dimension) but the ONNX graph has rank 2",
+        4,
+    ),
+    (
+        "static dim",
+        ONNX_CFG.replace("dims: [ 3 ] } ]\n", "dims: [ 5 ] } ]\n", 2).replace(
+            'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 5 ]',
+            'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 3 ]',
+        ),
+        "input 'X'.dims: dimension 1 is 5 but the ONNX graph has 3",
+        4,
+    ),
 ]
 
 
@@ -212,7 +314,9 @@ def test_batching_a_graph_whose_first_dim_is_fixed(tmp_path: Path) -> None:
     bad.write_text(ONNX_CFG)
     from tritonops.errors import RepositoryError
 
-    with pytest.raises(RepositoryError, match="max_batch_size > 0 but the ONNX graph's first dimension is fixed at 2"):
+    with pytest.raises(
+        RepositoryError, match="max_batch_size > 0 but the ONNX graph's first dimension is fixed at 2"
+    ):
         add_version(tmp_path / "repo", "o", src, config=bad)
     assert not (tmp_path / "repo" / "o").exists()
 

@@ -30,10 +30,14 @@ def _root(repo: Path | None) -> Path:
 @repo_app.command("add")
 def add_cmd(
     model: Annotated[str, typer.Argument(help="Model name (folder in the repository).")],
-    from_: Annotated[Path, typer.Option("--from", help="Folder whose contents become the new version, or one file.")],
+    from_: Annotated[
+        Path, typer.Option("--from", help="Folder whose contents become the new version, or one file.")
+    ],
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="config.pbtxt to use (default: keep the model's, or generate from model.onnx)."),
+        typer.Option(
+            "--config", help="config.pbtxt to use (default: keep the model's, or generate from model.onnx)."
+        ),
     ] = None,
     repo: RepoOpt = None,
     output: OutputOpt = OutputFormat.table,
@@ -46,15 +50,19 @@ def add_cmd(
     data = {"repository": str(root), "model": model, **entry.to_json(), "version": entry.version}
 
     def render(c: Console) -> None:
-        c.print(f"{model} version {entry.version}: {len(entry.files)} file(s), {human_bytes(entry.size)}, "
-                f"digest {entry.digest[:16]}")
+        c.print(
+            f"{model} version {entry.version}: {len(entry.files)} file(s), {human_bytes(entry.size)}, "
+            f"digest {entry.digest[:16]}"
+        )
 
     emit(output, data, render)
 
 
 @repo_app.command("validate")
 def validate_cmd(
-    path: Annotated[Path | None, typer.Argument(help="Repository root (default: --repo or the configured one).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Repository root (default: --repo or the configured one).")
+    ] = None,
     repo: RepoOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -88,9 +96,16 @@ def list_cmd(repo: RepoOpt = None, output: OutputOpt = OutputFormat.table) -> No
         t = Table("model", "backend", "version", "live", "size", "files", "digest", "created")
         for m in models:
             for v in m["versions"]:
-                t.add_row(m["model"], m["backend"] or m["platform"] or "-", str(v["version"]),
-                          "yes" if v["version"] in m["live_versions"] else "", human_bytes(v["size"]),
-                          str(v["files"]), v["digest"][:12], v["created"])
+                t.add_row(
+                    m["model"],
+                    m["backend"] or m["platform"] or "-",
+                    str(v["version"]),
+                    "yes" if v["version"] in m["live_versions"] else "",
+                    human_bytes(v["size"]),
+                    str(v["files"]),
+                    v["digest"][:12],
+                    v["created"],
+                )
         c.print(t)
 
     emit(output, {"repository": str(root), "models": models}, render)
@@ -115,17 +130,27 @@ def diff_cmd(
         if ma["model"] != mb["model"]:
             raise RepositoryError(f"diff: {old} and {new} name different models")
         data = diff_versions(_root(repo), ma["model"], int(ma["n"]), int(mb["n"]))
-        rows = [(k.removeprefix("files_"), p) for k in ("files_added", "files_removed", "files_changed")
-                for p in data[k]]
+        rows = [
+            (k.removeprefix("files_"), p)
+            for k in ("files_added", "files_removed", "files_changed")
+            for p in data[k]
+        ]
     elif ma or mb:
-        raise RepositoryError("diff: compare two repositories, or two versions (MODEL@N MODEL@M), not one of each")
+        raise RepositoryError(
+            "diff: compare two repositories, or two versions (MODEL@N MODEL@M), not one of each"
+        )
     else:
         data = diff_repositories(Path(old), Path(new))
-        rows = [("model added", m) for m in data["models_added"]] + \
-               [("model removed", m) for m in data["models_removed"]]
+        rows = [("model added", m) for m in data["models_added"]] + [
+            ("model removed", m) for m in data["models_removed"]
+        ]
         for ch in data["models_changed"]:
-            parts = [f"+v{n}" for n in ch["versions_added"]] + [f"-v{n}" for n in ch["versions_removed"]] + \
-                    [f"~v{n}" for n in ch["versions_changed"]] + (["config"] if ch["config_changed"] else [])
+            parts = (
+                [f"+v{n}" for n in ch["versions_added"]]
+                + [f"-v{n}" for n in ch["versions_removed"]]
+                + [f"~v{n}" for n in ch["versions_changed"]]
+                + (["config"] if ch["config_changed"] else [])
+            )
             rows.append(("model changed", f"{ch['model']}: {' '.join(parts)}"))
 
     def render(c: Console) -> None:
@@ -142,12 +167,14 @@ def diff_cmd(
 
 @repo_app.command("prune")
 def prune_cmd(
-    keep: Annotated[int, typer.Option("--keep", help="Versions to keep per model (newest), plus live and pinned.")],
+    keep: Annotated[
+        int, typer.Option("--keep", help="Versions to keep per model (newest), plus live and pinned.")
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be removed.")] = False,
     repo: RepoOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Remove old versions: keep the N newest per model plus live and pinned ones (Triton loads every version)."""
+    """Remove old versions: keep the N newest per model plus live and pinned ones (Triton loads them all)."""
     from tritonops.repo.repository import prune_repository
 
     root = _root(repo)
