@@ -317,14 +317,10 @@ def _prod(xs: Iterable[int]) -> int:
 
 def onnx_signature(path: Path) -> tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[int, list[int]]]]:
     """(inputs, outputs) of an ONNX graph: name -> (element type, dims with -1 for symbolic)."""
-    import onnx  # heavy import, only when an ONNX model is checked
+    from tritonops.repo.onnx_io import read_graph_io
 
-    try:
-        # External data stays on disk: only the graph's structure is needed here.
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValueError, ... on bad files
-        raise RepositoryError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    inits = {i.name for i in m.graph.initializer}
+    # Streams the file and skips the weights: memory does not grow with the model.
+    g_inputs, g_outputs, inits = read_graph_io(path)
 
     def sig(vis: Iterable[Any]) -> dict[str, tuple[int, list[int]]]:
         out = {}
@@ -336,7 +332,7 @@ def onnx_signature(path: Path) -> tuple[dict[str, tuple[int, list[int]]], dict[s
             out[vi.name] = (tt.elem_type, dims)
         return out
 
-    return sig(m.graph.input), sig(m.graph.output)
+    return sig(g_inputs), sig(g_outputs)
 
 
 def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
