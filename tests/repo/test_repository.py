@@ -89,6 +89,8 @@ def test_a_chosen_version_policy_is_kept(repo_root: Path, tmp_path: Path) -> Non
         ("empty folder", "folder holds no files"),
         ("missing source", "no such file or folder"),
         ("missing model file", "has no model.py"),
+        ("symlinked folder", "symlinked folder"),
+        ("broken symlink", "broken symlink"),
     ],
 )
 def test_nothing_is_written_when_add_fails(repo_root: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -112,12 +114,26 @@ def test_nothing_is_written_when_add_fails(repo_root: Path, tmp_path: Path, case
         src.mkdir()
     elif case == "missing source":
         src = tmp_path / "nope"
+    elif case == "symlinked folder":
+        os.symlink(src, src / "loop")
+    elif case == "broken symlink":
+        os.symlink(tmp_path / "gone", src / "w.bin")
     elif case == "missing model file":
         (src / "model.py").rename(src / "main.py")
     with pytest.raises(RepositoryError, match=message):
         add_version(repo_root, model, src, config=cfg)
     assert snapshot(repo_root) == before
     assert not [p for p in repo_root.iterdir() if p.name.startswith(".tritonops-staging")]
+
+
+def test_symlinked_files_are_copied_as_bytes(repo_root: Path, tmp_path: Path) -> None:
+    src = make_python_model(tmp_path / "src")
+    (tmp_path / "weights.bin").write_bytes(b"w" * 100)
+    os.symlink(tmp_path / "weights.bin", src / "weights.bin")
+    add_version(repo_root, "m", src, config=python_config(tmp_path / "c.pbtxt"))
+    copied = repo_root / "m" / "1" / "weights.bin"
+    assert not copied.is_symlink() and copied.read_bytes() == b"w" * 100
+    assert validate_repository(repo_root) == []
 
 
 def test_refuses_a_model_folder_tritonops_did_not_create(repo_root: Path, tmp_path: Path) -> None:

@@ -103,14 +103,24 @@ def _source_files(files_from: Path) -> list[tuple[Path, str]]:
     if files_from.is_file():
         return [(files_from, files_from.name)]
     out = []
-    for dirpath, dirnames, filenames in os.walk(files_from, followlinks=True):
+    # Symlinked files are copied as bytes (the version must not depend on anything outside it);
+    # symlinked folders are refused rather than followed (loops, and trees outside the source).
+    for dirpath, dirnames, filenames in os.walk(files_from, followlinks=False):
+        for d in sorted(dirnames):
+            if (Path(dirpath) / d).is_symlink():
+                raise RepositoryError(f"{Path(dirpath) / d}: symlinked folder; copy its contents in instead")
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if p.is_file():
                 out.append((p, p.relative_to(files_from).as_posix()))
+            elif p.is_symlink():
+                raise RepositoryError(f"{p}: broken symlink")
     if not out:
-        raise RepositoryError(f"{files_from}: folder holds no files (an empty version)")
+        raise RepositoryError(
+            f"{files_from}: folder holds no files (an empty version; an ensemble's version needs a "
+            "placeholder file, since S3 has no empty folders)"
+        )
     return out
 
 
