@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,70 @@ def serve_and_infer(
         client.close()
 
 
+def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") -> list[str]:
+    """Load every python-backend model of a valid repository on the real Triton and infer once.
+
+    Each model is published under a unique name (only the ``name`` line of its config differs), so
+    tests reusing a name like "m" never see each other's files in the shared bucket. Returns the
+    names served. Ensembles are served by their own test (their steps name the member models).
+    """
+    import tritonclient.http as httpclient
+
+    from tritonops.repo.pbtxt import config_to_text, read_config
+    from tritonops.repo.repository import list_repository
+    from tritonops.store._boto import s3_client
+
+    rcfg = stack.config.region(region)
+    s3 = s3_client(rcfg)
+    client = httpclient.InferenceServerClient(
+        rcfg.servers[0].http_url.removeprefix("http://"), connection_timeout=10, network_timeout=120
+    )
+    served = []
+    try:
+        for entry in list_repository(root):
+            cfg = read_config(root / entry["model"] / "config.pbtxt")
+            if cfg.backend != "python":
+                continue
+            name = f"{entry['model']}-{uuid.uuid4().hex[:8]}"
+            cfg.name = name
+            base = f"{rcfg.prefix}/{name}".lstrip("/")
+            for v in entry["versions"]:
+                vdir = root / entry["model"] / str(v["version"])
+                for p in sorted(q for q in vdir.rglob("*") if q.is_file()):
+                    s3.upload_file(
+                        str(p), rcfg.bucket_name, f"{base}/{p.relative_to(root / entry['model']).as_posix()}"
+                    )
+            s3.put_object(
+                Bucket=rcfg.bucket_name, Key=f"{base}/config.pbtxt", Body=config_to_text(cfg).encode()
+            )
+            client.load_model(name)
+            inputs = []
+            for i in cfg.input:
+                shape = ([2] if cfg.max_batch_size > 0 else []) + [d if d > 0 else 1 for d in i.dims]
+                inp = httpclient.InferInput(i.name, shape, "FP32")
+                inp.set_data_from_numpy(np.ones(shape, dtype=np.float32))
+                inputs.append(inp)
+            y = client.infer(name, inputs).as_numpy(cfg.output[0].name)
+            assert y is not None and np.isfinite(y).all(), (name, y)
+            ready = sorted(
+                int(r["version"])
+                for r in client.get_model_repository_index()
+                if r.get("name") == name and r.get("state") == "READY"
+            )
+            assert ready == entry["live_versions"], (name, ready, entry["live_versions"])
+            client.unload_model(name)
+            served.append(name)
+    finally:
+        client.close()
+    return served
+
+
 @pytest.fixture
-def repo_root(tmp_path: Path) -> Path:
-    return tmp_path / "model_repos" / "test"
+def repo_root(tmp_path: Path, dev_stack: Any) -> Iterator[Path]:
+    """A repository path; whatever valid repository a test builds there is then served by the real Triton."""
+    from tritonops.repo.validate import validate_repository
+
+    root = tmp_path / "model_repos" / "test"
+    yield root
+    if root.is_dir() and not validate_repository(root):
+        serve_every_python_model(dev_stack, root)

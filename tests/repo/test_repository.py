@@ -50,7 +50,7 @@ def test_versions_are_numbered_recorded_and_never_rewritten(repo_root: Path, tmp
         metadata={"note": "first"},
     )
     v1 = snapshot(repo_root / "m" / "1")
-    (src / "model.py").write_text("# changed\n")
+    make_python_model(src, 7.0)  # same folder, new bytes
     e2 = add_version(repo_root, "m", src)
     assert (e1.version, e2.version) == (1, 2)
     assert snapshot(repo_root / "m" / "1") == v1  # untouched
