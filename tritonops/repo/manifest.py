@@ -234,10 +234,8 @@ class RepoIndex:
             d = json.loads(data)
             if d.get("format_version") != FORMAT_VERSION:
                 raise RepositoryError(f"{source}: format_version: unsupported {d.get('format_version')!r}")
-            models = {
-                str(k): {"digest": str(v["digest"]), "versions": dict(v["versions"])}
-                for k, v in d["models"].items()
-            }
+            models = {str(k): {"digest": str(v["digest"]), "versions": dict(v["versions"])}
+                      for k, v in d["models"].items()}
         except RepositoryError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
