@@ -56,6 +56,49 @@ def make_model(folder: Path, size_mib: int) -> Path:
     return folder
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def make_onnx_model(folder: Path, size_mib: int) -> Path:
+    """model.onnx holding a ``size_mib`` MiB weight inline (raw_data), written without holding it in memory.
+
+    The graph (Y = X + 1, X: [N, 3]) is serialised by onnx; the big initializer is appended to the
+    graph message in protobuf wire format, streaming its bytes (GraphProto.initializer = 5,
+    TensorProto.raw_data = 9, ModelProto.graph = 7).
+    """
+    from onnx import TensorProto, helper
+
+    folder.mkdir(parents=True)
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph([helper.make_node("Add", ["X", "one"], ["Y"])], "big", [x], [y], [one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    g = model.graph.SerializeToString()
+    model.ClearField("graph")
+    head = model.SerializeToString()
+    n_floats = (size_mib << 20) // 4
+    tensor_head = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[n_floats]).SerializeToString()
+    raw_len = n_floats * 4
+    tensor_len = len(tensor_head) + 1 + len(_varint(raw_len)) + raw_len
+    init_entry_head = b"\x2a" + _varint(tensor_len) + tensor_head + b"\x4a" + _varint(raw_len)
+    graph_len = len(g) + len(init_entry_head) + raw_len
+    path = folder / "model.onnx"
+    with open(path, "wb") as f:
+        f.write(head + b"\x3a" + _varint(graph_len) + g + init_entry_head)
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -68,6 +111,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-repo-add-", dir=args.work))
     try:
         src = make_model(work / "src", args.size_mib)
+        onnx_src = work / "onnx-src"
+        make_onnx_model(onnx_src, args.size_mib)
         tiny = work / "tiny"
         tiny.mkdir()
         (tiny / "model.py").write_text(MODEL_PY)
@@ -76,6 +121,7 @@ def main() -> None:
         cfg.write_text(PY_CONFIG)
         results: dict[str, list[dict[str, Any]]] = {
             "tritonops repo add": [],
+            "tritonops repo add (model.onnx, config generated from the graph)": [],
             "cp -r + sha256sum": [],
             "tritonops repo validate": [],
             "tritonops repo add, 1 KiB file (baseline)": [],
@@ -100,6 +146,12 @@ def main() -> None:
                 )
             )
             results["tritonops repo validate"].append(run([*tritonops, "repo", "validate", str(repo)], env))
+            shutil.rmtree(repo)
+            results["tritonops repo add (model.onnx, config generated from the graph)"].append(
+                run(
+                    [*tritonops, "repo", "add", "big-onnx", "--from", str(onnx_src), "--repo", str(repo)], env
+                )
+            )
             shutil.rmtree(repo)
             dest = work / f"cp{i}"
             # What a person does by hand: copy the folder in, then hash it for a checksum file.
