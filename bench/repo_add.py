@@ -204,6 +204,8 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "system": platform.platform(),
+            # Wall times compare only within one run on a quiet machine; peak RSS does not depend on load.
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         },
         "results": summary,
         "ratio_wall_repo_add_vs_cp_sha256sum": round(add["median_wall_s"] / manual["median_wall_s"], 2),
