@@ -190,9 +190,22 @@ class FootprintLedger:
         triton_version: str,
         size_bytes: int | None = None,
     ) -> Prediction:
-        m = self.measured(model, version, digest, device_type, triton_version)
-        if m is not None:
-            return Prediction(m, "measured")
+        """The measured footprint for this exact key, else an estimate from ``size_bytes``.
+
+        Without a digest (the caller does not know the content), or without a version (Triton picks
+        it), the latest measurement of the model that matches what is known is used.
+        """
+        entries = self._read()["footprints"]
+        e = entries.get(_key(model, version, digest, device_type, triton_version))
+        if e is None and (digest is None or version is None):
+            cands = [
+                x for x in entries.values()
+                if x["model"] == model and x["device_type"] == device_type and x["triton_version"] == triton_version
+                and (version is None or x["version"] == version) and (digest is None or x["digest"] == digest)
+            ]  # fmt: skip
+            e = max(cands, key=lambda x: x.get("updated", ""), default=None)
+        if e is not None:
+            return Prediction(int(e["footprint_bytes"]), "measured")
         return Prediction(estimate_bytes(size_bytes or 0), "estimate")
 
     # -- servers and leaks -----------------------------------------------------------------------
