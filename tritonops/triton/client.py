@@ -350,7 +350,18 @@ class ControlClient:
         return [m for m in self.index() if m.name == model]
 
     def loaded_versions(self, model: str) -> list[int]:
-        return sorted(m.version for m in self.model_states(model) if m.state == READY and m.version is not None)
+        """Versions of ``model`` Triton reports READY.
+
+        A model loaded purely from a config/file override is not in the repository, so the index
+        does not list it; the statistics (which cover loaded versions only) answer instead.
+        """
+        states = self.model_states(model)
+        if states:
+            return sorted(m.version for m in states if m.state == READY and m.version is not None)
+        try:
+            return sorted({int(s["version"]) for s in self.statistics(model) if str(s["version"]).isdigit()})
+        except TritonError:
+            return []
 
     def load(self, model: str, *, config: str | None = None, files: dict[str, bytes] | None = None) -> None:
         """Load (or reload) ``model``; returns when Triton reports it loaded.
@@ -442,7 +453,10 @@ class ControlClient:
             return result
         deadline = t0 + timeout_s
         while True:
-            busy = [m for m in self.model_states(model) if m.state in (READY, LOADING, UNLOADING)]
+            states = self.model_states(model)
+            busy = [m for m in states if m.state in (READY, LOADING, UNLOADING)]
+            if not states:  # loaded from an override only: the index does not list it
+                busy = [ModelState(model, v, READY) for v in self.loaded_versions(model)]
             if not busy:
                 break
             if time.monotonic() >= deadline:
