@@ -27,6 +27,8 @@ from tritonops.errors import MemoryProbeError, TritonError
 log = logging.getLogger(__name__)
 
 HOST_DEVICE = "host"
+# How long the metrics probe waits for a just-started Triton's first memory poll.
+FIRST_POLL_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,16 @@ class MetricsProbe:
             raise MemoryProbeError(str(e)) from None
 
     def devices(self) -> list[DeviceMemory]:
+        # Triton fills these gauges on its first poll (--metrics-interval-ms, 2 s by default) and
+        # serves zeros until then: wait for real numbers rather than report an empty machine.
+        deadline = time.monotonic() + FIRST_POLL_WAIT_S
+        while True:
+            devs, unpolled = self._devices_once()
+            if not unpolled or time.monotonic() >= deadline:
+                return devs
+            time.sleep(0.25)
+
+    def _devices_once(self) -> tuple[list[DeviceMemory], bool]:
         samples = self._scrape()
         gpus: dict[str, dict[str, int]] = {}
         host: dict[str, int] = {}
@@ -354,16 +366,20 @@ class MetricsProbe:
             elif name in ("nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes"):
                 host[name.split("_")[3]] = int(value)
         out = []
+        unpolled = False
         for uuid in sorted(gpus):
             g = gpus[uuid]
-            if "total" not in g or "used" not in g:
+            if not g.get("total") or "used" not in g:
+                unpolled = True
                 continue
             out.append(DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
-        if "total" in host and "used" in host:
+        if host.get("total") and "used" in host:
             out.append(
                 DeviceMemory(HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host")
             )
-        return out
+        elif "total" in host:
+            unpolled = True
+        return out, unpolled
 
     def process_bytes(self, pids: Iterable[int]) -> int:
         raise MemoryProbeError(f"metrics {self.metrics_url}: no per-process memory from the metrics endpoint")
