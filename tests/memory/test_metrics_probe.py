@@ -66,6 +66,8 @@ def test_waits_for_tritons_first_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # A just-started Triton serves zeros until its first poll.
     answers = ["nv_cpu_memory_total_bytes 0\nnv_cpu_memory_used_bytes 0\n"] * 2 + [GPU_METRICS]
-    monkeypatch.setattr(client_mod, "fetch_metrics", lambda url, timeout_s: answers.pop(0) if len(answers) > 1 else answers[0])
+    monkeypatch.setattr(
+        client_mod, "fetch_metrics", lambda url, timeout_s: answers.pop(0) if len(answers) > 1 else answers[0]
+    )
     devs = MetricsProbe("http://x/metrics").devices()
     assert [d.device for d in devs] == ["GPU-0f3c", "GPU-77aa", "host"]

@@ -34,7 +34,11 @@ def test_devices_use_v2_memory_info() -> None:
     devs = NvmlProbe(nvml_module=nv).devices()
     a, b = devs
     assert (a.device, a.kind, a.total_bytes, a.used_bytes, a.reserved_bytes) == (
-        "GPU-a", "gpu", 80 * GIB, 3 * GIB, 512 << 20,
+        "GPU-a",
+        "gpu",
+        80 * GIB,
+        3 * GIB,
+        512 << 20,
     )
     assert a.free_bytes == 80 * GIB - 3 * GIB - (512 << 20)
     assert b.name == "NVIDIA L4" and b.total_bytes == 24 * GIB

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.memory.models import ALLOC_MODEL_PY, alloc_config, publish_alloc_model
+from tests.memory.models import ALLOC_MODEL_PY, publish_alloc_model
 from tritonops.cli import app
 from tritonops.dev.stack import free_port
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, VersionEntry, scan_files
@@ -49,7 +49,12 @@ def test_load_mem_status_unload_json(dev_stack, unique, tmp_path: Path) -> None:
     assert code == 0, err
     first = json.loads(out)
     assert first["format_version"] == 1
-    assert (first["model"], first["version"], first["probe"], first["predicted_source"]) == (model, 1, "host", "estimate")
+    assert (first["model"], first["version"], first["probe"], first["predicted_source"]) == (
+        model,
+        1,
+        "host",
+        "estimate",
+    )
     assert 64 * MIB < first["footprint_bytes"] < 64 * MIB + 200 * MIB
 
     status_code, out, err = _run("--config", cfg, "status", "--region", REGION, "-o", "json")
@@ -113,13 +118,17 @@ def test_errors_are_one_line_with_exit_1(dev_stack, unique) -> None:
     model = unique("nope")
     code, out, err = _run("--config", cfg, "load", model, "--server", server.name)
     assert code == 1 and out == ""
-    assert err.startswith(f"error: server {server.http_url}: model {model!r} is not in the server's repository")
+    assert err.startswith(
+        f"error: server {server.http_url}: model {model!r} is not in the server's repository"
+    )
     assert err.count("\n") == 1
 
     broken = unique("broken")
     publish_alloc_model(dev_stack.config.region(REGION), broken, 0, broken=True)
     code, _, err = _run("--config", cfg, "load", broken, "--server", server.name)
-    assert code == 1 and "RuntimeError: tritonops test: this model cannot load" in err and err.count("\n") == 1
+    assert (
+        code == 1 and "RuntimeError: tritonops test: this model cannot load" in err and err.count("\n") == 1
+    )
 
     down = f"http://127.0.0.1:{free_port()}"
     code, out, err = _run("mem", "--server", down, "--timeout", "2")
@@ -133,12 +142,14 @@ def test_errors_are_one_line_with_exit_1(dev_stack, unique) -> None:
     assert code == 1 and "not a configured server name" in err and server.name in err
 
 
-def test_without_a_config_a_url_is_enough(dev_stack, unique, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_config_a_url_is_enough(
+    dev_stack, unique, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRITONOPS_CONFIG", raising=False)
     server = dev_stack.config.region(REGION).servers[0]
     proc = subprocess.run(
-        [sys.executable, "-m", "tritonops", "mem", "--server", server.grpc_url.join(["grpc://", ""]), "-o", "json"],
+        [sys.executable, "-m", "tritonops", "mem", "--server", f"grpc://{server.grpc_url}", "-o", "json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )  # fmt: skip

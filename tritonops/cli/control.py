@@ -15,22 +15,32 @@ from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
 from tritonops.memory import report
 
 ServerOpt = Annotated[
-    str, typer.Option("--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port).")
+    str,
+    typer.Option(
+        "--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port)."
+    ),
 ]
 ProtocolOpt = Annotated[
     str | None, typer.Option("--protocol", help="http or grpc (default: from the URL, else http).")
 ]
 ProbeOpt = Annotated[
-    str | None, typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works).")
+    str | None,
+    typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works)."),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)
+]
 
 
 def _optional_config() -> Config | None:
     """The config when one is given or present; commands taking a URL also work without one."""
     from pathlib import Path
 
-    if STATE.config_path is None and not os.environ.get(CONFIG_ENV) and not Path(DEFAULT_CONFIG_NAME).exists():
+    if (
+        STATE.config_path is None
+        and not os.environ.get(CONFIG_ENV)
+        and not Path(DEFAULT_CONFIG_NAME).exists()
+    ):
         return None
     return get_config()
 
@@ -45,7 +55,9 @@ def load_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Load a model on a Triton server and record its measured memory footprint."""
-    data = report.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
+    data = report.load_model(
+        _optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout
+    )
 
     def render(c: Console) -> None:
         err = data["error_ratio"]
@@ -67,9 +79,16 @@ def unload_cmd(
     protocol: ProtocolOpt = None,
     probe: ProbeOpt = None,
     timeout: TimeoutOpt = 10.0,
-    wait_s: Annotated[float, typer.Option("--wait-timeout", help="Seconds to wait for the model and its memory to go.", min=0.1)] = 120.0,
-    dependents: Annotated[bool, typer.Option("--dependents", help="Also unload models that depend on it.")] = False,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once Triton accepts the request.")] = False,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait-timeout", help="Seconds to wait for the model and its memory to go.", min=0.1),
+    ] = 120.0,
+    dependents: Annotated[
+        bool, typer.Option("--dependents", help="Also unload models that depend on it.")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once Triton accepts the request.")
+    ] = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Unload a model; by default wait until Triton lists it unavailable and its memory is back."""
@@ -80,8 +99,11 @@ def unload_cmd(
 
     def render(c: Console) -> None:
         if data["waited"]:
-            c.print(f"unloaded {model} from {data['server']} in {data['seconds']:.2f}s: "
-                    f"{human_bytes(data['released_bytes'])} released ({data['probe']})", highlight=False)
+            c.print(
+                f"unloaded {model} from {data['server']} in {data['seconds']:.2f}s: "
+                f"{human_bytes(data['released_bytes'])} released ({data['probe']})",
+                highlight=False,
+            )
         else:
             c.print(f"unload of {model} requested on {data['server']}", highlight=False)
 
@@ -109,8 +131,11 @@ def mem_cmd(
 
     def render(c: Console) -> None:
         for s in data["servers"]:
-            c.print(f"{s['server']} (Triton {s['triton_version']}, probe {s['probe']}): "
-                    f"leaked {human_bytes(s['leaked_bytes'])}", highlight=False)
+            c.print(
+                f"{s['server']} (Triton {s['triton_version']}, probe {s['probe']}): "
+                f"leaked {human_bytes(s['leaked_bytes'])}",
+                highlight=False,
+            )
             if s.get("error"):
                 c.print(f"  memory: {s['error']}", markup=False, highlight=False)
             c.print(_devices_table(s["devices"]))
@@ -141,7 +166,9 @@ def status_cmd(
             if not s["models"]:
                 t.add_row(s["server"], "yes" if s["ready"] else "no", "-", "-", "-", "")
             for name, m in sorted(s["models"].items()):
-                rows = sorted(m["versions"].items()) or [("-", {"state": m.get("state", ""), "reason": m.get("reason", "")})]
+                rows = sorted(m["versions"].items()) or [
+                    ("-", {"state": m.get("state", ""), "reason": m.get("reason", "")})
+                ]
                 for v, st in rows:
                     t.add_row(s["server"], "yes" if s["ready"] else "no", name, v, st["state"], st["reason"])
         c.print(t)

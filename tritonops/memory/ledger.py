@@ -106,7 +106,13 @@ class FootprintLedger:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"format_version": FORMAT_VERSION, "footprints": {}, "loads": [], "leaks": {}, "servers": {}}
+            return {
+                "format_version": FORMAT_VERSION,
+                "footprints": {},
+                "loads": [],
+                "leaks": {},
+                "servers": {},
+            }
         except ValueError as e:
             raise MemoryProbeError(f"{self.path}: footprint ledger is not valid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
@@ -200,8 +206,10 @@ class FootprintLedger:
         if e is None and (digest is None or version is None):
             cands = [
                 x for x in entries.values()
-                if x["model"] == model and x["device_type"] == device_type and x["triton_version"] == triton_version
-                and (version is None or x["version"] == version) and (digest is None or x["digest"] == digest)
+                if x["model"] == model and x["device_type"] == device_type
+                and x["triton_version"] == triton_version
+                and (version is None or x["version"] == version)
+                and (digest is None or x["digest"] == digest)
             ]  # fmt: skip
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
@@ -297,7 +305,9 @@ def measured_load(
         joined = current.result()
         return dataclasses.replace(joined, joined=True)
     try:
-        res = _measured_load(client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s)
+        res = _measured_load(
+            client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s
+        )
     except BaseException as e:
         mine.set_exception(e)
         raise
@@ -333,11 +343,15 @@ def _measured_load(
     loaded = client.loaded_versions(model)
     if not loaded:
         states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
-        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
+        raise TritonError(
+            f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})"
+        )
     if version is None:
         version = max(loaded)
     elif version not in loaded:
-        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
+        raise TritonError(
+            f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})"
+        )
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
     ledger.record(

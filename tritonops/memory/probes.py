@@ -149,7 +149,7 @@ def _load_nvml(nvml_module: ModuleType | None) -> ModuleType:
 
 def _nvml_err(nv: ModuleType, e: BaseException) -> str:
     try:
-        return str(nv.nvmlErrorString(e.value)) if hasattr(e, "value") else str(e)  # type: ignore[attr-defined]
+        return str(nv.nvmlErrorString(e.value)) if hasattr(e, "value") else str(e)
     except Exception:  # noqa: BLE001 - the error string is best effort
         return str(e) or type(e).__name__
 
@@ -261,7 +261,7 @@ class NvmlProbe:
         out: dict[int, int | None] = {}
         for p in procs:
             used = getattr(p, "usedGpuMemory", None)
-            # NVML reports "not available" (e.g. no permission, some MIG setups) as None or as a huge sentinel.
+            # NVML reports "not available" (no permission, some MIG setups) as None or as a huge sentinel.
             if used is not None and int(used) >= (1 << 63) - 1:
                 used = None
             out[int(p.pid)] = None if used is None else int(used) + (out.get(int(p.pid)) or 0)
@@ -300,7 +300,7 @@ class NvmlProbe:
 
 # -- Triton metrics ----------------------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)')
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -372,10 +372,14 @@ class MetricsProbe:
             if not g.get("total") or "used" not in g:
                 unpolled = True
                 continue
-            out.append(DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
+            out.append(
+                DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type)
+            )
         if host.get("total") and "used" in host:
             out.append(
-                DeviceMemory(HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host")
+                DeviceMemory(
+                    HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host"
+                )
             )
         elif "total" in host:
             unpolled = True
@@ -480,8 +484,14 @@ def probe_for_server(
     raise MemoryProbeError(f"server {url}: no memory probe works: {'; '.join(errors) or 'none applicable'}")
 
 
-def settle(probe: MemoryProbe, *, samples: int = 3, tolerance_bytes: int = 2 << 20,
-           interval_s: float = 0.2, timeout_s: float = 10.0) -> dict[str, int]:
+def settle(
+    probe: MemoryProbe,
+    *,
+    samples: int = 3,
+    tolerance_bytes: int = 2 << 20,
+    interval_s: float = 0.2,
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
     """A usage reading once it stops moving (``samples`` readings within ``tolerance_bytes``)."""
     deadline = time.monotonic() + timeout_s
     seen: list[dict[str, int]] = []
@@ -489,9 +499,9 @@ def settle(probe: MemoryProbe, *, samples: int = 3, tolerance_bytes: int = 2 << 
         now = probe.usage()
         seen.append(now)
         last = seen[-samples:]
-        if len(last) == samples and max(sum(s.values()) for s in last) - min(sum(s.values()) for s in last) <= (
-            tolerance_bytes
-        ):
+        if len(last) == samples and max(sum(s.values()) for s in last) - min(
+            sum(s.values()) for s in last
+        ) <= (tolerance_bytes):
             return now
         if time.monotonic() >= deadline:
             log.info("memory still moving after %.0fs; using the last reading", timeout_s)

@@ -12,6 +12,7 @@ issuing a second one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -22,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from tritonops.errors import MemoryProbeError, TritonError
@@ -127,19 +128,21 @@ def _strip_scheme(url: str) -> str:
     return url
 
 
-class _Backend:
+class _Backend(Protocol):
     """The protocol-specific part: a thin adapter over one tritonclient module."""
 
     def live(self, timeout_s: float) -> bool: ...
     def ready(self, timeout_s: float) -> bool: ...
     def metadata(self, timeout_s: float) -> dict[str, Any]: ...
     def index(self, timeout_s: float) -> list[dict[str, Any]]: ...
-    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
+    def load(
+        self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float
+    ) -> None: ...
     def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
 
 
-class _HttpBackend(_Backend):
+class _HttpBackend:
     # geventhttpclient connections must not be shared between threads: one client per thread and timeout.
     def __init__(self, hostport: str, ssl: bool) -> None:
         self._hostport = hostport
@@ -180,7 +183,7 @@ class _HttpBackend(_Backend):
         return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
 
 
-class _GrpcBackend(_Backend):
+class _GrpcBackend:
     def __init__(self, hostport: str, ssl: bool) -> None:
         import tritonclient.grpc as grpcclient
 
@@ -196,7 +199,9 @@ class _GrpcBackend(_Backend):
         return dict(self._c.get_server_metadata(as_json=True, client_timeout=timeout_s))
 
     def index(self, timeout_s: float) -> list[dict[str, Any]]:
-        return list(self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", []))
+        return list(
+            self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", [])
+        )
 
     def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
         self._c.load_model(model, config=config, files=files, client_timeout=timeout_s)
@@ -237,7 +242,9 @@ class ControlClient:
         if not hostport or "/" in hostport:
             raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
         self._hostport = hostport
-        self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
+        self._backend: _Backend = (
+            _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
+        )
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -251,7 +258,7 @@ class ControlClient:
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         metrics_url: str | None = None,
     ) -> ControlClient:
-        """A client for ``url``; ``grpc://host:port`` implies gRPC, ``http(s)://`` or a bare host:port HTTP."""
+        """A client for ``url``: ``grpc://host:port`` means gRPC; ``http(s)://`` or bare host:port, HTTP."""
         if protocol is None:
             protocol = "grpc" if url.startswith(("grpc://", "grpcs://")) else "http"
         return cls(url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s, metrics_url=metrics_url)
@@ -371,7 +378,9 @@ class ControlClient:
         (when the overrides are the same; different overrides wait, then load).
         """
         if files and config is None:
-            raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
+            raise TritonError(
+                f"server {self.url}: model {model!r}: file overrides need a config override too"
+            )
         args = (config, tuple(sorted((files or {}).items())))
         key = (self.key, model)
         while True:
@@ -386,10 +395,8 @@ class ControlClient:
             if their_args == args:
                 fut.result()  # re-raises the first caller's TritonError
                 return
-            try:
+            with contextlib.suppress(TritonError):
                 fut.result()
-            except TritonError:
-                pass
         try:
             self._do_load(model, config, files)
         except BaseException as e:
@@ -412,7 +419,8 @@ class ControlClient:
                 names = {m.name for m in self._safe_index()}
                 if names and model not in names:
                     raise TritonError(
-                        f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
+                        f"server {self.url}: model {model!r} is not in the server's repository"
+                        f" (Triton: {reason})"
                     ) from e
             raise TritonError(f"server {self.url}: load of model {model!r} failed: {reason}") from e
         log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
@@ -445,7 +453,10 @@ class ControlClient:
         if wait and memory_probe is not None:
             before = _usage(memory_probe, self.url)
         self._call(
-            "unload", lambda: self._backend.unload(model, unload_dependents, self.timeout_s), self.timeout_s, model
+            "unload",
+            lambda: self._backend.unload(model, unload_dependents, self.timeout_s),
+            self.timeout_s,
+            model,
         )
         result = UnloadResult(model=model, seconds=0.0, before_bytes=before)
         if not wait:
@@ -461,9 +472,9 @@ class ControlClient:
                 break
             if time.monotonic() >= deadline:
                 result.seconds = time.monotonic() - t0
-                states = ", ".join(f"v{m.version}={m.state}" for m in busy)
+                listed = ", ".join(f"v{m.version}={m.state}" for m in busy)
                 raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} still {states} {timeout_s:g}s after unload",
+                    f"server {self.url}: model {model!r} still {listed} {timeout_s:g}s after unload",
                     still_loaded=True,
                     result=result,
                 )
@@ -479,7 +490,8 @@ class ControlClient:
                 else:
                     what = "memory still falling"
                 raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
+                    f"server {self.url}: model {model!r} unloaded but memory not back"
+                    f" after {timeout_s:g}s ({what})",
                     still_loaded=False,
                     result=result,
                 )
@@ -495,7 +507,8 @@ class ControlClient:
             samples.append(now)
             released = sum(before.get(d, 0) - now.get(d, 0) for d in before)
             stable = len(samples) >= SETTLE_SAMPLES and all(
-                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES for s in samples[-SETTLE_SAMPLES:]
+                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES
+                for s in samples[-SETTLE_SAMPLES:]
             )
             if expect:
                 if released >= 0.9 * expect and stable:
@@ -532,7 +545,7 @@ def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str
             return str(r.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as e:
         raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise TritonError(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
