@@ -157,3 +157,20 @@ def test_without_a_config_a_url_is_enough(
     doc = json.loads(proc.stdout)
     assert doc["format_version"] == 1 and doc["servers"][0]["triton_version"] == "2.51.0"
     assert doc["servers"][0]["devices"][0]["kind"] == "host"
+
+
+def test_status_reports_a_down_server_and_exits_1(dev_stack, tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(dev_stack.config_path.read_text())
+    dead = f"http://127.0.0.1:{free_port()}"
+    data["regions"][REGION]["servers"].append({"name": "eu-dead", "http_url": dead})
+    cfg = tmp_path / "tritonops.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    code, out, _ = _run("--config", str(cfg), "status", "--region", REGION, "-o", "json", "--timeout", "2")
+    assert code == 1
+    servers = {s["server"]: s for s in json.loads(out)["servers"]}
+    assert servers[f"{REGION}-triton-0"]["ready"] is True and "error" not in servers[f"{REGION}-triton-0"]
+    down = servers["eu-dead"]
+    assert (down["live"], down["ready"]) == (False, False)
+    assert down["error"].startswith(f"server {dead}: live check failed: server unreachable")

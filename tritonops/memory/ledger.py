@@ -61,11 +61,12 @@ class LoadResult:
     seconds: float
     per_device_bytes: dict[str, int] = field(default_factory=dict)
     joined: bool = False  # True when this call waited for a load already in flight instead of loading
+    measured: bool = True  # False for a reload of a model already loaded (nothing recorded)
 
     @property
     def error_ratio(self) -> float | None:
         """(predicted - measured) / measured; None when nothing was measured."""
-        if self.footprint_bytes <= 0:
+        if self.footprint_bytes <= 0 or not self.measured:
             return None
         return (self.predicted.bytes - self.footprint_bytes) / self.footprint_bytes
 
@@ -80,6 +81,7 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "per_device_bytes": self.per_device_bytes,
             "joined": self.joined,
+            "measured": self.measured,
         }
 
 
@@ -337,6 +339,8 @@ def _measured_load(
     devices = sorted(probe.usage())
     with device_locks(client.key, devices):
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+        # A reload swaps the old instance for the new one: the difference says nothing about its size.
+        already = client.loaded_versions(model)
         before = settle(probe, timeout_s=settle_timeout_s)
         client.load(model, config=config, files=files)
         after = settle(probe, timeout_s=settle_timeout_s)
@@ -354,6 +358,12 @@ def _measured_load(
         )
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
+    if already:
+        log.warning(
+            "server %s: model %r was already loaded (v%s): reloaded, footprint not measured",
+            client.name, model, already,
+        )  # fmt: skip
+        return LoadResult(model, version, 0, predicted, time.monotonic() - t0, {}, measured=False)
     ledger.record(
         model, version, digest, device_type, triton_version, footprint,
         predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
