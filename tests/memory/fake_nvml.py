@@ -76,9 +76,7 @@ def make_nvml(gpus: list[FakeGpu], *, v2: bool = True, version_kwarg: bool = Tru
             return types.SimpleNamespace(version=version, total=h.total, reserved=h.reserved,
                                          free=h.total - h.reserved - h.used, used=h.used)  # fmt: skip
         # v1 counts the reserved memory as used.
-        return types.SimpleNamespace(
-            total=h.total, free=h.total - h.reserved - h.used, used=h.used + h.reserved
-        )
+        return types.SimpleNamespace(total=h.total, free=h.total - h.reserved - h.used, used=h.used + h.reserved)
 
     def nvmlDeviceGetMemoryInfo_no_kwarg(h: FakeGpu) -> Any:
         return nvmlDeviceGetMemoryInfo(h)

@@ -48,6 +48,4 @@ def publish_alloc_model(region: RegionConfig, model: str, alloc_mib: int, *, bro
     base = f"{region.prefix}/{model}" if region.prefix else model
     body = ALLOC_MODEL_PY if not broken else "raise RuntimeError('tritonops test: this model cannot load')\n"
     client.put_object(Bucket=region.bucket_name, Key=f"{base}/1/model.py", Body=body.encode())
-    client.put_object(
-        Bucket=region.bucket_name, Key=f"{base}/config.pbtxt", Body=alloc_config(alloc_mib).encode()
-    )
+    client.put_object(Bucket=region.bucket_name, Key=f"{base}/config.pbtxt", Body=alloc_config(alloc_mib).encode())

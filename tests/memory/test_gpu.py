@@ -29,9 +29,7 @@ def _has_gpu() -> bool:
 def test_nvml_attributes_a_known_allocation_to_its_pid() -> None:
     if not _has_gpu():
         pytest.skip("no NVIDIA GPU")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--gib", "2"], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--gib", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["ok"] and abs(result["error_ratio"]) <= 0.05, result

@@ -24,9 +24,7 @@ def test_estimate_until_measured_then_measured_for_that_key_only(tmp_path: Path)
     p = led.predict("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", size_bytes=100 * MIB)
     assert p == Prediction(int(100 * MIB * ESTIMATE_MULTIPLIER) + ESTIMATE_BASE_BYTES, "estimate")
     led.record("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", 700 * MIB, predicted=p, server="s0")
-    assert led.predict("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", 100 * MIB) == Prediction(
-        700 * MIB, "measured"
-    )
+    assert led.predict("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", 100 * MIB) == Prediction(700 * MIB, "measured")
     # Different content, device type or Triton version: a different footprint, so back to the estimate.
     for other in (
         ("sha-b", "NVIDIA L4", "2.51.0"),

@@ -118,17 +118,13 @@ def test_errors_are_one_line_with_exit_1(dev_stack, unique) -> None:
     model = unique("nope")
     code, out, err = _run("--config", cfg, "load", model, "--server", server.name)
     assert code == 1 and out == ""
-    assert err.startswith(
-        f"error: server {server.http_url}: model {model!r} is not in the server's repository"
-    )
+    assert err.startswith(f"error: server {server.http_url}: model {model!r} is not in the server's repository")
     assert err.count("\n") == 1
 
     broken = unique("broken")
     publish_alloc_model(dev_stack.config.region(REGION), broken, 0, broken=True)
     code, _, err = _run("--config", cfg, "load", broken, "--server", server.name)
-    assert (
-        code == 1 and "RuntimeError: tritonops test: this model cannot load" in err and err.count("\n") == 1
-    )
+    assert code == 1 and "RuntimeError: tritonops test: this model cannot load" in err and err.count("\n") == 1
 
     down = f"http://127.0.0.1:{free_port()}"
     code, out, err = _run("mem", "--server", down, "--timeout", "2")
@@ -142,9 +138,7 @@ def test_errors_are_one_line_with_exit_1(dev_stack, unique) -> None:
     assert code == 1 and "not a configured server name" in err and server.name in err
 
 
-def test_without_a_config_a_url_is_enough(
-    dev_stack, unique, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_a_config_a_url_is_enough(dev_stack, unique, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRITONOPS_CONFIG", raising=False)
     server = dev_stack.config.region(REGION).servers[0]

@@ -180,9 +180,7 @@ def test_same_model_loads_in_flight_are_issued_once(dev_stack, fresh_triton, uni
     model = unique("dedup")
     publish_alloc_model(dev_stack.config.region(REGION), model, 16)
     # Separate client objects for the same server, as separate reconcile workers would have.
-    clients = [ControlClient.connect(t.http_url) for _ in range(2)] + [
-        ControlClient.connect(t.http_url, "http")
-    ]
+    clients = [ControlClient.connect(t.http_url) for _ in range(2)] + [ControlClient.connect(t.http_url, "http")]
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
 
@@ -213,9 +211,7 @@ def test_unload_wait_times_out_when_memory_does_not_come_back(dev_stack, fresh_t
     # Expect far more back than the model ever held: the wait must give up at its timeout and say so.
     t0 = time.monotonic()
     with pytest.raises(UnloadTimeout) as ei:
-        c.unload(
-            model, wait=True, timeout_s=3, memory_probe=HostProbe(t.record.pid), expect_release_bytes=10 << 30
-        )
+        c.unload(model, wait=True, timeout_s=3, memory_probe=HostProbe(t.record.pid), expect_release_bytes=10 << 30)
     assert 2.5 < time.monotonic() - t0 < 8
     assert not ei.value.still_loaded
     assert "unloaded but memory not back after 3s" in str(ei.value)

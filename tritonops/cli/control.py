@@ -16,31 +16,21 @@ from tritonops.memory import report
 
 ServerOpt = Annotated[
     str,
-    typer.Option(
-        "--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port)."
-    ),
+    typer.Option("--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port)."),
 ]
-ProtocolOpt = Annotated[
-    str | None, typer.Option("--protocol", help="http or grpc (default: from the URL, else http).")
-]
+ProtocolOpt = Annotated[str | None, typer.Option("--protocol", help="http or grpc (default: from the URL, else http).")]
 ProbeOpt = Annotated[
     str | None,
     typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works)."),
 ]
-TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)
-]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)]
 
 
 def _optional_config() -> Config | None:
     """The config when one is given or present; commands taking a URL also work without one."""
     from pathlib import Path
 
-    if (
-        STATE.config_path is None
-        and not os.environ.get(CONFIG_ENV)
-        and not Path(DEFAULT_CONFIG_NAME).exists()
-    ):
+    if STATE.config_path is None and not os.environ.get(CONFIG_ENV) and not Path(DEFAULT_CONFIG_NAME).exists():
         return None
     return get_config()
 
@@ -55,9 +45,7 @@ def load_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Load a model on a Triton server and record its measured memory footprint."""
-    data = report.load_model(
-        _optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout
-    )
+    data = report.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
         err = data["error_ratio"]
@@ -83,12 +71,8 @@ def unload_cmd(
         float,
         typer.Option("--wait-timeout", help="Seconds to wait for the model and its memory to go.", min=0.1),
     ] = 120.0,
-    dependents: Annotated[
-        bool, typer.Option("--dependents", help="Also unload models that depend on it.")
-    ] = False,
-    no_wait: Annotated[
-        bool, typer.Option("--no-wait", help="Return once Triton accepts the request.")
-    ] = False,
+    dependents: Annotated[bool, typer.Option("--dependents", help="Also unload models that depend on it.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once Triton accepts the request.")] = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Unload a model; by default wait until Triton lists it unavailable and its memory is back."""

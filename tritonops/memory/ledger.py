@@ -307,9 +307,7 @@ def measured_load(
         joined = current.result()
         return dataclasses.replace(joined, joined=True)
     try:
-        res = _measured_load(
-            client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s
-        )
+        res = _measured_load(client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s)
     except BaseException as e:
         mine.set_exception(e)
         raise
@@ -347,15 +345,11 @@ def _measured_load(
     loaded = client.loaded_versions(model)
     if not loaded:
         states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
-        raise TritonError(
-            f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})"
-        )
+        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
     if version is None:
         version = max(loaded)
     elif version not in loaded:
-        raise TritonError(
-            f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})"
-        )
+        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
     if already:

@@ -372,14 +372,10 @@ class MetricsProbe:
             if not g.get("total") or "used" not in g:
                 unpolled = True
                 continue
-            out.append(
-                DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type)
-            )
+            out.append(DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
         if host.get("total") and "used" in host:
             out.append(
-                DeviceMemory(
-                    HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host"
-                )
+                DeviceMemory(HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host")
             )
         elif "total" in host:
             unpolled = True
@@ -499,9 +495,9 @@ def settle(
         now = probe.usage()
         seen.append(now)
         last = seen[-samples:]
-        if len(last) == samples and max(sum(s.values()) for s in last) - min(
-            sum(s.values()) for s in last
-        ) <= (tolerance_bytes):
+        if len(last) == samples and max(sum(s.values()) for s in last) - min(sum(s.values()) for s in last) <= (
+            tolerance_bytes
+        ):
             return now
         if time.monotonic() >= deadline:
             log.info("memory still moving after %.0fs; using the last reading", timeout_s)

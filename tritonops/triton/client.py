@@ -135,9 +135,7 @@ class _Backend(Protocol):
     def ready(self, timeout_s: float) -> bool: ...
     def metadata(self, timeout_s: float) -> dict[str, Any]: ...
     def index(self, timeout_s: float) -> list[dict[str, Any]]: ...
-    def load(
-        self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float
-    ) -> None: ...
+    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
     def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
 
@@ -199,9 +197,7 @@ class _GrpcBackend:
         return dict(self._c.get_server_metadata(as_json=True, client_timeout=timeout_s))
 
     def index(self, timeout_s: float) -> list[dict[str, Any]]:
-        return list(
-            self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", [])
-        )
+        return list(self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", []))
 
     def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
         self._c.load_model(model, config=config, files=files, client_timeout=timeout_s)
@@ -242,9 +238,7 @@ class ControlClient:
         if not hostport or "/" in hostport:
             raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
         self._hostport = hostport
-        self._backend: _Backend = (
-            _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
-        )
+        self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -378,9 +372,7 @@ class ControlClient:
         (when the overrides are the same; different overrides wait, then load).
         """
         if files and config is None:
-            raise TritonError(
-                f"server {self.url}: model {model!r}: file overrides need a config override too"
-            )
+            raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
         args = (config, tuple(sorted((files or {}).items())))
         key = (self.key, model)
         while True:
@@ -419,8 +411,7 @@ class ControlClient:
                 names = {m.name for m in self._safe_index()}
                 if names and model not in names:
                     raise TritonError(
-                        f"server {self.url}: model {model!r} is not in the server's repository"
-                        f" (Triton: {reason})"
+                        f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
                     ) from e
             raise TritonError(f"server {self.url}: load of model {model!r} failed: {reason}") from e
         log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
@@ -490,8 +481,7 @@ class ControlClient:
                 else:
                     what = "memory still falling"
                 raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} unloaded but memory not back"
-                    f" after {timeout_s:g}s ({what})",
+                    f"server {self.url}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
                     still_loaded=False,
                     result=result,
                 )
@@ -507,8 +497,7 @@ class ControlClient:
             samples.append(now)
             released = sum(before.get(d, 0) - now.get(d, 0) for d in before)
             stable = len(samples) >= SETTLE_SAMPLES and all(
-                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES
-                for s in samples[-SETTLE_SAMPLES:]
+                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES for s in samples[-SETTLE_SAMPLES:]
             )
             if expect:
                 if released >= 0.9 * expect and stable:
