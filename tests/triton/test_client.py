@@ -216,3 +216,10 @@ def test_unload_wait_times_out_when_memory_does_not_come_back(dev_stack, fresh_t
     assert not ei.value.still_loaded
     assert "unloaded but memory not back after 3s" in str(ei.value)
     assert c.loaded_versions(model) == []
+
+
+def test_http_and_grpc_clients_of_one_configured_server_share_its_identity(dev_stack) -> None:
+    server = dev_stack.config.region(REGION).servers[0]
+    h, g = ControlClient.from_server(server, "http"), ControlClient.from_server(server, "grpc")
+    assert h.key == g.key == f"server:{server.name}"
+    assert ControlClient.connect(server.http_url).key != ControlClient.connect(server.grpc_url, "grpc").key

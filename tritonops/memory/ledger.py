@@ -267,7 +267,9 @@ def _device_lock(name: str) -> threading.Lock:
 @contextlib.contextmanager
 def device_locks(server: str, devices: list[str]) -> Iterator[None]:
     """Hold one lock per device of ``server`` (sorted, so two callers never deadlock)."""
-    locks = [_device_lock(f"{server}/{d}") for d in sorted(set(devices))]
+    # GPU and MIG uuids are unique machine-wide: two Tritons sharing a GPU share its lock too.
+    names = {d if d.startswith(("GPU-", "MIG-")) else f"{server}/{d}" for d in devices}
+    locks = [_device_lock(n) for n in sorted(names)]
     for lk in locks:
         lk.acquire()
     try:

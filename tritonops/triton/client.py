@@ -238,6 +238,8 @@ class ControlClient:
         if not hostport or "/" in hostport:
             raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
         self._hostport = hostport
+        # A configured server is one identity whichever endpoint reaches it (see ``key``).
+        self._identity = name
         self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
 
     # -- construction ----------------------------------------------------------------------------
@@ -279,8 +281,9 @@ class ControlClient:
 
     @property
     def key(self) -> str:
-        """Identifies the server process (same for its HTTP and gRPC endpoints is not guaranteed)."""
-        return self._hostport
+        """The server's identity for in-flight loads and device locks: its configured name when built
+        from a ``ServerConfig`` (so its HTTP and gRPC clients share it), else its host:port."""
+        return f"server:{self._identity}" if self._identity else self._hostport
 
     def __repr__(self) -> str:
         return f"ControlClient({self.url!r}, protocol={self.protocol!r})"
