@@ -1,0 +1,199 @@
+"""End to end on the local stack: real S3 server, real tritonservers, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from typer.testing import CliRunner
+
+from tests.reconcile.conftest import RecRegions, model_py
+from tritonops.cli import app
+from tritonops.dev import stack
+from tritonops.reconcile import runner
+from tritonops.reconcile.lock import region_lock
+from tritonops.reconcile.ports import IndexEntry
+from tritonops.reconcile.triton_http import HttpControl
+
+EU, US = "eu-west-1", "us-east-1"
+pytestmark = pytest.mark.slow
+
+
+def cli(rr: RecRegions, *args: str) -> Any:
+    res = CliRunner().invoke(app, ["--config", str(rr.config_path), *args])
+    return res
+
+
+def ready(server: stack.TritonServer) -> dict[str, list[int]]:
+    c = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    out: dict[str, list[int]] = {}
+    for r in c.get_model_repository_index():
+        if r.get("state") == "READY":
+            out.setdefault(r["name"], []).append(int(r["version"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def infer(server: stack.TritonServer, model: str) -> list[float]:
+    c = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    x = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    i = httpclient.InferInput("X", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    return [float(v) for v in c.infer(model, [i]).as_numpy("Y")[0]]
+
+
+class Counting(HttpControl):
+    """The real HTTP control, counting the calls that change a server."""
+
+    def __init__(self, name: str, url: str) -> None:
+        super().__init__(name, url)
+        self.writes: list[str] = []
+
+    def load(self, model: str, config_json: str | None = None) -> None:
+        self.writes.append(f"load {model}")
+        super().load(model, config_json)
+
+    def unload(self, model: str) -> None:
+        self.writes.append(f"unload {model}")
+        super().unload(model)
+
+    def index(self) -> list[IndexEntry]:
+        return super().index()
+
+
+def test_reconcile_end_to_end(rec_regions, unique) -> None:
+    pin, a, b, eu_only = unique("pin"), unique("a"), unique("b"), unique("euonly")
+    rr = rec_regions({pin: {"placement": "pinned"}, a: {}, b: {}, eu_only: {"regions": [EU]}})
+    for r in (EU, US):
+        for m in (pin, a, b):
+            rr.publishers[r].publish(m, 1, {"model.py": model_py(1.0)})
+    rr.publishers[EU].publish(eu_only, 1, {"model.py": model_py(1.0)})
+    # Published by mistake where residency forbids it: reconcile must not load it there.
+    rr.publishers[US].publish(eu_only, 1, {"model.py": model_py(1.0)})
+
+    # plan --detailed-exitcode: 2 while changes are pending; JSON has the documented fields
+    res = cli(rr, "plan", "--region", EU, "--detailed-exitcode", "-o", "json")
+    assert res.exit_code == 2, res.output
+    doc = json.loads(res.stdout)
+    assert doc["format_version"] == 1 and len(doc["digest"]) == 64
+    assert sorted((x["kind"], x["model"], x["version"]) for x in doc["actions"]) == sorted(
+        ("load", m, 1) for m in (pin, a, b, eu_only)
+    )
+
+    for r in (EU, US):
+        res = cli(rr, "reconcile", "--region", r, "-o", "json")
+        assert res.exit_code == 0, res.output
+    assert ready(rr.servers[EU]) == {pin: [1], a: [1], b: [1], eu_only: [1]}
+    assert ready(rr.servers[US]) == {pin: [1], a: [1], b: [1]}
+    plan_us = json.loads(cli(rr, "plan", "--region", US, "-o", "json").stdout)
+    assert any(n["kind"] == "problem" and eu_only in n["message"] for n in plan_us["notes"])
+    # last-inference order for LRU later: b oldest, then eu_only, then a
+    for m in (b, eu_only, pin, a):
+        assert infer(rr.servers[EU], m) == [1.0, 2.0, 3.0, 4.0]
+
+    # nothing changed: a second run makes no load or unload call, and plan exits 0
+    counting = Counting(f"{EU}-a", rr.servers[EU].http_url)
+    ctx = runner.context(rr.config, EU, runner.ports_for({f"{EU}-a": counting}))
+    report = runner.reconcile(ctx)
+    assert report.results == [] and counting.writes == []
+    assert cli(rr, "plan", "--region", EU, "--detailed-exitcode").exit_code == 0
+
+    # v2: serves, v1 gone; availability-preserving (no budget, room for both)
+    rr.publishers[EU].publish(a, 2, {"model.py": model_py(2.0)})
+    res = cli(rr, "reconcile", "--region", EU, "-o", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [(x["kind"], x["model"], x["version"], x["result"], x["strategy"]) for x in doc["results"]] == [
+        ("reload", a, 2, "ok", "availability-preserving")
+    ]
+    assert ready(rr.servers[EU])[a] == [2]
+    assert infer(rr.servers[EU], a) == [2.0, 4.0, 6.0, 8.0]
+
+    # broken v3: each run fails its gate and restores v2; the third failure quarantines it
+    rr.publishers[EU].publish(a, 3, {"model.py": model_py(3.0, broken=True)})
+    for attempt in range(3):
+        res = cli(rr, "reconcile", "--region", EU, "-o", "json")
+        assert res.exit_code == 1, res.output
+        doc = json.loads(res.stdout)
+        (r3,) = doc["results"]
+        assert (r3["model"], r3["version"], r3["result"]) == (a, 3, "failed")
+        assert r3["quarantined"] is (attempt == 2)
+        assert ready(rr.servers[EU])[a] == [2]
+        assert infer(rr.servers[EU], a) == [2.0, 4.0, 6.0, 8.0]
+    plan = json.loads(cli(rr, "plan", "--region", EU, "-o", "json").stdout)
+    assert plan["actions"] == []
+    assert [(n["kind"], n["model"]) for n in plan["notes"]] == [("quarantined", a)]
+    prom = (Path(rr.data["state_dir"]) / "reconcile" / EU / "tritonops_reconcile.prom").read_text()
+    assert f'tritonops_quarantined_models{{region="{EU}"}} 1' in prom
+    journal = (Path(rr.data["state_dir"]) / "reconcile" / EU / "journal.jsonl").read_text().splitlines()
+    assert len(journal) >= 6 and all(len(json.loads(j)["plan_digest"]) == 64 for j in journal)
+
+    # budget smaller than what is loaded: the LRU on-demand model (b) is evicted, never the pinned one
+    ctx = runner.context(rr.config, EU)
+    _, actual, _ = runner._states(ctx)
+    loaded = actual.servers[f"{EU}-a"].loaded
+    total = sum(lm.footprint_bytes for lm in loaded.values())
+    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(memory_budget_bytes=total - 1))
+    res = cli(rr, "reconcile", "--region", EU, "-o", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [(x["kind"], x["model"]) for x in doc["results"]] == [("evict", b)]
+    assert ready(rr.servers[EU]) == {pin: [1], a: [2], eu_only: [1]}
+    # and the next run neither loads b back nor evicts anything else
+    counting = Counting(f"{EU}-a", rr.servers[EU].http_url)
+    report = runner.reconcile(runner.context(rr.config, EU, runner.ports_for({f"{EU}-a": counting})))
+    assert counting.writes == [] and report.results == []
+
+
+def test_stale_plan_is_refused_and_lock_gives_exit_3(rec_regions, unique, tmp_path: Path) -> None:
+    m1, m2 = unique("m"), unique("m")
+    rr = rec_regions({})
+    rr.publishers[EU].publish(m1, 1, {"model.py": model_py(1.0)})
+    plan_file = tmp_path / "plan.json"
+    assert cli(rr, "plan", "--region", EU, "--out", str(plan_file)).exit_code == 0
+    rr.publishers[EU].publish(m2, 1, {"model.py": model_py(1.0)})  # the world moves on
+    res = cli(rr, "apply", str(plan_file))
+    assert res.exit_code == 1 and "stale" in res.output
+    assert ready(rr.servers[EU]) == {}
+
+    # a fresh plan applies exactly
+    assert cli(rr, "plan", "--region", EU, "--out", str(plan_file)).exit_code == 0
+    res = cli(rr, "apply", str(plan_file), "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert ready(rr.servers[EU]) == {m1: [1], m2: [1]}
+
+    # the lock held by another run: the real entry point exits 3, touching nothing
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    argv = [sys.executable, "-m", "tritonops", "--config", str(rr.config_path), "reconcile", "--region", EU]
+    with region_lock(Path(rr.data["state_dir"]) / "reconcile" / EU / "reconcile.lock", EU):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "another reconcile holds" in proc.stderr
+
+    # two started together while there is work to do: one applies, the other exits 3
+    m3 = unique("m")
+    rr.publishers[EU].publish(m3, 1, {"model.py": model_py(1.0)})
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    rcs = sorted(p.wait(timeout=120) for p in procs)
+    assert rcs == [0, 3]
+    assert ready(rr.servers[EU]) == {m1: [1], m2: [1], m3: [1]}
+
+
+def test_server_down_is_skipped_and_reported(rec_regions, unique) -> None:
+    m = unique("m")
+    rr = rec_regions({})
+    rr.rewrite(lambda d: d["regions"][EU]["servers"].append(
+        {"name": "down", "http_url": f"http://127.0.0.1:{stack.free_port()}"}))
+    rr.publishers[EU].publish(m, 1, {"model.py": model_py(1.0)})
+    res = cli(rr, "reconcile", "--region", EU, "-o", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["skipped_servers"] == ["down"]
+    assert [(x["server"], x["model"], x["result"]) for x in doc["results"]] == [(f"{EU}-a", m, "ok")]
+    assert ready(rr.servers[EU]) == {m: [1]}
