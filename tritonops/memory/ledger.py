@@ -1,0 +1,385 @@
+"""The footprint ledger: measured memory per (model, version digest, device type, Triton version).
+
+A JSON file (default ``<state_dir>/footprints.json``), rewritten atomically under an exclusive
+``flock`` so concurrent tritonops processes never lose each other's records.
+
+``predict`` returns the measured footprint when one exists for exactly that key (median of the last
+samples), else a first guess: ``size_bytes * ESTIMATE_MULTIPLIER + ESTIMATE_BASE_BYTES``. The
+multiplier (2.0, not the 1.25 other managers use) covers weights expanded in memory, framework
+workspaces and allocator slack; the base covers the per-instance process cost measured for a
+python-backend stub (see README). Both are guesses, and are reported as ``source="estimate"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.memory.probes import MemoryProbe, settle
+from tritonops.repo.manifest import atomic_write_bytes, utc_now
+
+if TYPE_CHECKING:
+    from tritonops.triton.client import ControlClient, UnloadResult
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+LEDGER_NAME = "footprints.json"
+ESTIMATE_MULTIPLIER = 2.0
+# A python-backend stub with numpy imported costs ~this much before the model allocates anything
+# (measured on the local stack with PSS; see README "Memory accounting").
+ESTIMATE_BASE_BYTES = 64 << 20
+SAMPLES_KEPT = 5
+HISTORY_KEPT = 200
+UNKNOWN_DIGEST = "unknown"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    bytes: int
+    source: str  # "measured" | "estimate"
+
+
+@dataclass
+class LoadResult:
+    model: str
+    version: int | None
+    footprint_bytes: int
+    predicted: Prediction
+    seconds: float
+    per_device_bytes: dict[str, int] = field(default_factory=dict)
+    joined: bool = False  # True when this call waited for a load already in flight instead of loading
+
+    @property
+    def error_ratio(self) -> float | None:
+        """(predicted - measured) / measured; None when nothing was measured."""
+        if self.footprint_bytes <= 0:
+            return None
+        return (self.predicted.bytes - self.footprint_bytes) / self.footprint_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "footprint_bytes": self.footprint_bytes,
+            "predicted_bytes": self.predicted.bytes,
+            "predicted_source": self.predicted.source,
+            "error_ratio": self.error_ratio,
+            "seconds": round(self.seconds, 3),
+            "per_device_bytes": self.per_device_bytes,
+            "joined": self.joined,
+        }
+
+
+def _key(model: str, version: int | None, digest: str | None, device_type: str, triton_version: str) -> str:
+    return "|".join([model, str(version if version is not None else "-"), digest or UNKNOWN_DIGEST,
+                     device_type, triton_version])  # fmt: skip
+
+
+class FootprintLedger:
+    """Durable measured footprints, load history (predicted vs measured), leaks and what each server holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._tlock = threading.Lock()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> FootprintLedger:
+        return cls(Path(state_dir) / LEDGER_NAME)
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"format_version": FORMAT_VERSION, "footprints": {}, "loads": [], "leaks": {}, "servers": {}}
+        except ValueError as e:
+            raise MemoryProbeError(f"{self.path}: footprint ledger is not valid JSON ({e})") from None
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise MemoryProbeError(f"{self.path}: format_version: unsupported {data.get('format_version')!r}")
+        for k, empty in (("footprints", {}), ("loads", []), ("leaks", {}), ("servers", {})):
+            data.setdefault(k, empty)
+        return data
+
+    @contextlib.contextmanager
+    def _edit(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._tlock, open(self._lock_path, "a+") as lf:
+            fcntl.flock(lf, fcntl.LOCK_EX)
+            try:
+                data = self._read()
+                yield data
+                atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+            finally:
+                fcntl.flock(lf, fcntl.LOCK_UN)
+
+    def data(self) -> dict[str, Any]:
+        return self._read()
+
+    # -- footprints ------------------------------------------------------------------------------
+
+    def record(
+        self,
+        model: str,
+        version: int | None,
+        digest: str | None,
+        device_type: str,
+        triton_version: str,
+        footprint_bytes: int,
+        *,
+        predicted: Prediction | None = None,
+        server: str | None = None,
+        per_device_bytes: dict[str, int] | None = None,
+        size_bytes: int | None = None,
+    ) -> None:
+        """Store one measured load; also the load's predicted-vs-measured error and what the server holds."""
+        key = _key(model, version, digest, device_type, triton_version)
+        now = utc_now()
+        with self._edit() as d:
+            e = d["footprints"].setdefault(
+                key,
+                {"model": model, "version": version, "digest": digest or UNKNOWN_DIGEST,
+                 "device_type": device_type, "triton_version": triton_version, "samples": []},
+            )  # fmt: skip
+            e["samples"] = (e["samples"] + [int(footprint_bytes)])[-SAMPLES_KEPT:]
+            e["footprint_bytes"] = int(statistics.median(e["samples"]))
+            e["updated"] = now
+            if size_bytes is not None:
+                e["size_bytes"] = int(size_bytes)
+            row = {
+                "time": now, "model": model, "version": version, "server": server,
+                "measured_bytes": int(footprint_bytes),
+                "predicted_bytes": predicted.bytes if predicted else None,
+                "predicted_source": predicted.source if predicted else None,
+                "error_ratio": (predicted.bytes - footprint_bytes) / footprint_bytes
+                if predicted and footprint_bytes > 0 else None,
+            }  # fmt: skip
+            d["loads"] = (d["loads"] + [row])[-HISTORY_KEPT:]
+            if server is not None and version is not None:
+                d["servers"].setdefault(server, {}).setdefault(model, {})[str(version)] = {
+                    "key": key, "footprint_bytes": int(footprint_bytes),
+                    "per_device_bytes": per_device_bytes or {}, "loaded": now,
+                }  # fmt: skip
+
+    def measured(
+        self, model: str, version: int | None, digest: str | None, device_type: str, triton_version: str
+    ) -> int | None:
+        e = self._read()["footprints"].get(_key(model, version, digest, device_type, triton_version))
+        return int(e["footprint_bytes"]) if e else None
+
+    def predict(
+        self,
+        model: str,
+        version: int | None,
+        digest: str | None,
+        device_type: str,
+        triton_version: str,
+        size_bytes: int | None = None,
+    ) -> Prediction:
+        """The measured footprint for this exact key, else an estimate from ``size_bytes``.
+
+        Without a digest (the caller does not know the content), or without a version (Triton picks
+        it), the latest measurement of the model that matches what is known is used.
+        """
+        entries = self._read()["footprints"]
+        e = entries.get(_key(model, version, digest, device_type, triton_version))
+        if e is None and (digest is None or version is None):
+            cands = [
+                x for x in entries.values()
+                if x["model"] == model and x["device_type"] == device_type and x["triton_version"] == triton_version
+                and (version is None or x["version"] == version) and (digest is None or x["digest"] == digest)
+            ]  # fmt: skip
+            e = max(cands, key=lambda x: x.get("updated", ""), default=None)
+        if e is not None:
+            return Prediction(int(e["footprint_bytes"]), "measured")
+        return Prediction(estimate_bytes(size_bytes or 0), "estimate")
+
+    # -- servers and leaks -----------------------------------------------------------------------
+
+    def server_footprint(self, server: str, model: str, version: int | None) -> int | None:
+        """The footprint measured when ``server`` last loaded this model version (None if never)."""
+        rec = self._read()["servers"].get(server, {}).get(model, {}).get(str(version))
+        return int(rec["footprint_bytes"]) if rec else None
+
+    def forget_load(self, server: str, model: str) -> dict[str, Any]:
+        """Drop what ``server`` holds of ``model`` (after an unload); returns the dropped records."""
+        with self._edit() as d:
+            return dict(d["servers"].get(server, {}).pop(model, {}) or {})
+
+    def record_leak(self, server: str, model: str, leaked_bytes: int) -> None:
+        with self._edit() as d:
+            s = d["leaks"].setdefault(server, {"leaked_bytes": 0, "events": []})
+            s["leaked_bytes"] = int(s["leaked_bytes"]) + int(leaked_bytes)
+            s["events"] = (s["events"] + [{"time": utc_now(), "model": model, "bytes": int(leaked_bytes)}])[
+                -HISTORY_KEPT:
+            ]
+
+    def leaked_bytes(self, server: str) -> int:
+        return int(self._read()["leaks"].get(server, {}).get("leaked_bytes", 0))
+
+    def load_history(self, model: str | None = None) -> list[dict[str, Any]]:
+        rows = self._read()["loads"]
+        return [r for r in rows if model is None or r["model"] == model]
+
+
+def estimate_bytes(size_bytes: int) -> int:
+    """The first guess for a model never measured: on-disk size x multiplier + per-instance base."""
+    return int(size_bytes * ESTIMATE_MULTIPLIER) + ESTIMATE_BASE_BYTES
+
+
+# -- measured loads ----------------------------------------------------------------------------------
+
+_inflight_guard = threading.Lock()
+_inflight: dict[tuple[str, str], Future[LoadResult]] = {}
+_device_locks_guard = threading.Lock()
+_device_locks: dict[str, threading.Lock] = {}
+
+
+def _device_lock(name: str) -> threading.Lock:
+    with _device_locks_guard:
+        return _device_locks.setdefault(name, threading.Lock())
+
+
+@contextlib.contextmanager
+def device_locks(server: str, devices: list[str]) -> Iterator[None]:
+    """Hold one lock per device of ``server`` (sorted, so two callers never deadlock)."""
+    locks = [_device_lock(f"{server}/{d}") for d in sorted(set(devices))]
+    for lk in locks:
+        lk.acquire()
+    try:
+        yield
+    finally:
+        for lk in reversed(locks):
+            lk.release()
+
+
+def measured_load(
+    client: ControlClient,
+    probe: MemoryProbe,
+    ledger: FootprintLedger,
+    model: str,
+    *,
+    version: int | None = None,
+    digest: str | None = None,
+    size_bytes: int | None = None,
+    config: str | None = None,
+    files: dict[str, bytes] | None = None,
+    settle_timeout_s: float = 10.0,
+) -> LoadResult:
+    """Load ``model`` and measure what it costs: usage after it settles minus usage before, per device.
+
+    One load at a time per device of the server (loads on the same GPU would pollute each other's
+    measurement and can spike it into OOM); a load of the same model already in flight is joined,
+    never issued twice (see ``ControlClient.load``). Records the footprint and the prediction error.
+    """
+    key = (client.key, model)
+    with _inflight_guard:
+        current = _inflight.get(key)
+        if current is None:
+            mine: Future[LoadResult] = Future()
+            _inflight[key] = mine
+    if current is not None:
+        log.info("server %s: measured load of model %r already in flight; joining it", client.name, model)
+        joined = current.result()
+        return dataclasses.replace(joined, joined=True)
+    try:
+        res = _measured_load(client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s)
+    except BaseException as e:
+        mine.set_exception(e)
+        raise
+    else:
+        mine.set_result(res)
+        return res
+    finally:
+        with _inflight_guard:
+            _inflight.pop(key, None)
+
+
+def _measured_load(
+    client: ControlClient,
+    probe: MemoryProbe,
+    ledger: FootprintLedger,
+    model: str,
+    version: int | None,
+    digest: str | None,
+    size_bytes: int | None,
+    config: str | None,
+    files: dict[str, bytes] | None,
+    settle_timeout_s: float,
+) -> LoadResult:
+    t0 = time.monotonic()
+    triton_version = client.triton_version()
+    device_type = probe.device_type()
+    devices = sorted(probe.usage())
+    with device_locks(client.key, devices):
+        predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+        before = settle(probe, timeout_s=settle_timeout_s)
+        client.load(model, config=config, files=files)
+        after = settle(probe, timeout_s=settle_timeout_s)
+    loaded = client.loaded_versions(model)
+    if not loaded:
+        states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
+        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
+    if version is None:
+        version = max(loaded)
+    elif version not in loaded:
+        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
+    per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
+    footprint = max(0, sum(per_device.values()))
+    ledger.record(
+        model, version, digest, device_type, triton_version, footprint,
+        predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
+    )  # fmt: skip
+    result = LoadResult(model, version, footprint, predicted, time.monotonic() - t0, per_device)
+    log.info(
+        "server %s: model %r v%s footprint %d bytes, predicted %d (%s), error %s",
+        client.name, model, version, footprint, predicted.bytes, predicted.source,
+        f"{result.error_ratio:+.1%}" if result.error_ratio is not None else "n/a",
+    )  # fmt: skip
+    return result
+
+
+def measured_unload(
+    client: ControlClient,
+    probe: MemoryProbe,
+    ledger: FootprintLedger,
+    model: str,
+    *,
+    unload_dependents: bool = False,
+    timeout_s: float = 120.0,
+) -> UnloadResult:
+    """Unload ``model`` and wait until the index and the memory say it is gone.
+
+    Memory the measured load added that did not come back is recorded as leaked for the server.
+    """
+    from tritonops.triton.client import UnloadTimeout
+
+    held = ledger.data()["servers"].get(client.name, {}).get(model, {})
+    expect = sum(int(r["footprint_bytes"]) for r in held.values()) or None
+    try:
+        res = client.unload(
+            model, unload_dependents=unload_dependents, wait=True, timeout_s=timeout_s,
+            memory_probe=probe, expect_release_bytes=expect,
+        )  # fmt: skip
+    except UnloadTimeout as e:
+        if not e.still_loaded and expect:
+            leaked = max(0, expect - e.result.released_bytes)
+            ledger.record_leak(client.name, model, leaked)
+            ledger.forget_load(client.name, model)
+        raise
+    ledger.forget_load(client.name, model)
+    return res

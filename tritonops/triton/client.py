@@ -1,0 +1,543 @@
+"""A Triton model-control client that does one thing per call and tells the truth about state.
+
+One interface over ``tritonclient.http`` and ``tritonclient.grpc``: health, metadata, repository index,
+load (with config and file overrides), unload (optionally waiting until the index AND the memory
+probe say the model is gone), statistics and the metrics scrape. Every call has a client-side
+timeout; every failure becomes one ``TritonError`` line naming the server and the model.
+
+Triton loads a model twice when two load calls for it overlap, so :meth:`ControlClient.load`
+joins a load of the same model already in flight on the same server (in this process) instead of
+issuing a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+from tritonops.errors import MemoryProbeError, TritonError
+
+if TYPE_CHECKING:
+    from tritonops.config import ServerConfig
+    from tritonops.memory.probes import MemoryProbe
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+# A load downloads the model folder and runs its initialisation: minutes for big models.
+DEFAULT_LOAD_TIMEOUT_S = 600.0
+DEFAULT_UNLOAD_TIMEOUT_S = 120.0
+POLL_INTERVAL_S = 0.1
+# Memory counts as "back" after an unload when the reading is stable to within this much...
+SETTLE_TOLERANCE_BYTES = 2 << 20
+# ...over this many consecutive samples.
+SETTLE_SAMPLES = 3
+
+T = TypeVar("T")
+
+# States Triton's repository index reports.
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+LOADING = "LOADING"
+UNLOADING = "UNLOADING"
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """One row of Triton's repository index."""
+
+    name: str
+    version: int | None
+    state: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "state": self.state, "reason": self.reason}
+
+
+@dataclass
+class UnloadResult:
+    """What an unload observed. ``released_bytes`` is per probe device (empty without a probe)."""
+
+    model: str
+    seconds: float
+    before_bytes: dict[str, int] = field(default_factory=dict)
+    after_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def released_bytes(self) -> int:
+        return sum(self.before_bytes.get(d, 0) - self.after_bytes.get(d, 0) for d in self.before_bytes)
+
+
+class UnloadTimeout(TritonError):
+    """``unload(wait=True)`` gave up: the model is still listed as loaded, or its memory is not back."""
+
+    def __init__(self, message: str, *, still_loaded: bool, result: UnloadResult) -> None:
+        super().__init__(message)
+        self.still_loaded = still_loaded
+        self.result = result
+
+
+# -- in-flight loads, shared by every client in this process -------------------------------------
+
+_inflight_lock = threading.Lock()
+_inflight: dict[tuple[str, str], tuple[Future[None], tuple[Any, ...]]] = {}
+
+
+def _parse_index_version(v: Any) -> int | None:
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(v: Any) -> int:
+    # gRPC's JSON renders uint64 as strings and omits zero values.
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _normalise_stats(s: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(s)
+    out["name"] = str(s.get("name", ""))
+    out["version"] = str(s.get("version", ""))
+    for k in ("last_inference", "inference_count", "execution_count"):
+        out[k] = _int(s.get(k))
+    return out
+
+
+def _strip_scheme(url: str) -> str:
+    for p in ("http://", "https://", "grpc://", "grpcs://"):
+        if url.startswith(p):
+            return url[len(p) :]
+    return url
+
+
+class _Backend:
+    """The protocol-specific part: a thin adapter over one tritonclient module."""
+
+    def live(self, timeout_s: float) -> bool: ...
+    def ready(self, timeout_s: float) -> bool: ...
+    def metadata(self, timeout_s: float) -> dict[str, Any]: ...
+    def index(self, timeout_s: float) -> list[dict[str, Any]]: ...
+    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
+    def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
+    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
+
+
+class _HttpBackend(_Backend):
+    # geventhttpclient connections must not be shared between threads: one client per thread and timeout.
+    def __init__(self, hostport: str, ssl: bool) -> None:
+        self._hostport = hostport
+        self._ssl = ssl
+        self._local = threading.local()
+
+    def _client(self, timeout_s: float) -> Any:
+        import tritonclient.http as httpclient
+
+        cache = self._local.__dict__.setdefault("clients", {})
+        c = cache.get(timeout_s)
+        if c is None:
+            c = httpclient.InferenceServerClient(
+                self._hostport, ssl=self._ssl, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+            cache[timeout_s] = c
+        return c
+
+    def live(self, timeout_s: float) -> bool:
+        return bool(self._client(timeout_s).is_server_live())
+
+    def ready(self, timeout_s: float) -> bool:
+        return bool(self._client(timeout_s).is_server_ready())
+
+    def metadata(self, timeout_s: float) -> dict[str, Any]:
+        return dict(self._client(timeout_s).get_server_metadata())
+
+    def index(self, timeout_s: float) -> list[dict[str, Any]]:
+        return list(self._client(timeout_s).get_model_repository_index())
+
+    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
+        self._client(timeout_s).load_model(model, config=config, files=files)
+
+    def unload(self, model: str, dependents: bool, timeout_s: float) -> None:
+        self._client(timeout_s).unload_model(model, unload_dependents=dependents)
+
+    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
+        return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
+
+
+class _GrpcBackend(_Backend):
+    def __init__(self, hostport: str, ssl: bool) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._c = grpcclient.InferenceServerClient(hostport, ssl=ssl)
+
+    def live(self, timeout_s: float) -> bool:
+        return bool(self._c.is_server_live(client_timeout=timeout_s))
+
+    def ready(self, timeout_s: float) -> bool:
+        return bool(self._c.is_server_ready(client_timeout=timeout_s))
+
+    def metadata(self, timeout_s: float) -> dict[str, Any]:
+        return dict(self._c.get_server_metadata(as_json=True, client_timeout=timeout_s))
+
+    def index(self, timeout_s: float) -> list[dict[str, Any]]:
+        return list(self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", []))
+
+    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
+        self._c.load_model(model, config=config, files=files, client_timeout=timeout_s)
+
+    def unload(self, model: str, dependents: bool, timeout_s: float) -> None:
+        self._c.unload_model(model, unload_dependents=dependents, client_timeout=timeout_s)
+
+    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
+        d = self._c.get_inference_statistics(model_name=model, as_json=True, client_timeout=timeout_s)
+        return list(d.get("model_stats", []))
+
+
+class ControlClient:
+    """One Triton server's control API. Build with :meth:`connect` or :meth:`from_server`."""
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "http",
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+        metrics_url: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if protocol not in ("http", "grpc"):
+            raise TritonError(f"server {url}: unknown protocol {protocol!r} (http or grpc)")
+        if timeout_s <= 0 or load_timeout_s <= 0:
+            raise TritonError(f"server {url}: timeouts must be positive")
+        self.url = url
+        self.protocol = protocol
+        self.name = name or url
+        self.timeout_s = timeout_s
+        self.load_timeout_s = load_timeout_s
+        self.metrics_url = metrics_url
+        ssl = url.startswith(("https://", "grpcs://"))
+        hostport = _strip_scheme(url).rstrip("/")
+        if not hostport or "/" in hostport:
+            raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
+        self._hostport = hostport
+        self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        protocol: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+        metrics_url: str | None = None,
+    ) -> ControlClient:
+        """A client for ``url``; ``grpc://host:port`` implies gRPC, ``http(s)://`` or a bare host:port HTTP."""
+        if protocol is None:
+            protocol = "grpc" if url.startswith(("grpc://", "grpcs://")) else "http"
+        return cls(url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s, metrics_url=metrics_url)
+
+    @classmethod
+    def from_server(
+        cls,
+        server: ServerConfig,
+        protocol: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+    ) -> ControlClient:
+        """A client for a configured server: HTTP when it has an http_url (unless gRPC is asked for)."""
+        if protocol is None:
+            protocol = "http" if server.http_url else "grpc"
+        url = server.http_url if protocol == "http" else server.grpc_url
+        if not url:
+            raise TritonError(f"server {server.name}: no {protocol}_url configured")
+        return cls(
+            url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s,
+            metrics_url=server.metrics_url, name=server.name,
+        )  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """Identifies the server process (same for its HTTP and gRPC endpoints is not guaranteed)."""
+        return self._hostport
+
+    def __repr__(self) -> str:
+        return f"ControlClient({self.url!r}, protocol={self.protocol!r})"
+
+    # -- error mapping ---------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T], timeout_s: float, model: str | None = None) -> T:
+        about = f"server {self.url}" + (f": model {model!r}" if model else "")
+        try:
+            return fn()
+        except TritonError:
+            raise
+        except Exception as e:  # noqa: BLE001 - tritonclient, gevent, grpc and sockets all raise their own
+            raise TritonError(f"{about}: {what} failed: {self._describe(e, timeout_s)}") from e
+
+    def _describe(self, e: BaseException, timeout_s: float) -> str:
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(e, InferenceServerException):
+            msg = (e.message() or "").strip()
+            status = str(e.status() or "")
+            low = (msg + " " + status).lower()
+            if "deadline exceeded" in low or "timed out" in low or "timeout" in low:
+                return f"timed out after {timeout_s:g}s"
+            if "unavailable" in status.lower() or "failed to connect" in low or "connection refused" in low:
+                return f"server unreachable ({_one_line(msg)})"
+            return _one_line(msg) or type(e).__name__
+        if isinstance(e, (socket.timeout, TimeoutError)) or "timeout" in type(e).__name__.lower():
+            return f"timed out after {timeout_s:g}s"
+        if isinstance(e, ConnectionRefusedError):
+            return "server unreachable (connection refused)"
+        if isinstance(e, OSError):
+            return f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
+        return f"{type(e).__name__}: {_one_line(str(e))}"
+
+    # -- health and metadata ---------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return self._call("live check", lambda: self._backend.live(self.timeout_s), self.timeout_s)
+
+    def ready(self) -> bool:
+        return self._call("ready check", lambda: self._backend.ready(self.timeout_s), self.timeout_s)
+
+    def server_metadata(self) -> dict[str, Any]:
+        """``{"name", "version", "extensions"}`` as Triton reports them."""
+        return self._call("metadata", lambda: self._backend.metadata(self.timeout_s), self.timeout_s)
+
+    def triton_version(self) -> str:
+        return str(self.server_metadata().get("version", "unknown"))
+
+    # -- repository ------------------------------------------------------------------------------
+
+    def index(self) -> list[ModelState]:
+        """The repository index: every model Triton sees, with version, state and reason."""
+        rows = self._call("repository index", lambda: self._backend.index(self.timeout_s), self.timeout_s)
+        out = [
+            ModelState(
+                name=str(r.get("name", "")),
+                version=_parse_index_version(r.get("version")),
+                state=str(r.get("state", "")) or UNAVAILABLE,
+                reason=str(r.get("reason", "")),
+            )
+            for r in rows
+        ]
+        return sorted(out, key=lambda m: (m.name, m.version or 0))
+
+    def model_states(self, model: str) -> list[ModelState]:
+        return [m for m in self.index() if m.name == model]
+
+    def loaded_versions(self, model: str) -> list[int]:
+        return sorted(m.version for m in self.model_states(model) if m.state == READY and m.version is not None)
+
+    def load(self, model: str, *, config: str | None = None, files: dict[str, bytes] | None = None) -> None:
+        """Load (or reload) ``model``; returns when Triton reports it loaded.
+
+        Raises ``TritonError`` with Triton's reason verbatim. If a load of the same model on this
+        server is already in flight in this process, waits for it instead of issuing a second one
+        (when the overrides are the same; different overrides wait, then load).
+        """
+        if files and config is None:
+            raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
+        args = (config, tuple(sorted((files or {}).items())))
+        key = (self.key, model)
+        while True:
+            with _inflight_lock:
+                current = _inflight.get(key)
+                if current is None:
+                    mine: Future[None] = Future()
+                    _inflight[key] = (mine, args)
+                    break
+            fut, their_args = current
+            log.info("server %s: load of model %r already in flight; waiting for it", self.url, model)
+            if their_args == args:
+                fut.result()  # re-raises the first caller's TritonError
+                return
+            try:
+                fut.result()
+            except TritonError:
+                pass
+        try:
+            self._do_load(model, config, files)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        else:
+            mine.set_result(None)
+        finally:
+            with _inflight_lock:
+                _inflight.pop(key, None)
+
+    def _do_load(self, model: str, config: str | None, files: dict[str, bytes] | None) -> None:
+        t0 = time.monotonic()
+        try:
+            self._backend.load(model, config, files, self.load_timeout_s)
+        except Exception as e:  # noqa: BLE001
+            reason = self._describe(e, self.load_timeout_s)
+            if not reason.startswith(("timed out", "server unreachable")):
+                # Say plainly when the model is simply not in the repository; keep Triton's words too.
+                names = {m.name for m in self._safe_index()}
+                if names and model not in names:
+                    raise TritonError(
+                        f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
+                    ) from e
+            raise TritonError(f"server {self.url}: load of model {model!r} failed: {reason}") from e
+        log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
+
+    def _safe_index(self) -> list[ModelState]:
+        try:
+            return self.index()
+        except TritonError:
+            return []
+
+    def unload(
+        self,
+        model: str,
+        *,
+        unload_dependents: bool = False,
+        wait: bool = False,
+        timeout_s: float = DEFAULT_UNLOAD_TIMEOUT_S,
+        memory_probe: MemoryProbe | None = None,
+        expect_release_bytes: int | None = None,
+    ) -> UnloadResult:
+        """Ask Triton to unload ``model`` (Triton answers before the model is gone).
+
+        With ``wait=True`` returns only when the index shows no version READY/LOADING/UNLOADING and,
+        given a ``memory_probe``, the memory is back: usage dropped by at least 90% of
+        ``expect_release_bytes`` when known, else stopped falling. Raises ``UnloadTimeout`` after
+        ``timeout_s`` otherwise, saying which of the two did not happen.
+        """
+        t0 = time.monotonic()
+        before: dict[str, int] = {}
+        if wait and memory_probe is not None:
+            before = _usage(memory_probe, self.url)
+        self._call(
+            "unload", lambda: self._backend.unload(model, unload_dependents, self.timeout_s), self.timeout_s, model
+        )
+        result = UnloadResult(model=model, seconds=0.0, before_bytes=before)
+        if not wait:
+            result.seconds = time.monotonic() - t0
+            return result
+        deadline = t0 + timeout_s
+        while True:
+            busy = [m for m in self.model_states(model) if m.state in (READY, LOADING, UNLOADING)]
+            if not busy:
+                break
+            if time.monotonic() >= deadline:
+                result.seconds = time.monotonic() - t0
+                states = ", ".join(f"v{m.version}={m.state}" for m in busy)
+                raise UnloadTimeout(
+                    f"server {self.url}: model {model!r} still {states} {timeout_s:g}s after unload",
+                    still_loaded=True,
+                    result=result,
+                )
+            time.sleep(POLL_INTERVAL_S)
+        if memory_probe is not None:
+            result.after_bytes = self._wait_memory_back(memory_probe, before, expect_release_bytes, deadline)
+            result.seconds = time.monotonic() - t0
+            need = 0.9 * expect_release_bytes if expect_release_bytes else None
+            if result.after_bytes.get("__timeout__"):
+                result.after_bytes.pop("__timeout__")
+                if need is not None and result.released_bytes < need:
+                    what = f"released {result.released_bytes} of {expect_release_bytes} bytes"
+                else:
+                    what = "memory still falling"
+                raise UnloadTimeout(
+                    f"server {self.url}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
+                    still_loaded=False,
+                    result=result,
+                )
+        result.seconds = time.monotonic() - t0
+        return result
+
+    def _wait_memory_back(
+        self, probe: MemoryProbe, before: dict[str, int], expect: int | None, deadline: float
+    ) -> dict[str, int]:
+        samples: list[dict[str, int]] = []
+        while True:
+            now = _usage(probe, self.url)
+            samples.append(now)
+            released = sum(before.get(d, 0) - now.get(d, 0) for d in before)
+            stable = len(samples) >= SETTLE_SAMPLES and all(
+                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES for s in samples[-SETTLE_SAMPLES:]
+            )
+            if expect:
+                if released >= 0.9 * expect and stable:
+                    return now
+            elif stable:
+                return now
+            if time.monotonic() >= deadline:
+                return {**now, "__timeout__": 1}
+            time.sleep(POLL_INTERVAL_S * 2)
+
+    # -- statistics and metrics ------------------------------------------------------------------
+
+    def statistics(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Per model version: ``name``, ``version``, ``last_inference`` (ms since the epoch, 0 if never),
+        ``inference_count``, ``execution_count`` and Triton's other fields as it reports them."""
+        rows = self._call(
+            "statistics", lambda: self._backend.statistics(model or "", self.timeout_s), self.timeout_s, model
+        )
+        return [_normalise_stats(r) for r in rows]
+
+    def metrics(self) -> str:
+        """The raw Prometheus text of the server's metrics endpoint."""
+        if not self.metrics_url:
+            raise TritonError(f"server {self.url}: no metrics_url configured")
+        return fetch_metrics(self.metrics_url, self.timeout_s)
+
+
+def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    u = urlparse(metrics_url)
+    if u.scheme not in ("http", "https"):
+        raise TritonError(f"metrics {metrics_url}: not an http:// or https:// URL")
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as r:  # noqa: S310 - scheme checked above
+            return str(r.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as e:
+        raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
+    except (socket.timeout, TimeoutError):
+        raise TritonError(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TritonError(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
+
+
+def _usage(probe: MemoryProbe, url: str) -> dict[str, int]:
+    try:
+        return dict(probe.usage())
+    except MemoryProbeError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise MemoryProbeError(f"server {url}: memory probe failed: {type(e).__name__}: {e}") from e
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def dumps_config(config: Mapping[str, Any]) -> str:
+    """A config override for :meth:`ControlClient.load` (Triton takes the model config as JSON)."""
+    return json.dumps(config)
