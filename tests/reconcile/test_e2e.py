@@ -19,8 +19,6 @@ from tritonops.cli import app
 from tritonops.dev import stack
 from tritonops.reconcile import runner
 from tritonops.reconcile.lock import region_lock
-from tritonops.reconcile.ports import IndexEntry
-from tritonops.reconcile.triton_http import HttpControl
 
 EU, US = "eu-west-1", "us-east-1"
 pytestmark = pytest.mark.slow
@@ -48,23 +46,33 @@ def infer(server: stack.TritonServer, model: str) -> list[float]:
     return [float(v) for v in c.infer(model, [i]).as_numpy("Y")[0]]
 
 
-class Counting(HttpControl):
-    """The real HTTP control, counting the calls that change a server."""
+class Counting:
+    """Wraps the real control a reconcile uses, recording the calls that change a server."""
 
-    def __init__(self, name: str, url: str) -> None:
-        super().__init__(name, url)
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
         self.writes: list[str] = []
 
-    def load(self, model: str, config_json: str | None = None) -> None:
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
         self.writes.append(f"load {model}")
-        super().load(model, config_json)
+        return self.inner.load(model, *args, **kw)
 
     def unload(self, model: str) -> None:
         self.writes.append(f"unload {model}")
-        super().unload(model)
+        self.inner.unload(model)
 
-    def index(self) -> list[IndexEntry]:
-        return super().index()
+
+def counting_context(rr: RecRegions, region: str) -> tuple[runner.Context, Counting]:
+    """The context `tritonops reconcile` builds (same ports), with the server's control counted."""
+    ctx = runner.context(rr.config, region)
+    name = f"{region}-a"
+    counting = Counting(ctx.ports.controls[name])
+    ctx.ports.controls[name] = counting
+    return ctx, counting
 
 
 def test_reconcile_end_to_end(rec_regions, unique) -> None:
@@ -89,6 +97,8 @@ def test_reconcile_end_to_end(rec_regions, unique) -> None:
     for r in (EU, US):
         res = cli(rr, "reconcile", "--region", r, "-o", "json")
         assert res.exit_code == 0, res.output
+        # every load was measured (host probe of this Triton's process tree) and compared with the prediction
+        assert all(x["prediction_error_bytes"] is not None for x in json.loads(res.stdout)["results"])
     assert ready(rr.servers[EU]) == {pin: [1], a: [1], b: [1], eu_only: [1]}
     assert ready(rr.servers[US]) == {pin: [1], a: [1], b: [1]}
     plan_us = json.loads(cli(rr, "plan", "--region", US, "-o", "json").stdout)
@@ -98,8 +108,7 @@ def test_reconcile_end_to_end(rec_regions, unique) -> None:
         assert infer(rr.servers[EU], m) == [1.0, 2.0, 3.0, 4.0]
 
     # nothing changed: a second run makes no load or unload call, and plan exits 0
-    counting = Counting(f"{EU}-a", rr.servers[EU].http_url)
-    ctx = runner.context(rr.config, EU, runner.ports_for({f"{EU}-a": counting}))
+    ctx, counting = counting_context(rr, EU)
     report = runner.reconcile(ctx)
     assert report.results == [] and counting.writes == []
     assert cli(rr, "plan", "--region", EU, "--detailed-exitcode").exit_code == 0
@@ -146,8 +155,8 @@ def test_reconcile_end_to_end(rec_regions, unique) -> None:
     assert [(x["kind"], x["model"]) for x in doc["results"]] == [("evict", b)]
     assert ready(rr.servers[EU]) == {pin: [1], a: [2], eu_only: [1]}
     # and the next run neither loads b back nor evicts anything else
-    counting = Counting(f"{EU}-a", rr.servers[EU].http_url)
-    report = runner.reconcile(runner.context(rr.config, EU, runner.ports_for({f"{EU}-a": counting})))
+    ctx, counting = counting_context(rr, EU)
+    report = runner.reconcile(ctx)
     assert counting.writes == [] and report.results == []
 
 

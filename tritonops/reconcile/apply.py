@@ -16,7 +16,7 @@ from typing import Any
 
 from tritonops.errors import TritonOpsError
 from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
-from tritonops.reconcile.ports import MemoryPort, ServerControl
+from tritonops.reconcile.ports import ServerControl
 from tritonops.reconcile.state import DesiredState
 from tritonops.reconcile.store import Owned, Quarantine
 from tritonops.reconcile.triton_http import config_for_versions, parse_config
@@ -60,21 +60,10 @@ def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) 
     ctl.warmup(model, version, config)
 
 
-def _used(mem: MemoryPort | None) -> int | None:
-    if mem is None:
-        return None
-    try:
-        devs = mem.devices()
-    except TritonOpsError:
-        return None
-    return max((d.used_bytes for d in devs), default=None)
-
-
 def apply_plan(
     plan: Plan,
     desired: DesiredState,
     controls: Mapping[str, ServerControl],
-    memories: Mapping[str, MemoryPort | None],
     quarantine: Quarantine,
     owned: Owned,
 ) -> list[ActionResult]:
@@ -92,11 +81,7 @@ def apply_plan(
                 ctl.unload(a.model)
                 owned.update(set(), {a.model})
             else:
-                before = _used(memories.get(a.server))
                 _load(a, desired, ctl, r, quarantine)
-                after = _used(memories.get(a.server))
-                if before is not None and after is not None and r.result == "ok":
-                    r.prediction_error_bytes = (after - before) - a.predicted_bytes
                 owned.update({a.model}, set())
         except TritonOpsError as e:
             r.result, r.error = "failed", str(e)
@@ -120,12 +105,19 @@ def _load(a: Action, desired: DesiredState, ctl: ServerControl, r: ActionResult,
     old = list(a.from_versions)
     if a.kind == "reload" and a.strategy != AVAILABILITY and a.version not in old:
         ctl.unload(a.model)  # resource-preserving: free the old copy before loading the new one
+    meta: dict[str, Any] = {"version": a.version, "digest": dm.digest, "size_bytes": dm.size_bytes}
     try:
         if a.kind == "reload" and a.strategy == AVAILABILITY and a.version not in old:
-            ctl.load(a.model, config_for_versions(config, a.model, [*old, a.version]))
+            measured = ctl.load(a.model, config_for_versions(config, a.model, [*old, a.version]), **meta)
             _gate(ctl, a.model, a.version, config)
-        ctl.load(a.model, config_for_versions(config, a.model, [a.version]))
+            # Switching to the new version alone only drops the old one: not a footprint to measure.
+            ctl.load(a.model, config_for_versions(config, a.model, [a.version]), **meta, measure=False)
+        else:
+            measured = ctl.load(a.model, config_for_versions(config, a.model, [a.version]), **meta,
+                                measure=a.version not in old)  # fmt: skip
         _gate(ctl, a.model, a.version, config)
+        if measured is not None:
+            r.prediction_error_bytes = measured - dm.footprint_bytes
     except TritonOpsError as e:
         r.result, r.error = "failed", str(e)
         r.quarantined = quarantine.record_failure(a.server, a.model, a.version, a.digest, str(e))

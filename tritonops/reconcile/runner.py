@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config
-from tritonops.errors import PlanError
+from tritonops.errors import PlanError, TritonOpsError
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
@@ -37,7 +37,31 @@ class Ports:
 
 
 def default_ports(cfg: Config, region: str) -> Ports:
-    """HTTP model control and Triton's GPU metrics per server; disk-size guess for footprints."""
+    """The control stage's ControlClient, the best memory probe per server (NVML, metrics, host) and the
+    footprint ledger in the state dir (measured footprints; its estimate for models never loaded)."""
+    from tritonops.memory.ledger import FootprintLedger
+    from tritonops.reconcile.adapters import ControlAdapter, LedgerFootprint, ProbeMemory, probe_or_none
+
+    rcfg = cfg.region(region)
+    ledger = FootprintLedger.in_state_dir(cfg.state_path)
+    controls: dict[str, ServerControl] = {}
+    memories: dict[str, MemoryPort | None] = {}
+    footprint: FootprintPort | None = None
+    for s in rcfg.servers:
+        probe = probe_or_none(s)
+        ctl = ControlAdapter(s, probe, ledger)
+        controls[s.name] = ctl
+        memories[s.name] = ProbeMemory(probe) if probe is not None else None
+        if footprint is None and probe is not None:
+            try:
+                footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
+            except TritonOpsError:
+                pass  # server down: the next one decides; it is skipped and reported by the plan
+    return Ports(controls, memories, footprint or SizeGuess())
+
+
+def http_ports(cfg: Config, region: str) -> Ports:
+    """Reconcile on its own: HTTP model control, Triton's GPU metrics, disk-size guess for footprints."""
     rcfg = cfg.region(region)
     controls: dict[str, ServerControl] = {}
     memories: dict[str, MemoryPort | None] = {}
@@ -150,7 +174,7 @@ def _memory(ports: Ports) -> list[dict[str, Any]]:
 
 def _execute(ctx: Context, plan: Plan, desired: DesiredState, started: float,
              metrics_file: Path | None) -> RunReport:  # fmt: skip
-    results = apply_plan(plan, desired, ctx.ports.controls, ctx.ports.memories, ctx.quarantine, ctx.owned)
+    results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
     drift = sum(1 for r in results if r.result != "ok") + sum(
         1 for n in plan.notes if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
     )

@@ -33,6 +33,7 @@ class DesiredModel:
     placement: Placement
     footprint_bytes: int
     config_text: str = ""
+    size_bytes: int = 0
 
 
 @dataclass
@@ -82,7 +83,7 @@ def desired_state(
         entry = man.versions[v]
         models[name] = DesiredModel(
             name, v, entry.digest, cfg.placement(name),
-            footprint.predict(name, entry.digest, entry.size), published.configs.get(name, ""),
+            footprint.predict(name, entry.digest, entry.size), published.configs.get(name, ""), entry.size,
         )  # fmt: skip
     servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
     return DesiredState(region, published.index.digest, set(published.index.models), models, servers, problems)

@@ -109,8 +109,10 @@ class HttpControl:
             out[s["name"]] = max(out.get(s["name"], 0), int(s.get("last_inference", 0) or 0))
         return out
 
-    def load(self, model: str, config_json: str | None = None) -> None:
+    def load(self, model: str, config_json: str | None = None, *, version: int | None = None,
+             digest: str = "", size_bytes: int = 0, measure: bool = True) -> int | None:
         self._call(f"load model {model!r}", self._client.load_model, model, config=config_json)
+        return None
 
     def unload(self, model: str) -> None:
         self._call(f"unload model {model!r}", self._client.unload_model, model)
