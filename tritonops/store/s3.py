@@ -19,9 +19,9 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import botocore.exceptions
