@@ -99,6 +99,7 @@ def _register() -> None:
     # One line per command module; each module adds its commands to ``app``.
     from tritonops.cli import config_cmd, control, dev  # noqa: F401
     from tritonops.cli import reconcile  # noqa: F401
+    from tritonops.cli import sync  # noqa: F401
 
 
 _register()

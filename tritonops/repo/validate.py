@@ -1,0 +1,487 @@
+"""Validation: what Triton would reject, or silently misread, found before anything is published.
+
+Every problem names the file, the line where one is known, and the field. The checks follow
+Triton's own (model_config_utils.cc, the backends' auto-complete/validation) for the parts a
+repository controls: the config, the version folders, the model files, and the bytes recorded in
+tritonops' manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.errors import RepositoryError
+from tritonops.repo.manifest import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    MANIFEST_NAME,
+    ModelManifest,
+    RepoIndex,
+    sha256_file,
+)
+from tritonops.repo.pbtxt import line_of
+
+log = logging.getLogger(__name__)
+
+VERSION_RE = re.compile(r"^[1-9][0-9]*$")
+MODEL_NAME_RE = re.compile(r"^[0-9A-Za-z_][0-9A-Za-z._-]*$")
+# Characters that survive every S3-compatible store and Triton's own key handling unescaped.
+OBJECT_KEY_RE = re.compile(r"^[0-9A-Za-z._/-]+$")
+STAGING_PREFIX = ".tritonops-"
+
+# backend -> default model file name (Triton's defaults).
+DEFAULT_MODEL_FILENAME = {
+    "onnxruntime": "model.onnx",
+    "tensorrt": "model.plan",
+    "pytorch": "model.pt",
+    "tensorflow": "model.savedmodel",
+    "python": "model.py",
+    "openvino": "model.xml",
+}
+PLATFORM_BACKEND = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "ensemble": "",
+}
+PLATFORM_DEFAULT_FILENAME = {"tensorflow_graphdef": "model.graphdef"}
+
+# ONNX TensorProto element type -> Triton data type.
+ONNX_TO_TRITON = {
+    1: mc.TYPE_FP32, 2: mc.TYPE_UINT8, 3: mc.TYPE_INT8, 4: mc.TYPE_UINT16, 5: mc.TYPE_INT16,
+    6: mc.TYPE_INT32, 7: mc.TYPE_INT64, 8: mc.TYPE_STRING, 9: mc.TYPE_BOOL, 10: mc.TYPE_FP16,
+    11: mc.TYPE_FP64, 12: mc.TYPE_UINT32, 13: mc.TYPE_UINT64, 16: mc.TYPE_BF16,
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "message": self.message}
+
+
+def dtype_name(t: int) -> str:
+    return str(mc.DataType.Name(t)) if t in mc.DataType.values() else str(t)
+
+
+def backend_of(cfg: mc.ModelConfig) -> str:
+    return cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
+
+
+def expected_model_filename(cfg: mc.ModelConfig) -> str | None:
+    """The file Triton looks for in each version folder; None for ensembles (no files)."""
+    if cfg.platform == "ensemble":
+        return None
+    if cfg.default_model_filename:
+        return cfg.default_model_filename
+    if cfg.platform in PLATFORM_DEFAULT_FILENAME:
+        return PLATFORM_DEFAULT_FILENAME[cfg.platform]
+    return DEFAULT_MODEL_FILENAME.get(backend_of(cfg))
+
+
+class _Ctx:
+    """Collects problems for one config file, finding lines in its text."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = str(path)
+        self.text = text
+        self.problems: list[Problem] = []
+
+    def add(self, message: str, pattern: str | None = None, start: int = 1) -> None:
+        line = line_of(self.text, pattern, start) if pattern and self.text else None
+        self.problems.append(Problem(self.path, message, line))
+
+    def line_of_name(self, name: str) -> int:
+        return line_of(self.text, rf'name:\s*"{re.escape(name)}"') or 1
+
+
+def check_config(
+    cfg: mc.ModelConfig,
+    config_path: Path,
+    text: str = "",
+    *,
+    model_name: str | None = None,
+    version_dirs: Iterable[Path] = (),
+    known_models: set[str] | None = None,
+) -> list[Problem]:
+    """Config-level checks; ``version_dirs`` are checked for the expected model file (and ONNX graph)."""
+    c = _Ctx(config_path, text)
+    is_ensemble = cfg.platform == "ensemble"
+
+    if model_name is not None and cfg.name and cfg.name != model_name:
+        c.add(f"name: {cfg.name!r} differs from the model folder {model_name!r} (Triton refuses to load it)",
+              r"^\s*name:")
+
+    # platform / backend
+    if not cfg.platform and not cfg.backend:
+        c.add("platform/backend: neither is set (Triton cannot tell which backend runs the model)")
+    elif cfg.platform and cfg.platform not in PLATFORM_BACKEND:
+        c.add(f"platform: unknown {cfg.platform!r} (known: {', '.join(sorted(PLATFORM_BACKEND))})", r"^\s*platform:")
+    elif cfg.platform and cfg.backend and PLATFORM_BACKEND[cfg.platform] != cfg.backend:
+        c.add(f"backend: {cfg.backend!r} does not match platform {cfg.platform!r}", r"^\s*backend:")
+    elif cfg.backend and not cfg.platform and cfg.backend not in DEFAULT_MODEL_FILENAME and not cfg.default_model_filename:
+        c.add(f"backend: {cfg.backend!r} has no default model file name; set default_model_filename",
+              r"^\s*backend:")
+
+    # max_batch_size
+    mbs = cfg.max_batch_size
+    if mbs < 0:
+        c.add(f"max_batch_size: {mbs} is negative", r"^\s*max_batch_size:")
+
+    # inputs / outputs
+    for kind, ios in (("input", cfg.input), ("output", cfg.output)):
+        if not ios and not is_ensemble and backend_of(cfg) not in ("python",):
+            c.add(f"{kind}: none declared")
+        seen: set[str] = set()
+        for i, io in enumerate(ios):
+            field = f"{kind}[{i}]"
+            if not io.name:
+                c.add(f"{field}.name: empty", rf"^\s*{kind}")
+                continue
+            line_pat = rf'name:\s*"{re.escape(io.name)}"'
+            field = f"{kind} {io.name!r}"
+            if io.name in seen:
+                c.add(f"{field}: duplicate {kind} name", line_pat, c.line_of_name(io.name) + 1)
+            seen.add(io.name)
+            if io.data_type == mc.TYPE_INVALID:
+                c.add(f"{field}.data_type: missing or TYPE_INVALID", line_pat)
+            if not io.dims:
+                c.add(f"{field}.dims: empty (use dims: [ 1 ] with reshape: {{ shape: [ ] }} for a scalar)", line_pat)
+            for d in io.dims:
+                if d == 0 or d < -1:
+                    c.add(f"{field}.dims: {d} is invalid (a dimension is > 0, or -1 for variable)", line_pat)
+            if io.HasField("reshape"):
+                for d in io.reshape.shape:
+                    if d == 0 or d < -1:
+                        c.add(f"{field}.reshape.shape: {d} is invalid", line_pat)
+                if all(d > 0 for d in io.dims) and all(d > 0 for d in io.reshape.shape):
+                    a, b = _prod(io.dims), _prod(io.reshape.shape)
+                    if a != b:
+                        c.add(f"{field}.reshape: {list(io.reshape.shape)} has {b} elements, dims {list(io.dims)} has {a}",
+                              line_pat)
+
+    # instance groups
+    for i, g in enumerate(cfg.instance_group):
+        field = f"instance_group[{i}]"
+        if g.count < 0:
+            c.add(f"{field}.count: {g.count} is negative", r"^\s*count:")
+        if g.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL) and g.gpus:
+            c.add(f"{field}.gpus: set for {mc.ModelInstanceGroup.Kind.Name(g.kind)} (only KIND_GPU uses gpus)",
+                  r"^\s*gpus:")
+        if any(x < 0 for x in g.gpus):
+            c.add(f"{field}.gpus: negative GPU id", r"^\s*gpus:")
+        if is_ensemble:
+            c.add(f"{field}: an ensemble has no instances", r"^\s*instance_group")
+
+    # version policy: tritonops always writes it explicitly.
+    vp = cfg.version_policy
+    which = vp.WhichOneof("policy_choice") if cfg.HasField("version_policy") else None
+    if which is None:
+        c.add("version_policy: not set (Triton would load the highest numbered folder, whatever it holds)")
+    elif which == "latest" and vp.latest.num_versions < 1:
+        c.add(f"version_policy.latest.num_versions: {vp.latest.num_versions} (must be >= 1)", r"num_versions")
+    elif which == "specific":
+        if not vp.specific.versions:
+            c.add("version_policy.specific.versions: empty (no version would load)", r"specific")
+        present = {int(p.name) for p in version_dirs if VERSION_RE.match(p.name)}
+        for v in vp.specific.versions:
+            if v <= 0:
+                c.add(f"version_policy.specific.versions: {v} is not a version number", r"versions")
+            elif v not in present:
+                c.add(f"version_policy.specific.versions: version {v} has no folder {config_path.parent / str(v)}",
+                      r"versions")
+
+    # dynamic batching
+    if cfg.HasField("dynamic_batching"):
+        db = cfg.dynamic_batching
+        if mbs == 0:
+            c.add("dynamic_batching: set but max_batch_size is 0 (the model cannot batch)", r"dynamic_batching")
+        for p in db.preferred_batch_size:
+            if p <= 0 or (mbs > 0 and p > mbs):
+                c.add(f"dynamic_batching.preferred_batch_size: {p} is outside 1..max_batch_size ({mbs})",
+                      r"preferred_batch_size")
+    if cfg.HasField("sequence_batching") and cfg.HasField("dynamic_batching"):
+        c.add("dynamic_batching: cannot be combined with sequence_batching", r"sequence_batching")
+
+    # ensembles
+    if is_ensemble:
+        steps = cfg.ensemble_scheduling.step
+        if not steps:
+            c.add("ensemble_scheduling.step: an ensemble needs at least one step", r"ensemble_scheduling")
+        produced = {io.name for io in cfg.input}
+        for i, s in enumerate(steps):
+            pat = rf'model_name:\s*"{re.escape(s.model_name)}"'
+            if not s.model_name:
+                c.add(f"ensemble_scheduling.step[{i}].model_name: empty", r"step")
+            elif known_models is not None and s.model_name not in known_models:
+                c.add(f"ensemble_scheduling.step[{i}].model_name: model {s.model_name!r} is not in the repository", pat)
+            elif s.model_name == model_name:
+                c.add(f"ensemble_scheduling.step[{i}].model_name: the ensemble refers to itself", pat)
+            produced.update(s.output_map.values())
+        for i, s in enumerate(steps):
+            for k, v in s.input_map.items():
+                if v not in produced:
+                    c.add(f"ensemble_scheduling.step[{i}].input_map: {k!r} <- {v!r}: no ensemble input or step "
+                          "output has that name", rf'"{re.escape(v)}"')
+        for o in cfg.output:
+            if o.name not in produced:
+                c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
+
+    # version folders: the model file Triton looks for, and the ONNX graph.
+    want = expected_model_filename(cfg)
+    if want:
+        accepted = {want, *cfg.cc_model_filenames.values()}
+        for vd in version_dirs:
+            if not VERSION_RE.match(vd.name) or not vd.is_dir():
+                continue
+            if not any((vd / f).exists() for f in accepted):
+                pat = r"^\s*default_model_filename" if cfg.default_model_filename else None
+                c.add(f"default_model_filename: version {vd.name} has no {want} ({vd / want} missing)", pat)
+                continue
+            if backend_of(cfg) == "onnxruntime" and (vd / want).is_file():
+                c.problems.extend(check_onnx(cfg, vd / want, c))
+    return c.problems
+
+
+def _prod(xs: Iterable[int]) -> int:
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def onnx_signature(path: Path) -> tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[int, list[int]]]]:
+    """(inputs, outputs) of an ONNX graph: name -> (element type, dims with -1 for symbolic)."""
+    import onnx  # heavy import, only when an ONNX model is checked
+
+    try:
+        # External data stays on disk: only the graph's structure is needed here.
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValueError, ... on bad files
+        raise RepositoryError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    inits = {i.name for i in m.graph.initializer}
+
+    def sig(vis: Iterable[Any]) -> dict[str, tuple[int, list[int]]]:
+        out = {}
+        for vi in vis:
+            if vi.name in inits:
+                continue
+            tt = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tt.shape.dim]
+            out[vi.name] = (tt.elem_type, dims)
+        return out
+
+    return sig(m.graph.input), sig(m.graph.output)
+
+
+def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
+    """Config inputs/outputs against the ONNX graph: names, element types, ranks, static dims."""
+    out: list[Problem] = []
+    try:
+        g_in, g_out = onnx_signature(onnx_path)
+    except RepositoryError as e:
+        return [Problem(str(onnx_path), str(e).split(": ", 1)[-1])]
+    batch = cfg.max_batch_size > 0
+    for kind, ios, graph in (("input", cfg.input, g_in), ("output", cfg.output, g_out)):
+        for io in ios:
+            line = c.line_of_name(io.name)
+            field = f"{kind} {io.name!r}"
+            if io.name not in graph:
+                out.append(Problem(c.path, f"{field}: not in the ONNX graph {onnx_path} "
+                                           f"(graph {kind}s: {', '.join(sorted(graph)) or 'none'})", line))
+                continue
+            etype, gdims = graph[io.name]
+            want_t = ONNX_TO_TRITON.get(etype)
+            if want_t is not None and io.data_type != want_t:
+                out.append(Problem(c.path, f"{field}.data_type: {dtype_name(io.data_type)} but the ONNX graph "
+                                           f"has {dtype_name(want_t)}", line))
+            dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+            full = ([-1] + dims) if batch else dims
+            if not gdims and etype == 0:
+                continue  # graph without shape information: nothing to compare
+            if len(full) != len(gdims):
+                extra = " (max_batch_size > 0 adds the batch dimension)" if batch else ""
+                out.append(Problem(c.path, f"{field}.dims: rank {len(full)}{extra} but the ONNX graph has rank "
+                                           f"{len(gdims)} {gdims}", line))
+                continue
+            if batch and gdims and gdims[0] != -1:
+                out.append(Problem(c.path, f"{field}: max_batch_size > 0 but the ONNX graph's first dimension is "
+                                           f"fixed at {gdims[0]} (no batch dimension to batch on)", line))
+            for i, (cd, gd) in enumerate(zip(full, gdims)):
+                if batch and i == 0:
+                    continue
+                if cd != -1 and gd != -1 and cd != gd:
+                    out.append(Problem(c.path, f"{field}.dims: dimension {i} is {cd} but the ONNX graph has {gd}",
+                                       line))
+    missing = sorted(set(g_in) - {io.name for io in cfg.input})
+    if missing:
+        out.append(Problem(c.path, f"input: the ONNX graph {onnx_path} needs inputs the config lacks: "
+                                   f"{', '.join(missing)}"))
+    return out
+
+
+def parse_for_validation(path: Path) -> tuple[mc.ModelConfig | None, str, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, "", [Problem(str(path), "config.pbtxt missing")]
+    except UnicodeDecodeError as e:
+        return None, "", [Problem(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})")]
+    cfg = mc.ModelConfig()
+    try:
+        text_format.Parse(text, cfg)
+    except text_format.ParseError as e:
+        reason = re.sub(r"^\d+:\d+\s*:\s*", "", str(e))
+        return None, text, [Problem(str(path), f"invalid config.pbtxt: {reason}", e.GetLine() or None)]
+    return cfg, text, []
+
+
+def _is_staging(name: str) -> bool:
+    return name.startswith(STAGING_PREFIX)
+
+
+def check_tree(root: Path, top: Path) -> list[Problem]:
+    """Symlinks escaping the repository and object keys S3 or Triton would mangle."""
+    out: list[Problem] = []
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _is_staging(d))
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if not OBJECT_KEY_RE.match(rel):
+                bad = "".join(sorted({ch for ch in rel if not OBJECT_KEY_RE.match(ch)}))
+                out.append(Problem(str(p), f"object key {rel!r} has characters outside [0-9A-Za-z._/-] "
+                                           f"({bad!r}): S3 stores or Triton may not fetch it"))
+            if p.is_symlink():
+                target = p.resolve()
+                if not (target == real_root or real_root in target.parents):
+                    out.append(Problem(str(p), f"symlink points outside the repository (to {os.readlink(p)})"))
+                elif not target.exists():
+                    out.append(Problem(str(p), f"symlink is broken (to {os.readlink(p)})"))
+    return out
+
+
+def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path) -> list[Problem]:
+    """Every version's bytes equal what the manifest recorded when the version was created."""
+    mpath = model_dir / MANIFEST_NAME
+    if not mpath.exists():
+        return [Problem(str(mpath), "manifest missing (versions not created by `tritonops repo add` cannot be "
+                                    "trusted to be immutable)")]
+    try:
+        man = ModelManifest.load(mpath)
+    except RepositoryError as e:
+        return [Problem(str(mpath), str(e).split(": ", 1)[-1])]
+    out: list[Problem] = []
+    if man.model != model_dir.name:
+        out.append(Problem(str(mpath), f"model: {man.model!r} differs from the folder name {model_dir.name!r}"))
+    if config_path.exists() and man.config_sha256:
+        if sha256_file(config_path) != man.config_sha256:
+            out.append(Problem(str(config_path), "config_sha256: config.pbtxt changed since the manifest was "
+                                                 "written (change configs with `tritonops repo add --config`)"))
+    on_disk = {int(v.name): v for v in version_dirs if VERSION_RE.match(v.name)}
+    for n in sorted(set(on_disk) - set(man.versions)):
+        out.append(Problem(str(on_disk[n]), f"version {n}: not in the manifest {mpath}"))
+    for n in sorted(set(man.versions) - set(on_disk)):
+        out.append(Problem(str(model_dir / str(n)), f"version {n}: in the manifest but the folder is missing"))
+    for n in sorted(set(on_disk) & set(man.versions)):
+        vd, entry = on_disk[n], man.versions[n]
+        recorded = {f.path: f for f in entry.files}
+        actual = {p.relative_to(vd).as_posix(): p for p in sorted(vd.rglob("*")) if p.is_file()}
+        for rel in sorted(set(actual) - set(recorded)):
+            out.append(Problem(str(actual[rel]), f"manifest mismatch: file added under existing version {n}"))
+        for rel in sorted(set(recorded) - set(actual)):
+            out.append(Problem(str(vd / rel), f"manifest mismatch: file removed from existing version {n}"))
+        for rel in sorted(set(actual) & set(recorded)):
+            p, f = actual[rel], recorded[rel]
+            if p.stat().st_size != f.size or sha256_file(p) != f.sha256:
+                out.append(Problem(str(p), f"manifest mismatch: bytes changed under existing version {n} "
+                                           f"(sha256 recorded {f.sha256[:12]}...)"))
+    return out
+
+
+def version_dirs_of(model_dir: Path) -> list[Path]:
+    return sorted((p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)),
+                  key=lambda p: int(p.name))
+
+
+def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | None) -> list[Problem]:
+    out: list[Problem] = []
+    name = model_dir.name
+    if not MODEL_NAME_RE.match(name):
+        out.append(Problem(str(model_dir), f"model name {name!r}: use only [0-9A-Za-z._-], not starting with '.'"))
+    for p in sorted(model_dir.iterdir()):
+        if p.is_dir() and not VERSION_RE.match(p.name) and not _is_staging(p.name):
+            why = "starts with 0" if p.name[:1] == "0" else "is not a positive integer"
+            out.append(Problem(str(p), f"version folder {p.name!r} {why}: Triton ignores it"))
+    vdirs = version_dirs_of(model_dir)
+    config_path = model_dir / CONFIG_NAME
+    cfg, text, parse_problems = parse_for_validation(config_path)
+    out += parse_problems
+    if not vdirs:
+        out.append(Problem(str(model_dir), "no version folder (Triton loads nothing)"))
+    is_ensemble = cfg is not None and cfg.platform == "ensemble"
+    for vd in vdirs:
+        if not is_ensemble and not any(p.is_file() for p in vd.rglob("*")):
+            out.append(Problem(str(vd), f"version {vd.name} is empty"))
+    if cfg is not None:
+        out += check_config(cfg, config_path, text, model_name=name, version_dirs=vdirs, known_models=known_models)
+    out += check_manifest(model_dir, vdirs, config_path)
+    return out
+
+
+def validate_repository(root: Path) -> list[Problem]:
+    """Every problem in a local repository; an empty list means valid."""
+    root = Path(root)
+    if not root.is_dir():
+        return [Problem(str(root), "repository folder does not exist")]
+    model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_staging(p.name))
+    known = {p.name for p in model_dirs if (p / CONFIG_NAME).exists()}
+    out: list[Problem] = check_tree(root, root)
+    for md in model_dirs:
+        if md.is_symlink():
+            continue  # reported by check_tree if it escapes
+        out += validate_model_dir(root, md, known)
+    out += _check_index(root, model_dirs)
+    return out
+
+
+def _check_index(root: Path, model_dirs: list[Path]) -> list[Problem]:
+    ipath = root / INDEX_NAME
+    manifests = []
+    for md in model_dirs:
+        try:
+            manifests.append(ModelManifest.load(md / MANIFEST_NAME))
+        except RepositoryError:
+            pass  # reported per model
+    if not ipath.exists():
+        return [Problem(str(ipath), "repository index missing")] if manifests else []
+    try:
+        idx = RepoIndex.loads(ipath.read_bytes(), str(ipath))
+    except RepositoryError as e:
+        return [Problem(str(ipath), str(e).split(": ", 1)[-1])]
+    expected = RepoIndex.from_manifests(manifests)
+    if idx.digest != expected.digest or idx.models != expected.models:
+        changed = sorted(m for m in set(idx.models) | set(expected.models)
+                         if idx.models.get(m) != expected.models.get(m))
+        return [Problem(str(ipath), f"digest: the index is out of date with the manifests of: {', '.join(changed)}")]
+    return []
