@@ -28,7 +28,8 @@ def scenario(n_models: int = 1000, n_servers: int = 10) -> tuple[object, object]
     """Half the models loaded at an old version, a quarter loaded current, a quarter missing; 10% pinned;
     a budget tight enough that evictions and deferrals happen."""
     models = {
-        f"model-{i:04d}": (2, "pinned" if i % 10 == 0 else "on-demand", (1 + i % 7) * MB) for i in range(n_models)
+        f"model-{i:04d}": (2, "pinned" if i % 10 == 0 else "on-demand", (1 + i % 7) * MB)
+        for i in range(n_models)
     }
     servers = {f"server-{s:02d}": None for s in range(n_servers)}
     loaded = {}
@@ -76,7 +77,8 @@ def main() -> None:
     (out / "reconcile.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "reconcile.md").write_text(
         "# reconcile: plan time\n\n"
-        f"`PYTHONPATH=. python bench/reconcile.py` on {platform.machine()}, Python {platform.python_version()}.\n\n"
+        f"`PYTHONPATH=. python bench/reconcile.py` on {platform.machine()}, "
+        f"Python {platform.python_version()}.\n\n"
         "| what | median | min | target | median / target |\n| --- | --- | --- | --- | --- |\n"
         f"| plan 1,000 models x 10 servers (synthetic) | {med:.3f} s | {min(times):.3f} s | {TARGET_S} s "
         f"| {med / TARGET_S:.2f} |\n\n"

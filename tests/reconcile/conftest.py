@@ -73,7 +73,9 @@ class Publisher:
     def publish(self, model: str, version: int, files: dict[str, bytes]) -> None:
         s3 = s3_client(self.region)
         for rel, data in sorted(files.items()):
-            s3.put_object(Bucket=self.region.bucket_name, Key=self._key(f"{model}/{version}/{rel}"), Body=data)
+            s3.put_object(
+                Bucket=self.region.bucket_name, Key=self._key(f"{model}/{version}/{rel}"), Body=data
+            )
         config = CONFIG_TMPL.format(version=version).encode()
         man = self.manifests.setdefault(model, ModelManifest(model))
         man.versions[version] = VersionEntry(
@@ -81,7 +83,9 @@ class Publisher:
         )
         man.config_sha256 = sha256_bytes(config)
         s3.put_object(Bucket=self.region.bucket_name, Key=self._key(f"{model}/{CONFIG_NAME}"), Body=config)
-        s3.put_object(Bucket=self.region.bucket_name, Key=self._key(f"{model}/{MANIFEST_NAME}"), Body=man.dumps())
+        s3.put_object(
+            Bucket=self.region.bucket_name, Key=self._key(f"{model}/{MANIFEST_NAME}"), Body=man.dumps()
+        )
         index = RepoIndex.from_manifests(self.manifests.values())
         s3.put_object(Bucket=self.region.bucket_name, Key=self._key(INDEX_NAME), Body=index.dumps())
 
@@ -116,18 +120,31 @@ def rec_regions(dev_stack: Stack, tmp_path: Path) -> Iterator[Callable[[dict[str
             bucket = f"s3://{base.bucket_name}/rec-{uuid.uuid4().hex[:10]}"
             rc = base.model_copy(update={"bucket": bucket, "servers": []})
             # Triton refuses a repository prefix with no object under it.
-            s3_client(rc).put_object(Bucket=rc.bucket_name, Key=f"{rc.prefix}/README", Body=b"reconcile test\n")
-            t = stack.start_triton(dev_stack.triton_home, rc.triton_repository_url(),
-                                   tmp_path / f"triton-{r}.log", dev_stack.triton_env())  # fmt: skip
+            s3_client(rc).put_object(
+                Bucket=rc.bucket_name, Key=f"{rc.prefix}/README", Body=b"reconcile test\n"
+            )
+            t = stack.start_triton(
+                dev_stack.triton_home,
+                rc.triton_repository_url(),
+                tmp_path / f"triton-{r}.log",
+                dev_stack.triton_env(),
+            )
             started.append(t)
             servers[r] = t
             pubs[r] = Publisher(rc)
             regions[r] = {
-                "bucket": bucket, "endpoint_url": base.endpoint_url, "profile": base.profile,
+                "bucket": bucket,
+                "endpoint_url": base.endpoint_url,
+                "profile": base.profile,
                 "credentials_file": str(base.credentials_file),
                 "servers": [{"name": f"{r}-a", "http_url": t.http_url, "metrics_url": t.metrics_url}],
-            }  # fmt: skip
-        data = {"state_dir": str(tmp_path / "state"), "regions": regions, "models": models}
+            }
+        data = {
+            "repository": str(tmp_path / "repo"),
+            "state_dir": str(tmp_path / "state"),
+            "regions": regions,
+            "models": models,
+        }
         path = tmp_path / "tritonops.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return RecRegions(path, servers, pubs, data)

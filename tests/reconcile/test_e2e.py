@@ -188,7 +188,9 @@ def test_stale_plan_is_refused_and_lock_gives_exit_3(rec_regions, unique, tmp_pa
     # two started together while there is work to do: one applies, the other exits 3
     m3 = unique("m")
     rr.publishers[EU].publish(m3, 1, {"model.py": model_py(1.0)})
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(2)
+    ]
     rcs = sorted(p.wait(timeout=120) for p in procs)
     assert rcs == [0, 3]
     assert ready(rr.servers[EU]) == {m1: [1], m2: [1], m3: [1]}
@@ -197,8 +199,11 @@ def test_stale_plan_is_refused_and_lock_gives_exit_3(rec_regions, unique, tmp_pa
 def test_server_down_is_skipped_and_reported(rec_regions, unique) -> None:
     m = unique("m")
     rr = rec_regions({})
-    rr.rewrite(lambda d: d["regions"][EU]["servers"].append(
-        {"name": "down", "http_url": f"http://127.0.0.1:{stack.free_port()}"}))
+    rr.rewrite(
+        lambda d: d["regions"][EU]["servers"].append(
+            {"name": "down", "http_url": f"http://127.0.0.1:{stack.free_port()}"}
+        )
+    )
     rr.publishers[EU].publish(m, 1, {"model.py": model_py(1.0)})
     res = cli(rr, "reconcile", "--region", EU, "-o", "json")
     assert res.exit_code == 0, res.output
@@ -206,3 +211,51 @@ def test_server_down_is_skipped_and_reported(rec_regions, unique) -> None:
     assert doc["skipped_servers"] == ["down"]
     assert [(x["server"], x["model"], x["result"]) for x in doc["results"]] == [(f"{EU}-a", m, "ok")]
     assert ready(rr.servers[EU]) == {m: [1]}
+
+
+def test_sync_then_reconcile_with_residency_and_a_new_version(rec_regions, unique, tmp_path: Path) -> None:
+    """The real publishing stage (`repo add_version` + `sync`) feeding reconcile, in both regions."""
+    from tritonops.repo.repository import add_version
+    from tritonops.store.sync import SyncOptions, sync
+
+    both, eu_only = unique("both"), unique("euonly")
+    rr = rec_regions({eu_only: {"regions": [EU]}})
+    cfg = rr.config
+
+    def add(model: str, factor: float) -> None:
+        src = tmp_path / f"src-{model}-{factor}"
+        src.mkdir(parents=True, exist_ok=True)
+        (src / "model.py").write_bytes(model_py(factor))
+        conf = tmp_path / f"{model}.pbtxt"
+        conf.write_text(CONFIG.format(name=model))
+        add_version(cfg.repository_path, model, src / "model.py", config=conf)
+
+    add(both, 1.0)
+    add(eu_only, 1.0)
+    sync(cfg, [EU, US], SyncOptions())
+    for r in (EU, US):
+        res = cli(rr, "reconcile", "--region", r, "-o", "json")
+        assert res.exit_code == 0, res.output
+    assert ready(rr.servers[EU]) == {both: [1], eu_only: [1]}
+    assert ready(rr.servers[US]) == {both: [1]}
+
+    add(both, 2.0)
+    sync(cfg, [EU, US], SyncOptions())
+    for r in (EU, US):
+        res = cli(rr, "reconcile", "--region", r, "-o", "json")
+        assert res.exit_code == 0, res.output
+        assert [(x["kind"], x["model"], x["version"]) for x in json.loads(res.stdout)["results"]] == [
+            ("reload", both, 2)
+        ]
+        assert ready(rr.servers[r])[both] == [2]
+        assert infer(rr.servers[r], both) == [2.0, 4.0, 6.0, 8.0]
+
+
+CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""

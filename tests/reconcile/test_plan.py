@@ -64,7 +64,11 @@ def test_new_version_without_room_for_both_is_resource_preserving() -> None:
 
 
 def test_over_budget_evicts_least_recently_used_on_demand_never_pinned() -> None:
-    models = {"pin": (1, "pinned", 40 * MB), "old": (1, "on-demand", 40 * MB), "new": (1, "on-demand", 40 * MB)}
+    models = {
+        "pin": (1, "pinned", 40 * MB),
+        "old": (1, "on-demand", 40 * MB),
+        "new": (1, "on-demand", 40 * MB),
+    }
     d = desired(models, {"s1": None}, budget=100 * MB)
     a = actual({"s1": {"pin": ([1], 40 * MB, 1), "old": ([1], 40 * MB, 1000), "new": ([1], 40 * MB, 2000)}})
     p = make_plan(d, a)
@@ -96,7 +100,9 @@ def test_on_demand_models_never_evict_each_other() -> None:
 
 
 def test_measured_free_memory_and_headroom_are_used_without_a_budget() -> None:
-    d = desired({"a": (1, "on-demand", 30 * MB), "b": (1, "on-demand", 30 * MB)}, {"s1": None}, headroom=20 * MB)
+    d = desired(
+        {"a": (1, "on-demand", 30 * MB), "b": (1, "on-demand", 30 * MB)}, {"s1": None}, headroom=20 * MB
+    )
     p = make_plan(d, actual({"s1": {}}, free=70 * MB))
     assert kinds(p) == [("load", "s1", "a", 1)]
     assert p.actions[0].memory_free_after == (("gpu0", 20 * MB),)

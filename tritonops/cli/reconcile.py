@@ -39,22 +39,35 @@ def _render_plan(plan: Plan, c: Console) -> None:
 def _render_report(doc: dict[str, Any], c: Console) -> None:
     t = Table("kind", "server", "model", "version", "strategy", "result", "seconds", "error")
     for r in doc["results"]:
-        t.add_row(r["kind"], r["server"], r["model"], str(r["version"]), r["strategy"] or "-", r["result"],
-                  f"{r['duration_s']:.2f}", r["error"] + (" (quarantined)" if r["quarantined"] else ""))  # fmt: skip
+        t.add_row(
+            r["kind"],
+            r["server"],
+            r["model"],
+            str(r["version"]),
+            r["strategy"] or "-",
+            r["result"],
+            f"{r['duration_s']:.2f}",
+            r["error"] + (" (quarantined)" if r["quarantined"] else ""),
+        )
     if doc["results"]:
         c.print(t)
     for n in doc["notes"]:
         c.print(f"{n['kind']}: {n['message']}", markup=False, highlight=False)
-    c.print(f"region {doc['region']}: {len(doc['results'])} actions, {doc['failed']} failed, "
-            f"drift {doc['drift']}, {doc['duration_s']:.2f} s")  # fmt: skip
+    c.print(
+        f"region {doc['region']}: {len(doc['results'])} actions, {doc['failed']} failed, "
+        f"drift {doc['drift']}, {doc['duration_s']:.2f} s"
+    )
 
 
 @app.command("plan")
 def plan_cmd(
     region: RegionOpt,
-    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `tritonops apply FILE`.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for `tritonops apply FILE`.")
+    ] = None,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 0 when nothing to do, 2 when changes are pending.")
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0 when nothing to do, 2 when changes are pending."),
     ] = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -64,7 +77,11 @@ def plan_cmd(
     if out is not None:
         runner.save_plan(plan, out)
         info(f"plan saved to {out}")
-    emit(output, {k: v for k, v in plan.to_json().items() if k != "format_version"}, lambda c: _render_plan(plan, c))
+    emit(
+        output,
+        {k: v for k, v in plan.to_json().items() if k != "format_version"},
+        lambda c: _render_plan(plan, c),
+    )
     if detailed_exitcode and plan.has_changes:
         raise typer.Exit(code=2)
 

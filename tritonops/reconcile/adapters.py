@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class ControlAdapter:
-    def __init__(self, server: ServerConfig, probe: MemoryProbe | None, ledger: FootprintLedger | None) -> None:
+    def __init__(
+        self, server: ServerConfig, probe: MemoryProbe | None, ledger: FootprintLedger | None
+    ) -> None:
         self.name = server.name
         self.client = ControlClient.from_server(server)
         self.client.name = server.name
@@ -43,13 +45,29 @@ class ControlAdapter:
             out[name] = max(out.get(name, 0), int(s.get("last_inference", 0) or 0))
         return out
 
-    def load(self, model: str, config_json: str | None = None, *, version: int | None = None,
-             digest: str = "", size_bytes: int = 0, measure: bool = True) -> int | None:  # fmt: skip
+    def load(
+        self,
+        model: str,
+        config_json: str | None = None,
+        *,
+        version: int | None = None,
+        digest: str = "",
+        size_bytes: int = 0,
+        measure: bool = True,
+    ) -> int | None:
         if self.probe is None or self.ledger is None or not measure:
             self.client.load(model, config=config_json)
             return None
-        res = measured_load(self.client, self.probe, self.ledger, model, version=version, digest=digest or None,
-                            size_bytes=size_bytes or None, config=config_json)  # fmt: skip
+        res = measured_load(
+            self.client,
+            self.probe,
+            self.ledger,
+            model,
+            version=version,
+            digest=digest or None,
+            size_bytes=size_bytes or None,
+            config=config_json,
+        )
         return res.footprint_bytes
 
     def unload(self, model: str) -> None:
@@ -82,8 +100,9 @@ class LedgerFootprint:
         self.triton_version = triton_version
 
     def predict(self, model: str, digest: str, size_bytes: int) -> int:
-        return self.ledger.predict(model, None, digest or None, self.device_type, self.triton_version,
-                                   size_bytes).bytes  # fmt: skip
+        return self.ledger.predict(
+            model, None, digest or None, self.device_type, self.triton_version, size_bytes
+        ).bytes
 
 
 def probe_or_none(server: ServerConfig) -> MemoryProbe | None:

@@ -37,11 +37,18 @@ class ActionResult:
     def to_json(self) -> dict[str, Any]:
         a = self.action
         return {
-            "kind": a.kind, "server": a.server, "model": a.model, "version": a.version,
-            "strategy": a.strategy, "result": self.result, "duration_s": round(self.duration_s, 3),
-            "error": self.error, "quarantined": self.quarantined, "restored_versions": self.restored,
+            "kind": a.kind,
+            "server": a.server,
+            "model": a.model,
+            "version": a.version,
+            "strategy": a.strategy,
+            "result": self.result,
+            "duration_s": round(self.duration_s, 3),
+            "error": self.error,
+            "quarantined": self.quarantined,
+            "restored_versions": self.restored,
             "prediction_error_bytes": self.prediction_error_bytes,
-        }  # fmt: skip
+        }
 
 
 class _GateError(TritonOpsError):
@@ -49,14 +56,18 @@ class _GateError(TritonOpsError):
 
 
 def _ready_versions(ctl: ServerControl, model: str) -> list[int]:
-    return sorted(r.version for r in ctl.index() if r.model == model and r.state == "READY" and r.version is not None)
+    return sorted(
+        r.version for r in ctl.index() if r.model == model and r.state == "READY" and r.version is not None
+    )
 
 
 def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) -> None:
     rows = [r for r in ctl.index() if r.model == model and r.version == version]
     if not rows or rows[0].state != "READY":
         why = rows[0].reason if rows else "not in the repository index"
-        raise _GateError(f"server {ctl.name!r}: model {model!r} version {version} not READY after load: {why}")
+        raise _GateError(
+            f"server {ctl.name!r}: model {model!r} version {version} not READY after load: {why}"
+        )
     ctl.warmup(model, version, config)
 
 
@@ -96,7 +107,9 @@ def apply_plan(
     return results
 
 
-def _load(a: Action, desired: DesiredState, ctl: ServerControl, r: ActionResult, quarantine: Quarantine) -> None:
+def _load(
+    a: Action, desired: DesiredState, ctl: ServerControl, r: ActionResult, quarantine: Quarantine
+) -> None:
     assert a.version is not None
     dm = desired.models.get(a.model)
     if dm is None or dm.version != a.version:
@@ -113,8 +126,12 @@ def _load(a: Action, desired: DesiredState, ctl: ServerControl, r: ActionResult,
             # Switching to the new version alone only drops the old one: not a footprint to measure.
             ctl.load(a.model, config_for_versions(config, a.model, [a.version]), **meta, measure=False)
         else:
-            measured = ctl.load(a.model, config_for_versions(config, a.model, [a.version]), **meta,
-                                measure=a.version not in old)  # fmt: skip
+            measured = ctl.load(
+                a.model,
+                config_for_versions(config, a.model, [a.version]),
+                **meta,
+                measure=a.version not in old,
+            )
         _gate(ctl, a.model, a.version, config)
         if measured is not None:
             r.prediction_error_bytes = measured - dm.footprint_bytes

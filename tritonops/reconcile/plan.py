@@ -71,13 +71,19 @@ class Action:
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> Action:
         return cls(
-            str(d["kind"]), str(d["server"]), str(d["model"]),
-            None if d["version"] is None else int(d["version"]), str(d["reason"]),
-            tuple(int(v) for v in d.get("from_versions", [])), str(d.get("strategy", "")),
-            str(d.get("digest", "")), str(d.get("placement", "")), int(d.get("predicted_bytes", 0)),
+            str(d["kind"]),
+            str(d["server"]),
+            str(d["model"]),
+            None if d["version"] is None else int(d["version"]),
+            str(d["reason"]),
+            tuple(int(v) for v in d.get("from_versions", [])),
+            str(d.get("strategy", "")),
+            str(d.get("digest", "")),
+            str(d.get("placement", "")),
+            int(d.get("predicted_bytes", 0)),
             tuple(sorted((str(k), int(v)) for k, v in d.get("memory_free_after", {}).items())),
             int(d.get("seq", 0)),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -122,13 +128,20 @@ class Plan:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
 
     def summary(self) -> dict[str, int]:
         return {k: sum(1 for a in self.actions if a.kind == k) for k in KINDS}
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "digest": self.digest, "summary": self.summary(), **self.data}
+        return {
+            "format_version": FORMAT_VERSION,
+            "digest": self.digest,
+            "summary": self.summary(),
+            **self.data,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any], source: str = "<plan>") -> Plan:
@@ -138,7 +151,10 @@ class Plan:
             plan = cls(
                 str(d["region"]),
                 [Action.from_data(a) for a in d["actions"]],
-                [Note(str(n["kind"]), str(n["server"]), str(n["model"]), str(n["message"])) for n in d["notes"]],
+                [
+                    Note(str(n["kind"]), str(n["server"]), str(n["model"]), str(n["message"]))
+                    for n in d["notes"]
+                ],
                 str(d["fingerprint"]),
                 {str(k): int(v) for k, v in d.get("loaded_before", {}).items()},
             )
@@ -225,8 +241,11 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
     wanted = set(pol.models)
 
     def add(kind: str, model: str, version: int | None, reason: str, **kw: Any) -> None:
-        actions.append(Action(kind, name, model, version, reason, memory_free_after=mem.snapshot(),
-                              seq=len(actions), **kw))  # fmt: skip
+        actions.append(
+            Action(
+                kind, name, model, version, reason, memory_free_after=mem.snapshot(), seq=len(actions), **kw
+            )
+        )
 
     def placement(m: str) -> Placement:
         dm = desired.models.get(m)
@@ -237,7 +256,7 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         return sorted(c, key=lambda lm: (lm.last_inference_ms, lm.name))
 
     def evict_until(need: int, exclude: str, why: str) -> bool:
-        """Evict LRU on-demand models until ``need`` fits; evict nothing if even all of them are not enough."""
+        """Evict LRU on-demand models until ``need`` fits; evict nothing if all of them are not enough."""
         cands = evictable(exclude)
         if not mem.fits(need) and mem.lowest() + sum(lm.footprint_bytes for lm in cands) < need:
             return False
@@ -246,9 +265,15 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
                 break
             del loaded[lm.name]
             mem.add(lm.footprint_bytes)
-            add("evict", lm.name, lm.ready_versions[-1], f"least recently used on-demand model; {why}",
-                from_versions=tuple(lm.ready_versions), placement=Placement.on_demand.value,
-                predicted_bytes=-lm.footprint_bytes)  # fmt: skip
+            add(
+                "evict",
+                lm.name,
+                lm.ready_versions[-1],
+                f"least recently used on-demand model; {why}",
+                from_versions=tuple(lm.ready_versions),
+                placement=Placement.on_demand.value,
+                predicted_bytes=-lm.footprint_bytes,
+            )
         return mem.fits(need)
 
     # 1. owned models that should not be here
@@ -263,13 +288,27 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         else:
             why = f"not in the models list of server {name!r}"
         mem.add(lm.footprint_bytes)
-        add("unload", m, lm.ready_versions[-1], why, from_versions=tuple(lm.ready_versions),
-            placement=placement(m).value, predicted_bytes=-lm.footprint_bytes)  # fmt: skip
+        add(
+            "unload",
+            m,
+            lm.ready_versions[-1],
+            why,
+            from_versions=tuple(lm.ready_versions),
+            placement=placement(m).value,
+            predicted_bytes=-lm.footprint_bytes,
+        )
 
     # 2. over budget (budget lowered, or others grew): evict LRU on-demand models
     if not mem.fits(0) and not evict_until(0, "", "server is over its memory budget"):
-        notes.append(Note("over-budget", name, "", f"server {name!r} stays over its memory budget by "
-                          f"{mem.shortfall()} bytes after evicting every on-demand model"))  # fmt: skip
+        notes.append(
+            Note(
+                "over-budget",
+                name,
+                "",
+                f"server {name!r} stays over its memory budget by "
+                f"{mem.shortfall()} bytes after evicting every on-demand model",
+            )
+        )
 
     # 3. loads and reloads: pinned first, then on-demand by recent use, then name
     def priority(m: str) -> tuple[int, int, str]:
@@ -282,8 +321,15 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         if cur is not None and cur.ready_versions == [dm.version]:
             continue  # never call load for a model already at the desired state: Triton would reload it
         if (name, m, dm.digest) in actual.quarantined:
-            notes.append(Note("quarantined", name, m, f"model {m!r} version {dm.version} is quarantined on "
-                              f"server {name!r}; not retried until it expires or its digest changes"))  # fmt: skip
+            notes.append(
+                Note(
+                    "quarantined",
+                    name,
+                    m,
+                    f"model {m!r} version {dm.version} is quarantined on "
+                    f"server {name!r}; not retried until it expires or its digest changes",
+                )
+            )
             continue
         pinned = dm.placement is Placement.pinned
         common = {"digest": dm.digest, "placement": dm.placement.value}
@@ -292,15 +338,32 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
                 pinned and evict_until(dm.footprint_bytes, m, f"makes room for pinned model {m!r}")
             ):
                 kind = "unfit" if pinned else "deferred"
-                notes.append(Note(kind, name, m, f"model {m!r} version {dm.version} needs "
-                                  f"{dm.footprint_bytes} bytes per device; server {name!r} has "
-                                  f"{max(0, mem.lowest())} free" + (" even after evicting every on-demand model"
-                                  if pinned else " (on-demand models wait for room)")))  # fmt: skip
+                notes.append(
+                    Note(
+                        kind,
+                        name,
+                        m,
+                        f"model {m!r} version {dm.version} needs "
+                        f"{dm.footprint_bytes} bytes per device; server {name!r} has "
+                        f"{max(0, mem.lowest())} free"
+                        + (
+                            " even after evicting every on-demand model"
+                            if pinned
+                            else " (on-demand models wait for room)"
+                        ),
+                    )
+                )
                 continue
             mem.add(-dm.footprint_bytes)
             loaded[m] = LoadedModel(m, {dm.version: "READY"}, dm.footprint_bytes)
-            add("load", m, dm.version, "published, allowed and not loaded", predicted_bytes=dm.footprint_bytes,
-                **common)  # fmt: skip
+            add(
+                "load",
+                m,
+                dm.version,
+                "published, allowed and not loaded",
+                predicted_bytes=dm.footprint_bytes,
+                **common,
+            )
             continue
         # reload: another version (or extra versions) loaded
         frm = tuple(cur.ready_versions)
@@ -312,13 +375,31 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         elif mem.fits(delta) or (pinned and evict_until(delta, m, f"makes room for pinned model {m!r}")):
             strategy = RESOURCE
         else:
-            notes.append(Note("unfit" if pinned else "deferred", name, m,
-                              f"model {m!r} version {dm.version} needs {dm.footprint_bytes} bytes per device; "
-                              f"server {name!r} cannot fit it, version(s) {list(frm)} stay loaded"))  # fmt: skip
+            notes.append(
+                Note(
+                    "unfit" if pinned else "deferred",
+                    name,
+                    m,
+                    f"model {m!r} version {dm.version} needs {dm.footprint_bytes} bytes per device; "
+                    f"server {name!r} cannot fit it, version(s) {list(frm)} stay loaded",
+                )
+            )
             continue
         mem.add(-delta)
         loaded[m] = LoadedModel(m, {dm.version: "READY"}, dm.footprint_bytes, cur.last_inference_ms)
-        why = (f"extra versions {[v for v in frm if v != dm.version]} loaded" if extra_only
-               else f"version {dm.version} published (loaded: {list(frm)})")  # fmt: skip
-        add("reload", m, dm.version, why, from_versions=frm, strategy=strategy, predicted_bytes=delta, **common)
+        why = (
+            f"extra versions {[v for v in frm if v != dm.version]} loaded"
+            if extra_only
+            else f"version {dm.version} published (loaded: {list(frm)})"
+        )
+        add(
+            "reload",
+            m,
+            dm.version,
+            why,
+            from_versions=frm,
+            strategy=strategy,
+            predicted_bytes=delta,
+            **common,
+        )
     return actions, notes

@@ -45,8 +45,16 @@ class ServerControl(Protocol):
         """Model -> last inference time (ms since the epoch; 0 = never), from Triton's statistics."""
         ...
 
-    def load(self, model: str, config_json: str | None = None, *, version: int | None = None,
-             digest: str = "", size_bytes: int = 0, measure: bool = True) -> int | None:
+    def load(
+        self,
+        model: str,
+        config_json: str | None = None,
+        *,
+        version: int | None = None,
+        digest: str = "",
+        size_bytes: int = 0,
+        measure: bool = True,
+    ) -> int | None:
         """Load (or reload) with a config override. Returns the measured footprint in bytes when the
         implementation measures it (the ledger adapter does) and ``measure`` is set, else None.
         ``measure=False`` for a call that only drops versions (its memory delta is not a footprint)."""

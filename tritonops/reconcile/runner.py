@@ -5,6 +5,7 @@ Public entry points (what the CLI calls): ``make_region_plan``, ``apply_plan_fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -20,7 +21,14 @@ from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
-from tritonops.reconcile.state import ActualState, DesiredState, Published, desired_state, gather_actual, read_published
+from tritonops.reconcile.state import (
+    ActualState,
+    DesiredState,
+    Published,
+    desired_state,
+    gather_actual,
+    read_published,
+)
 from tritonops.reconcile.store import Journal, Owned, Quarantine, region_dir
 from tritonops.reconcile.triton_http import HttpControl, TritonMetricsMemory
 from tritonops.repo.manifest import atomic_write_bytes, utc_now
@@ -53,10 +61,9 @@ def default_ports(cfg: Config, region: str) -> Ports:
         controls[s.name] = ctl
         memories[s.name] = ProbeMemory(probe) if probe is not None else None
         if footprint is None and probe is not None:
-            try:
+            # A server down leaves the choice to the next one; the plan skips and reports it.
+            with contextlib.suppress(TritonOpsError):
                 footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
-            except TritonOpsError:
-                pass  # server down: the next one decides; it is skipped and reported by the plan
     return Ports(controls, memories, footprint or SizeGuess())
 
 
@@ -97,8 +104,15 @@ def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
 def _states(ctx: Context, s3: Any | None = None) -> tuple[DesiredState, ActualState, Published]:
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3)
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
-    actual = gather_actual(desired, ctx.ports.controls, ctx.ports.memories, ctx.ports.footprint, published,
-                           ctx.quarantine.keys(), ctx.owned.get())  # fmt: skip
+    actual = gather_actual(
+        desired,
+        ctx.ports.controls,
+        ctx.ports.memories,
+        ctx.ports.footprint,
+        published,
+        ctx.quarantine.keys(),
+        ctx.owned.get(),
+    )
     return desired, actual, published
 
 
@@ -167,26 +181,34 @@ def _memory(ports: Ports) -> list[dict[str, Any]]:
             devs = mem.devices()
         except Exception:  # noqa: BLE001 - metrics are best effort; the run already reported the server
             continue
-        out += [{"server": name, "device": d.device, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes}
-                for d in devs]  # fmt: skip
+        out += [
+            {"server": name, "device": d.device, "used_bytes": d.used_bytes, "free_bytes": d.free_bytes}
+            for d in devs
+        ]
     return out
 
 
-def _execute(ctx: Context, plan: Plan, desired: DesiredState, started: float,
-             metrics_file: Path | None) -> RunReport:  # fmt: skip
+def _execute(
+    ctx: Context, plan: Plan, desired: DesiredState, started: float, metrics_file: Path | None
+) -> RunReport:
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
     drift = sum(1 for r in results if r.result != "ok") + sum(
-        1 for n in plan.notes if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
+        1
+        for n in plan.notes
+        if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
     )
-    report = RunReport(ctx.region, plan, results, started, time.time(), ctx.quarantine.active(),
-                       _memory(ctx.ports), drift)  # fmt: skip
+    report = RunReport(
+        ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift
+    )
     doc = report.to_json()
     ctx.journal.append(doc)
     metrics.write_textfile(metrics_file or ctx.dir / "tritonops_reconcile.prom", doc)
     return report
 
 
-def apply_plan_file(ctx: Context, plan: Plan, force: bool = False, metrics_file: Path | None = None) -> RunReport:
+def apply_plan_file(
+    ctx: Context, plan: Plan, force: bool = False, metrics_file: Path | None = None
+) -> RunReport:
     """Apply exactly ``plan``; refuse it if the actual state changed since it was made."""
     if plan.region != ctx.region:
         raise PlanError(f"plan is for region {plan.region!r}, not {ctx.region!r}")
@@ -196,7 +218,8 @@ def apply_plan_file(ctx: Context, plan: Plan, force: bool = False, metrics_file:
         desired, actual, _ = _states(ctx)
         if actual.fingerprint(desired) != plan.fingerprint:
             raise PlanError(
-                f"region {ctx.region!r}: plan {plan.digest[:12]} is stale (servers or published models changed "
+                f"region {ctx.region!r}: plan {plan.digest[:12]} is stale (servers or published models "
+                "changed "
                 "since it was made); run `tritonops plan` again"
             )
         return _execute(ctx, plan, desired, started, metrics_file)
@@ -212,6 +235,9 @@ def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = Non
         return _execute(ctx, plan, desired, started, metrics_file)
 
 
-def ports_for(controls: Mapping[str, ServerControl], memories: Mapping[str, MemoryPort | None] | None = None,
-              footprint: FootprintPort | None = None) -> Ports:  # fmt: skip
+def ports_for(
+    controls: Mapping[str, ServerControl],
+    memories: Mapping[str, MemoryPort | None] | None = None,
+    footprint: FootprintPort | None = None,
+) -> Ports:
     return Ports(dict(controls), dict(memories or {}), footprint or SizeGuess())

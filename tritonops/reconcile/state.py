@@ -64,9 +64,7 @@ class Published:
     problems: list[str] = field(default_factory=list)
 
 
-def desired_state(
-    cfg: Config, region: str, published: Published, footprint: FootprintPort
-) -> DesiredState:
+def desired_state(cfg: Config, region: str, published: Published, footprint: FootprintPort) -> DesiredState:
     rcfg = cfg.region(region)
     problems = list(published.problems)
     models: dict[str, DesiredModel] = {}
@@ -82,21 +80,32 @@ def desired_state(
         assert v is not None
         entry = man.versions[v]
         models[name] = DesiredModel(
-            name, v, entry.digest, cfg.placement(name),
-            footprint.predict(name, entry.digest, entry.size), published.configs.get(name, ""), entry.size,
-        )  # fmt: skip
+            name,
+            v,
+            entry.digest,
+            cfg.placement(name),
+            footprint.predict(name, entry.digest, entry.size),
+            published.configs.get(name, ""),
+            entry.size,
+        )
     servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
-    return DesiredState(region, published.index.digest, set(published.index.models), models, servers, problems)
+    return DesiredState(
+        region, published.index.digest, set(published.index.models), models, servers, problems
+    )
 
 
-def _policy(s: ServerConfig, models: Mapping[str, DesiredModel], region: str, problems: list[str]) -> ServerPolicy:
+def _policy(
+    s: ServerConfig, models: Mapping[str, DesiredModel], region: str, problems: list[str]
+) -> ServerPolicy:
     if s.models:
         wanted = []
         for m in s.models:
             if m in models:
                 wanted.append(m)
             else:
-                problems.append(f"server {s.name!r} in region {region!r} lists model {m!r}, which is not published")
+                problems.append(
+                    f"server {s.name!r} in region {region!r} lists model {m!r}, which is not published"
+                )
     else:
         wanted = list(models)
     return ServerPolicy(s.name, sorted(set(wanted)), s.memory_budget_bytes, s.headroom_bytes)
@@ -119,7 +128,8 @@ def read_published(rcfg: RegionConfig, region: str, s3: Any | None = None) -> Pu
             man = ModelManifest.loads(get(f"{name}/{MANIFEST_NAME}"), f"{rcfg.bucket}/{name}/{MANIFEST_NAME}")
             if man.digest != index.models[name]["digest"]:
                 raise RepositoryError(
-                    f"{rcfg.bucket}/{name}/{MANIFEST_NAME}: digest differs from the index (publish in progress?)"
+                    f"{rcfg.bucket}/{name}/{MANIFEST_NAME}: digest differs from the index "
+                    "(publish in progress?)"
                 )
             configs[name] = get(f"{name}/{CONFIG_NAME}").decode()
             manifests[name] = man
@@ -216,7 +226,9 @@ def _loaded_footprint(model: str, versions: list[int], published: Published, foo
     total = 0
     for v in versions:
         entry = man.versions.get(v) if man else None
-        total += footprint.predict(model, entry.digest, entry.size) if entry else footprint.predict(model, "", 0)
+        total += (
+            footprint.predict(model, entry.digest, entry.size) if entry else footprint.predict(model, "", 0)
+        )
     return total
 
 

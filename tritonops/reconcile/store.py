@@ -68,13 +68,16 @@ class Quarantine:
     def _key(server: str, model: str, digest: str) -> str:
         return f"{server}|{model}|{digest}"
 
-    def record_failure(self, server: str, model: str, version: int, digest: str, reason: str,
-                       now: float | None = None) -> bool:  # fmt: skip
+    def record_failure(
+        self, server: str, model: str, version: int, digest: str, reason: str, now: float | None = None
+    ) -> bool:
         """Returns True when this failure puts the version into quarantine."""
         now = time.time() if now is None else now
         data = self._load()
-        e = data.setdefault(self._key(server, model, digest), {"server": server, "model": model,
-                                                               "version": version, "digest": digest, "times": []})
+        e = data.setdefault(
+            self._key(server, model, digest),
+            {"server": server, "model": model, "version": version, "digest": digest, "times": []},
+        )
         e["times"] = [t for t in e["times"] if now - t < self.window_s] + [now]
         e["reason"] = reason
         data = {k: v for k, v in data.items() if v["times"] and now - max(v["times"]) < self.window_s}

@@ -48,11 +48,20 @@ def config_for_versions(config: dict[str, Any], model: str, versions: list[int])
 
 
 _NP = {
-    "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
     "TYPE_STRING": np.object_,
-}  # fmt: skip
+}
 
 
 def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
@@ -67,8 +76,11 @@ def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
         np_type = _NP.get(dtype)
         if np_type is None:
             raise TritonError(f"input {inp.get('name')!r}: data_type {dtype} has no warmup generator")
-        arr = np.array([b"0"] * int(np.prod(shape)), dtype=np.object_).reshape(shape) if np_type is np.object_ \
-            else np.zeros(shape, dtype=np_type)  # fmt: skip
+        arr = (
+            np.array([b"0"] * int(np.prod(shape)), dtype=np.object_).reshape(shape)
+            if np_type is np.object_
+            else np.zeros(shape, dtype=np_type)
+        )
         out.append((str(inp["name"]), dtype.removeprefix("TYPE_").replace("STRING", "BYTES"), arr))
     return out
 
@@ -84,7 +96,10 @@ class HttpControl:
         self._http = httpclient
         host = re.sub(r"^https?://", "", http_url).rstrip("/")
         self._client = httpclient.InferenceServerClient(
-            host, connection_timeout=timeout_s, network_timeout=LOAD_TIMEOUT_S, ssl=http_url.startswith("https")
+            host,
+            connection_timeout=timeout_s,
+            network_timeout=LOAD_TIMEOUT_S,
+            ssl=http_url.startswith("https"),
         )
 
     def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -92,15 +107,21 @@ class HttpControl:
             return fn(*args, **kw)
         except Exception as e:  # tritonclient raises its own exception, gevent/socket errors, timeouts
             msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
-            raise TritonError(f"server {self.name!r} ({self.url}): {what}: {msg or type(e).__name__}") from None
+            raise TritonError(
+                f"server {self.name!r} ({self.url}): {what}: {msg or type(e).__name__}"
+            ) from None
 
     def index(self) -> list[IndexEntry]:
         rows = self._call("repository index", self._client.get_model_repository_index)
         return [
-            IndexEntry(str(r["name"]), int(r["version"]) if str(r.get("version", "")).isdigit() else None,
-                       str(r.get("state", "")), str(r.get("reason", "")))
+            IndexEntry(
+                str(r["name"]),
+                int(r["version"]) if str(r.get("version", "")).isdigit() else None,
+                str(r.get("state", "")),
+                str(r.get("reason", "")),
+            )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def last_inference_ms(self) -> dict[str, int]:
         stats = self._call("statistics", self._client.get_inference_statistics)
@@ -109,8 +130,16 @@ class HttpControl:
             out[s["name"]] = max(out.get(s["name"], 0), int(s.get("last_inference", 0) or 0))
         return out
 
-    def load(self, model: str, config_json: str | None = None, *, version: int | None = None,
-             digest: str = "", size_bytes: int = 0, measure: bool = True) -> int | None:
+    def load(
+        self,
+        model: str,
+        config_json: str | None = None,
+        *,
+        version: int | None = None,
+        digest: str = "",
+        size_bytes: int = 0,
+        measure: bool = True,
+    ) -> int | None:
         self._call(f"load model {model!r}", self._client.load_model, model, config=config_json)
         return None
 
@@ -121,7 +150,9 @@ class HttpControl:
             if not any(r.model == model and r.state in ("READY", "UNLOADING") for r in self.index()):
                 return
             time.sleep(_POLL_S)
-        raise TritonError(f"server {self.name!r}: model {model!r} still loaded {UNLOAD_WAIT_S:.0f} s after unload")
+        raise TritonError(
+            f"server {self.name!r}: model {model!r} still loaded {UNLOAD_WAIT_S:.0f} s after unload"
+        )
 
     def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
         inputs = []
@@ -129,8 +160,13 @@ class HttpControl:
             i = self._http.InferInput(name, list(arr.shape), dtype)
             i.set_data_from_numpy(arr)
             inputs.append(i)
-        self._call(f"warmup inference of model {model!r} version {version}", self._client.infer, model, inputs,
-                   model_version=str(version))  # fmt: skip
+        self._call(
+            f"warmup inference of model {model!r} version {version}",
+            self._client.infer,
+            model,
+            inputs,
+            model_version=str(version),
+        )
 
 
 class TritonMetricsMemory:
