@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -259,3 +260,60 @@ input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 4 ] }} ]
 output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 4 ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
+
+
+class KillOnSecondLoad(Counting):
+    """Kills the Triton process (SIGKILL, like a crash) just before the second load reaches it."""
+
+    def __init__(self, inner: Any, server: stack.TritonServer) -> None:
+        super().__init__(inner)
+        self.server = server
+        self.children: list[Any] = []
+
+    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
+        if sum(w.startswith("load") for w in self.writes) == 1:
+            p = self.server.record.process()
+            assert p is not None
+            self.children = p.children(recursive=True)
+            p.kill()
+            p.wait(10)
+        return super().load(model, *args, **kw)
+
+
+def test_triton_killed_during_apply_is_reported_and_a_later_run_converges(
+    rec_regions, unique, dev_stack, tmp_path: Path
+) -> None:
+    models = sorted(unique("k") for _ in range(3))
+    rr = rec_regions({})
+    for m in models:
+        rr.publishers[EU].publish(m, 1, {"model.py": model_py(1.0)})
+    ctx = runner.context(rr.config, EU)
+    name = f"{EU}-a"
+    killer = KillOnSecondLoad(ctx.ports.controls[name], rr.servers[EU])
+    ctx.ports.controls[name] = killer
+    report = runner.reconcile(ctx)
+    for c in killer.children:  # the crashed server's python stubs
+        with contextlib.suppress(Exception):
+            c.kill()
+    assert [(r.action.model, r.result) for r in report.results] == [
+        (models[0], "ok"), (models[1], "failed"), (models[2], "skipped"),
+    ]  # fmt: skip
+    assert "stopped answering" in report.results[2].error
+    assert killer.writes == [f"load {models[0]}", f"load {models[1]}"]  # nothing sent after the crash
+
+    # the server comes back (empty, on a new port); the next run converges
+    t = stack.start_triton(
+        dev_stack.triton_home,
+        rr.servers[EU].repository_url,
+        tmp_path / "restarted.log",
+        dev_stack.triton_env(),
+    )
+    try:
+        rr.rewrite(
+            lambda d: d["regions"][EU]["servers"][0].update(http_url=t.http_url, metrics_url=t.metrics_url)
+        )
+        res = cli(rr, "reconcile", "--region", EU, "-o", "json")
+        assert res.exit_code == 0, res.output
+        assert ready(t) == {m: [1] for m in models}
+    finally:
+        stack.stop(t.record)

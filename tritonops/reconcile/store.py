@@ -68,35 +68,40 @@ class Quarantine:
     def _key(server: str, model: str, digest: str) -> str:
         return f"{server}|{model}|{digest}"
 
+    def _save(self, data: dict[str, dict[str, Any]]) -> None:
+        atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
     def record_failure(
         self, server: str, model: str, version: int, digest: str, reason: str, now: float | None = None
     ) -> bool:
         """Returns True when this failure puts the version into quarantine."""
         now = time.time() if now is None else now
         data = self._load()
-        e = data.setdefault(
-            self._key(server, model, digest),
-            {"server": server, "model": model, "version": version, "digest": digest, "times": []},
-        )
+        key = self._key(server, model, digest)
+        new = {"server": server, "model": model, "version": version, "digest": digest, "times": []}
+        e = data.get(key) or new
         e["times"] = [t for t in e["times"] if now - t < self.window_s] + [now]
         e["reason"] = reason
-        data = {k: v for k, v in data.items() if v["times"] and now - max(v["times"]) < self.window_s}
-        data[self._key(server, model, digest)] = e
-        atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-        return len(e["times"]) >= self.failures
+        tripped = len(e["times"]) >= self.failures
+        if tripped:
+            e["until"] = now + self.window_s
+        # Forget entries that can no longer matter: no recent failure and no quarantine running.
+        data = {
+            k: v for k, v in data.items()
+            if v.get("until", 0) > now or any(now - t < self.window_s for t in v.get("times", []))
+        }  # fmt: skip
+        data[key] = e
+        self._save(data)
+        return tripped
 
     def clear(self, server: str, model: str, digest: str) -> None:
         data = self._load()
         if data.pop(self._key(server, model, digest), None) is not None:
-            atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+            self._save(data)
 
     def active(self, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
-        out = []
-        for e in self._load().values():
-            recent = [t for t in e.get("times", []) if now - t < self.window_s]
-            if len(recent) >= self.failures:
-                out.append({**e, "until": max(recent) + self.window_s})
+        out = [e for e in self._load().values() if float(e.get("until", 0)) > now]
         return sorted(out, key=lambda e: (e["server"], e["model"], e["digest"]))
 
     def keys(self, now: float | None = None) -> set[tuple[str, str, str]]:
