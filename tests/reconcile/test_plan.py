@@ -150,3 +150,11 @@ def test_json_round_trip_keeps_the_digest_and_detects_edits() -> None:
     doc["actions"][0]["version"] = 7
     with pytest.raises(PlanError, match="digest does not match"):
         Plan.from_json(doc, "plan.json")
+
+
+def test_model_with_unreadable_manifest_is_kept_as_loaded_not_unloaded() -> None:
+    d = desired({"a": (1, "on-demand", MB)}, {"s1": None}, published={"a", "broken"})
+    d.held = {"broken"}
+    p = make_plan(d, actual({"s1": {"a": ([1], MB, 0), "broken": ([4], MB, 0)}}))
+    assert p.actions == []
+    assert [(n.kind, n.model) for n in p.notes] == [("held", "broken")]

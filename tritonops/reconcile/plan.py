@@ -280,6 +280,12 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
     for m in sorted(loaded):
         if m in wanted:
             continue
+        if m in desired.held:
+            # A corrupt or half-published manifest must not take a serving model down.
+            notes.append(
+                Note("held", name, m, f"model {m!r} kept as loaded: its published manifest is unreadable")
+            )
+            continue
         lm = loaded.pop(m)
         if m not in desired.published:
             why = f"no longer published in region {desired.region!r}"

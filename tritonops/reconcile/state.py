@@ -52,6 +52,8 @@ class DesiredState:
     models: dict[str, DesiredModel]
     servers: dict[str, ServerPolicy]
     problems: list[str] = field(default_factory=list)
+    # Published but unreadable right now (corrupt or half-written manifest): left exactly as loaded.
+    held: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -68,6 +70,7 @@ def desired_state(cfg: Config, region: str, published: Published, footprint: Foo
     rcfg = cfg.region(region)
     problems = list(published.problems)
     models: dict[str, DesiredModel] = {}
+    held: set[str] = set()
     for name in sorted(published.index.models):
         if not cfg.is_allowed(name, region):
             # Residency: published here by mistake or by hand; never load it in this region.
@@ -75,7 +78,8 @@ def desired_state(cfg: Config, region: str, published: Published, footprint: Foo
             continue
         man = published.manifests.get(name)
         if man is None or man.latest() is None:
-            continue  # its manifest problem is already in ``problems``
+            held.add(name)  # its manifest problem is already in ``problems``
+            continue
         v = man.latest()
         assert v is not None
         entry = man.versions[v]
@@ -90,7 +94,7 @@ def desired_state(cfg: Config, region: str, published: Published, footprint: Foo
         )
     servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
     return DesiredState(
-        region, published.index.digest, set(published.index.models), models, servers, problems
+        region, published.index.digest, set(published.index.models), models, servers, problems, held
     )
 
 

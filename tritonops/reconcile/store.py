@@ -78,7 +78,13 @@ class Quarantine:
         now = time.time() if now is None else now
         data = self._load()
         key = self._key(server, model, digest)
-        new = {"server": server, "model": model, "version": version, "digest": digest, "times": []}
+        new: dict[str, Any] = {
+            "server": server,
+            "model": model,
+            "version": version,
+            "digest": digest,
+            "times": [],
+        }
         e = data.get(key) or new
         e["times"] = [t for t in e["times"] if now - t < self.window_s] + [now]
         e["reason"] = reason
