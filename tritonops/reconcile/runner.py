@@ -102,7 +102,7 @@ def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
 
 
 def _states(ctx: Context, s3: Any | None = None) -> tuple[DesiredState, ActualState, Published]:
-    published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3)
+    published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3, ctx.dir / "published-cache")
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
     actual = gather_actual(
         desired,

@@ -17,7 +17,14 @@ from urllib.parse import urlparse
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, StoreError, TritonOpsError
 from tritonops.reconcile.ports import DeviceMem, FootprintPort, MemoryPort, ServerControl
-from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
+from tritonops.repo.manifest import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    MANIFEST_NAME,
+    ModelManifest,
+    RepoIndex,
+    atomic_write_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +122,12 @@ def _policy(
     return ServerPolicy(s.name, sorted(set(wanted)), s.memory_budget_bytes, s.headroom_bytes)
 
 
-def read_published(rcfg: RegionConfig, region: str, s3: Any | None = None) -> Published:
-    """One GET for the index, then one manifest and one config per model. Corrupt manifests are reported."""
+def read_published(
+    rcfg: RegionConfig, region: str, s3: Any | None = None, cache_dir: Path | None = None
+) -> Published:
+    """One GET for the index, then a manifest and a config per model whose digest is not in ``cache_dir``
+    (a published model digest covers its config and every version, so a cached copy is exact): a run
+    with nothing changed costs one GET. Corrupt manifests are reported, not raised."""
     get = _getter(rcfg, s3)
     where = f"region {region!r} ({rcfg.bucket})"
     try:
@@ -128,6 +139,11 @@ def read_published(rcfg: RegionConfig, region: str, s3: Any | None = None) -> Pu
     configs: dict[str, str] = {}
     problems: list[str] = []
     for name in sorted(index.models):
+        want = str(index.models[name]["digest"])
+        cached = _cache_get(cache_dir, name, want)
+        if cached is not None:
+            manifests[name], configs[name] = cached
+            continue
         try:
             man = ModelManifest.loads(get(f"{name}/{MANIFEST_NAME}"), f"{rcfg.bucket}/{name}/{MANIFEST_NAME}")
             if man.digest != index.models[name]["digest"]:
@@ -137,11 +153,32 @@ def read_published(rcfg: RegionConfig, region: str, s3: Any | None = None) -> Pu
                 )
             configs[name] = get(f"{name}/{CONFIG_NAME}").decode()
             manifests[name] = man
+            _cache_put(cache_dir, name, want, man, configs[name])
         except FileNotFoundError as e:
             problems.append(f"{where}: model {name!r}: {e} missing")
         except (RepositoryError, UnicodeDecodeError) as e:
             problems.append(f"{where}: model {name!r}: {e}")
     return Published(index, manifests, configs, problems)
+
+
+def _cache_get(cache_dir: Path | None, model: str, digest: str) -> tuple[ModelManifest, str] | None:
+    if cache_dir is None:
+        return None
+    try:
+        d = json.loads((cache_dir / f"{model}.json").read_text())
+        if d.get("digest") != digest:
+            return None
+        man = ModelManifest.from_json(d["manifest"], str(cache_dir / f"{model}.json"))
+        return (man, str(d["config"])) if man.digest == digest else None
+    except (OSError, ValueError, KeyError, TypeError, RepositoryError):
+        return None  # absent or damaged: read it from the bucket again
+
+
+def _cache_put(cache_dir: Path | None, model: str, digest: str, man: ModelManifest, config: str) -> None:
+    if cache_dir is None:
+        return
+    doc = {"digest": digest, "manifest": man.to_json(), "config": config}
+    atomic_write_bytes(cache_dir / f"{model}.json", json.dumps(doc, sort_keys=True).encode())
 
 
 def _getter(rcfg: RegionConfig, s3: Any | None) -> Callable[[str], bytes]:
