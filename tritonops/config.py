@@ -155,14 +155,14 @@ class Config(_Strict):
         for model, rule in self.models.items():
             if not _MODEL_NAME.match(model):
                 raise _KeyedError(f"models.{model}", "not a valid Triton model name")
-            for i, region in enumerate(rule.regions or []):
-                if region not in self.regions:
-                    raise _KeyedError(f"models.{model}.regions[{i}]", f"unknown region {region!r}")
+            for i, rname in enumerate(rule.regions or []):
+                if rname not in self.regions:
+                    raise _KeyedError(f"models.{model}.regions[{i}]", f"unknown region {rname!r}")
         for rname, region in self.regions.items():
             for i, server in enumerate(region.servers):
                 for j, m in enumerate(server.models):
-                    rule = self.models.get(m)
-                    if rule is not None and rule.regions is not None and rname not in rule.regions:
+                    mrule = self.models.get(m)
+                    if mrule is not None and mrule.regions is not None and rname not in mrule.regions:
                         raise _KeyedError(
                             f"regions.{rname}.servers[{i}].models[{j}]",
                             f"model {m!r} is not allowed in region {rname!r} (models.{m}.regions)",

@@ -107,3 +107,39 @@ def test_concurrent_measured_loads_are_serialised_and_joined(
     assert sum(1 for r in joined if not r.joined) == 1  # type: ignore[attr-defined]
     log_text = Path(t.record.log).read_text()
     assert log_text.count(f"successfully loaded '{same}'") == 1, log_text[-2000:]
+
+
+def test_reload_is_not_recorded_and_a_leak_is_accounted(
+    dev_stack, fresh_triton, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    import pytest
+
+    from tritonops.triton.client import UnloadTimeout
+
+    region = dev_stack.config.region(REGION)
+    t = fresh_triton(REGION)
+    client = ControlClient.connect(t.http_url)
+    probe = HostProbe(t.record.pid)
+    ledger = FootprintLedger(tmp_path / "footprints.json")
+    model = unique("alloc64")
+    publish_alloc_model(region, model, 64)
+    first = measured_load(client, probe, ledger, model, digest="d")
+    assert first.measured and first.footprint_bytes > 64 * MIB
+
+    # Loading a loaded model reloads it (old instance out, new in): the near-zero difference would
+    # poison the ledger, so it is not recorded.
+    again = measured_load(client, probe, ledger, model, digest="d")
+    assert not again.measured and again.error_ratio is None
+    assert [r["measured_bytes"] for r in ledger.load_history(model)] == [first.footprint_bytes]
+
+    # Suppose the load had taken 100 MiB more than comes back on unload (a leak): the wait gives up
+    # at its timeout, says so, and the missing bytes are charged to the server.
+    led = ledger.data()
+    led["servers"][client.name][model]["1"]["footprint_bytes"] += 100 * MIB
+    (tmp_path / "footprints.json").write_text(__import__("json").dumps(led))
+    with pytest.raises(UnloadTimeout) as ei:
+        measured_unload(client, probe, ledger, model, timeout_s=4)
+    assert not ei.value.still_loaded and "memory not back" in str(ei.value)
+    leaked = ledger.leaked_bytes(client.name)
+    assert abs(leaked - 100 * MIB) < 8 * MIB, leaked / MIB
+    assert ledger.server_footprint(client.name, model, 1) is None

@@ -47,9 +47,14 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+def _width() -> int | None:
+    # A pipe or a log file is not 80 columns wide: don't truncate tables there.
+    return None if sys.stdout.isatty() else 200
+
+
 def out_console() -> Console:
     # Built per call so CliRunner's captured stdout is honoured.
-    return Console(file=sys.stdout, no_color=_no_color(), soft_wrap=True)
+    return Console(file=sys.stdout, no_color=_no_color(), soft_wrap=True, width=_width())
 
 
 def err_console() -> Console:

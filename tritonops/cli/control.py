@@ -15,13 +15,13 @@ from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
 from tritonops.memory import report
 
 ServerOpt = Annotated[
-    str, typer.Option("--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port).")
+    str,
+    typer.Option("--server", "-s", help="A configured server name, or a URL (http://host:port, grpc://host:port)."),
 ]
-ProtocolOpt = Annotated[
-    str | None, typer.Option("--protocol", help="http or grpc (default: from the URL, else http).")
-]
+ProtocolOpt = Annotated[str | None, typer.Option("--protocol", help="http or grpc (default: from the URL, else http).")]
 ProbeOpt = Annotated[
-    str | None, typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works).")
+    str | None,
+    typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works)."),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)]
 
@@ -67,7 +67,10 @@ def unload_cmd(
     protocol: ProtocolOpt = None,
     probe: ProbeOpt = None,
     timeout: TimeoutOpt = 10.0,
-    wait_s: Annotated[float, typer.Option("--wait-timeout", help="Seconds to wait for the model and its memory to go.", min=0.1)] = 120.0,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait-timeout", help="Seconds to wait for the model and its memory to go.", min=0.1),
+    ] = 120.0,
     dependents: Annotated[bool, typer.Option("--dependents", help="Also unload models that depend on it.")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once Triton accepts the request.")] = False,
     output: OutputOpt = OutputFormat.table,
@@ -80,8 +83,11 @@ def unload_cmd(
 
     def render(c: Console) -> None:
         if data["waited"]:
-            c.print(f"unloaded {model} from {data['server']} in {data['seconds']:.2f}s: "
-                    f"{human_bytes(data['released_bytes'])} released ({data['probe']})", highlight=False)
+            c.print(
+                f"unloaded {model} from {data['server']} in {data['seconds']:.2f}s: "
+                f"{human_bytes(data['released_bytes'])} released ({data['probe']})",
+                highlight=False,
+            )
         else:
             c.print(f"unload of {model} requested on {data['server']}", highlight=False)
 
@@ -109,8 +115,11 @@ def mem_cmd(
 
     def render(c: Console) -> None:
         for s in data["servers"]:
-            c.print(f"{s['server']} (Triton {s['triton_version']}, probe {s['probe']}): "
-                    f"leaked {human_bytes(s['leaked_bytes'])}", highlight=False)
+            c.print(
+                f"{s['server']} (Triton {s['triton_version']}, probe {s['probe']}): "
+                f"leaked {human_bytes(s['leaked_bytes'])}",
+                highlight=False,
+            )
             if s.get("error"):
                 c.print(f"  memory: {s['error']}", markup=False, highlight=False)
             c.print(_devices_table(s["devices"]))
@@ -141,7 +150,9 @@ def status_cmd(
             if not s["models"]:
                 t.add_row(s["server"], "yes" if s["ready"] else "no", "-", "-", "-", "")
             for name, m in sorted(s["models"].items()):
-                rows = sorted(m["versions"].items()) or [("-", {"state": m.get("state", ""), "reason": m.get("reason", "")})]
+                rows = sorted(m["versions"].items()) or [
+                    ("-", {"state": m.get("state", ""), "reason": m.get("reason", "")})
+                ]
                 for v, st in rows:
                     t.add_row(s["server"], "yes" if s["ready"] else "no", name, v, st["state"], st["reason"])
         c.print(t)

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 LEDGER_NAME = "footprints.json"
 ESTIMATE_MULTIPLIER = 2.0
-# A python-backend stub with numpy imported costs ~this much before the model allocates anything
-# (measured on the local stack with PSS; see README "Memory accounting").
+# A python-backend stub with numpy imported costs about 37 MiB RSS before the model allocates
+# anything (measured on the local stack, see README); 64 MiB leaves room for other backends' runtimes.
 ESTIMATE_BASE_BYTES = 64 << 20
 SAMPLES_KEPT = 5
 HISTORY_KEPT = 200
@@ -61,11 +61,12 @@ class LoadResult:
     seconds: float
     per_device_bytes: dict[str, int] = field(default_factory=dict)
     joined: bool = False  # True when this call waited for a load already in flight instead of loading
+    measured: bool = True  # False for a reload of a model already loaded (nothing recorded)
 
     @property
     def error_ratio(self) -> float | None:
         """(predicted - measured) / measured; None when nothing was measured."""
-        if self.footprint_bytes <= 0:
+        if self.footprint_bytes <= 0 or not self.measured:
             return None
         return (self.predicted.bytes - self.footprint_bytes) / self.footprint_bytes
 
@@ -80,6 +81,7 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "per_device_bytes": self.per_device_bytes,
             "joined": self.joined,
+            "measured": self.measured,
         }
 
 
@@ -106,7 +108,13 @@ class FootprintLedger:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"format_version": FORMAT_VERSION, "footprints": {}, "loads": [], "leaks": {}, "servers": {}}
+            return {
+                "format_version": FORMAT_VERSION,
+                "footprints": {},
+                "loads": [],
+                "leaks": {},
+                "servers": {},
+            }
         except ValueError as e:
             raise MemoryProbeError(f"{self.path}: footprint ledger is not valid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
@@ -200,8 +208,10 @@ class FootprintLedger:
         if e is None and (digest is None or version is None):
             cands = [
                 x for x in entries.values()
-                if x["model"] == model and x["device_type"] == device_type and x["triton_version"] == triton_version
-                and (version is None or x["version"] == version) and (digest is None or x["digest"] == digest)
+                if x["model"] == model and x["device_type"] == device_type
+                and x["triton_version"] == triton_version
+                and (version is None or x["version"] == version)
+                and (digest is None or x["digest"] == digest)
             ]  # fmt: skip
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
@@ -257,7 +267,9 @@ def _device_lock(name: str) -> threading.Lock:
 @contextlib.contextmanager
 def device_locks(server: str, devices: list[str]) -> Iterator[None]:
     """Hold one lock per device of ``server`` (sorted, so two callers never deadlock)."""
-    locks = [_device_lock(f"{server}/{d}") for d in sorted(set(devices))]
+    # GPU and MIG uuids are unique machine-wide: two Tritons sharing a GPU share its lock too.
+    names = {d if d.startswith(("GPU-", "MIG-")) else f"{server}/{d}" for d in devices}
+    locks = [_device_lock(n) for n in sorted(names)]
     for lk in locks:
         lk.acquire()
     try:
@@ -327,6 +339,8 @@ def _measured_load(
     devices = sorted(probe.usage())
     with device_locks(client.key, devices):
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+        # A reload swaps the old instance for the new one: the difference says nothing about its size.
+        already = client.loaded_versions(model)
         before = settle(probe, timeout_s=settle_timeout_s)
         client.load(model, config=config, files=files)
         after = settle(probe, timeout_s=settle_timeout_s)
@@ -340,6 +354,12 @@ def _measured_load(
         raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
+    if already:
+        log.warning(
+            "server %s: model %r was already loaded (v%s): reloaded, footprint not measured",
+            client.name, model, already,
+        )  # fmt: skip
+        return LoadResult(model, version, 0, predicted, time.monotonic() - t0, {}, measured=False)
     ledger.record(
         model, version, digest, device_type, triton_version, footprint,
         predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,

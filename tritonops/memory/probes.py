@@ -27,6 +27,8 @@ from tritonops.errors import MemoryProbeError, TritonError
 log = logging.getLogger(__name__)
 
 HOST_DEVICE = "host"
+# How long the metrics probe waits for a just-started Triton's first memory poll.
+FIRST_POLL_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def _load_nvml(nvml_module: ModuleType | None) -> ModuleType:
 
 def _nvml_err(nv: ModuleType, e: BaseException) -> str:
     try:
-        return str(nv.nvmlErrorString(e.value)) if hasattr(e, "value") else str(e)  # type: ignore[attr-defined]
+        return str(nv.nvmlErrorString(e.value)) if hasattr(e, "value") else str(e)
     except Exception:  # noqa: BLE001 - the error string is best effort
         return str(e) or type(e).__name__
 
@@ -259,7 +261,7 @@ class NvmlProbe:
         out: dict[int, int | None] = {}
         for p in procs:
             used = getattr(p, "usedGpuMemory", None)
-            # NVML reports "not available" (e.g. no permission, some MIG setups) as None or as a huge sentinel.
+            # NVML reports "not available" (no permission, some MIG setups) as None or as a huge sentinel.
             if used is not None and int(used) >= (1 << 63) - 1:
                 used = None
             out[int(p.pid)] = None if used is None else int(used) + (out.get(int(p.pid)) or 0)
@@ -298,7 +300,7 @@ class NvmlProbe:
 
 # -- Triton metrics ----------------------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)')
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -344,6 +346,16 @@ class MetricsProbe:
             raise MemoryProbeError(str(e)) from None
 
     def devices(self) -> list[DeviceMemory]:
+        # Triton fills these gauges on its first poll (--metrics-interval-ms, 2 s by default) and
+        # serves zeros until then: wait for real numbers rather than report an empty machine.
+        deadline = time.monotonic() + FIRST_POLL_WAIT_S
+        while True:
+            devs, unpolled = self._devices_once()
+            if not unpolled or time.monotonic() >= deadline:
+                return devs
+            time.sleep(0.25)
+
+    def _devices_once(self) -> tuple[list[DeviceMemory], bool]:
         samples = self._scrape()
         gpus: dict[str, dict[str, int]] = {}
         host: dict[str, int] = {}
@@ -354,16 +366,20 @@ class MetricsProbe:
             elif name in ("nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes"):
                 host[name.split("_")[3]] = int(value)
         out = []
+        unpolled = False
         for uuid in sorted(gpus):
             g = gpus[uuid]
-            if "total" not in g or "used" not in g:
+            if not g.get("total") or "used" not in g:
+                unpolled = True
                 continue
             out.append(DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
-        if "total" in host and "used" in host:
+        if host.get("total") and "used" in host:
             out.append(
                 DeviceMemory(HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host")
             )
-        return out
+        elif "total" in host:
+            unpolled = True
+        return out, unpolled
 
     def process_bytes(self, pids: Iterable[int]) -> int:
         raise MemoryProbeError(f"metrics {self.metrics_url}: no per-process memory from the metrics endpoint")
@@ -464,8 +480,14 @@ def probe_for_server(
     raise MemoryProbeError(f"server {url}: no memory probe works: {'; '.join(errors) or 'none applicable'}")
 
 
-def settle(probe: MemoryProbe, *, samples: int = 3, tolerance_bytes: int = 2 << 20,
-           interval_s: float = 0.2, timeout_s: float = 10.0) -> dict[str, int]:
+def settle(
+    probe: MemoryProbe,
+    *,
+    samples: int = 3,
+    tolerance_bytes: int = 2 << 20,
+    interval_s: float = 0.2,
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
     """A usage reading once it stops moving (``samples`` readings within ``tolerance_bytes``)."""
     deadline = time.monotonic() + timeout_s
     seen: list[dict[str, int]] = []

@@ -174,7 +174,12 @@ def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[
     rcfg = cfg.region(region)
     servers = []
     for s in rcfg.servers:
-        row: dict[str, Any] = {"server": s.name, "url": s.http_url or s.grpc_url, "live": False, "ready": False}
+        row: dict[str, Any] = {
+            "server": s.name,
+            "url": s.http_url or s.grpc_url,
+            "live": False,
+            "ready": False,
+        }
         try:
             c = client_for(s, timeout_s=timeout_s)
             row["live"] = c.live()

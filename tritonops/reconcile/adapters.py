@@ -29,7 +29,6 @@ class ControlAdapter:
     ) -> None:
         self.name = server.name
         self.client = ControlClient.from_server(server)
-        self.client.name = server.name
         self.probe = probe
         self.ledger = ledger
         # The control client has no inference call; the warmup uses the HTTP adapter's.

@@ -12,6 +12,7 @@ issuing a second one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -22,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from tritonops.errors import MemoryProbeError, TritonError
@@ -127,7 +128,7 @@ def _strip_scheme(url: str) -> str:
     return url
 
 
-class _Backend:
+class _Backend(Protocol):
     """The protocol-specific part: a thin adapter over one tritonclient module."""
 
     def live(self, timeout_s: float) -> bool: ...
@@ -139,7 +140,7 @@ class _Backend:
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
 
 
-class _HttpBackend(_Backend):
+class _HttpBackend:
     # geventhttpclient connections must not be shared between threads: one client per thread and timeout.
     def __init__(self, hostport: str, ssl: bool) -> None:
         self._hostport = hostport
@@ -180,7 +181,7 @@ class _HttpBackend(_Backend):
         return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
 
 
-class _GrpcBackend(_Backend):
+class _GrpcBackend:
     def __init__(self, hostport: str, ssl: bool) -> None:
         import tritonclient.grpc as grpcclient
 
@@ -237,6 +238,8 @@ class ControlClient:
         if not hostport or "/" in hostport:
             raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
         self._hostport = hostport
+        # A configured server is one identity whichever endpoint reaches it (see ``key``).
+        self._identity = name
         self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
 
     # -- construction ----------------------------------------------------------------------------
@@ -251,7 +254,7 @@ class ControlClient:
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         metrics_url: str | None = None,
     ) -> ControlClient:
-        """A client for ``url``; ``grpc://host:port`` implies gRPC, ``http(s)://`` or a bare host:port HTTP."""
+        """A client for ``url``: ``grpc://host:port`` means gRPC; ``http(s)://`` or bare host:port, HTTP."""
         if protocol is None:
             protocol = "grpc" if url.startswith(("grpc://", "grpcs://")) else "http"
         return cls(url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s, metrics_url=metrics_url)
@@ -278,8 +281,9 @@ class ControlClient:
 
     @property
     def key(self) -> str:
-        """Identifies the server process (same for its HTTP and gRPC endpoints is not guaranteed)."""
-        return self._hostport
+        """The server's identity for in-flight loads and device locks: its configured name when built
+        from a ``ServerConfig`` (so its HTTP and gRPC clients share it), else its host:port."""
+        return f"server:{self._identity}" if self._identity else self._hostport
 
     def __repr__(self) -> str:
         return f"ControlClient({self.url!r}, protocol={self.protocol!r})"
@@ -350,7 +354,18 @@ class ControlClient:
         return [m for m in self.index() if m.name == model]
 
     def loaded_versions(self, model: str) -> list[int]:
-        return sorted(m.version for m in self.model_states(model) if m.state == READY and m.version is not None)
+        """Versions of ``model`` Triton reports READY.
+
+        A model loaded purely from a config/file override is not in the repository, so the index
+        does not list it; the statistics (which cover loaded versions only) answer instead.
+        """
+        states = self.model_states(model)
+        if states:
+            return sorted(m.version for m in states if m.state == READY and m.version is not None)
+        try:
+            return sorted({int(s["version"]) for s in self.statistics(model) if str(s["version"]).isdigit()})
+        except TritonError:
+            return []
 
     def load(self, model: str, *, config: str | None = None, files: dict[str, bytes] | None = None) -> None:
         """Load (or reload) ``model``; returns when Triton reports it loaded.
@@ -375,10 +390,8 @@ class ControlClient:
             if their_args == args:
                 fut.result()  # re-raises the first caller's TritonError
                 return
-            try:
+            with contextlib.suppress(TritonError):
                 fut.result()
-            except TritonError:
-                pass
         try:
             self._do_load(model, config, files)
         except BaseException as e:
@@ -434,7 +447,10 @@ class ControlClient:
         if wait and memory_probe is not None:
             before = _usage(memory_probe, self.url)
         self._call(
-            "unload", lambda: self._backend.unload(model, unload_dependents, self.timeout_s), self.timeout_s, model
+            "unload",
+            lambda: self._backend.unload(model, unload_dependents, self.timeout_s),
+            self.timeout_s,
+            model,
         )
         result = UnloadResult(model=model, seconds=0.0, before_bytes=before)
         if not wait:
@@ -442,14 +458,17 @@ class ControlClient:
             return result
         deadline = t0 + timeout_s
         while True:
-            busy = [m for m in self.model_states(model) if m.state in (READY, LOADING, UNLOADING)]
+            states = self.model_states(model)
+            busy = [m for m in states if m.state in (READY, LOADING, UNLOADING)]
+            if not states:  # loaded from an override only: the index does not list it
+                busy = [ModelState(model, v, READY) for v in self.loaded_versions(model)]
             if not busy:
                 break
             if time.monotonic() >= deadline:
                 result.seconds = time.monotonic() - t0
-                states = ", ".join(f"v{m.version}={m.state}" for m in busy)
+                listed = ", ".join(f"v{m.version}={m.state}" for m in busy)
                 raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} still {states} {timeout_s:g}s after unload",
+                    f"server {self.url}: model {model!r} still {listed} {timeout_s:g}s after unload",
                     still_loaded=True,
                     result=result,
                 )
@@ -518,7 +537,7 @@ def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str
             return str(r.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as e:
         raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise TritonError(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)

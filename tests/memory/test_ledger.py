@@ -1,0 +1,91 @@
+"""The footprint ledger on its own: keys, estimates, durability, concurrent writers, bad files."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from tritonops.errors import MemoryProbeError
+from tritonops.memory.ledger import (
+    ESTIMATE_BASE_BYTES,
+    ESTIMATE_MULTIPLIER,
+    FootprintLedger,
+    Prediction,
+)
+
+MIB = 1 << 20
+
+
+def test_estimate_until_measured_then_measured_for_that_key_only(tmp_path: Path) -> None:
+    led = FootprintLedger(tmp_path / "f.json")
+    p = led.predict("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", size_bytes=100 * MIB)
+    assert p == Prediction(int(100 * MIB * ESTIMATE_MULTIPLIER) + ESTIMATE_BASE_BYTES, "estimate")
+    led.record("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", 700 * MIB, predicted=p, server="s0")
+    assert led.predict("resnet", 3, "sha-a", "NVIDIA L4", "2.51.0", 100 * MIB) == Prediction(700 * MIB, "measured")
+    # Different content, device type or Triton version: a different footprint, so back to the estimate.
+    for other in (
+        ("sha-b", "NVIDIA L4", "2.51.0"),
+        ("sha-a", "NVIDIA H100", "2.51.0"),
+        ("sha-a", "NVIDIA L4", "2.52.0"),
+    ):
+        assert led.predict("resnet", 3, *other, size_bytes=100 * MIB).source == "estimate"
+    # Content unknown (no manifest): the latest measurement of that model version on that device type.
+    assert led.predict("resnet", 3, None, "NVIDIA L4", "2.51.0").bytes == 700 * MIB
+    (row,) = led.load_history("resnet")
+    assert row["measured_bytes"] == 700 * MIB and row["error_ratio"] == pytest.approx(
+        (p.bytes - 700 * MIB) / (700 * MIB)
+    )
+
+
+def test_median_of_recent_samples(tmp_path: Path) -> None:
+    led = FootprintLedger(tmp_path / "f.json")
+    for b in (100, 102, 900, 101):  # one outlier (a neighbour's allocation during the measurement)
+        led.record("m", 1, "d", "cpu", "2.51.0", b * MIB)
+    assert led.predict("m", 1, "d", "cpu", "2.51.0").bytes == int(101.5 * MIB)
+
+
+def test_server_records_and_leaks_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "footprints.json"
+    led = FootprintLedger(path)
+    led.record("m", 2, "d", "cpu", "2.51.0", 64 * MIB, server="eu-0", per_device_bytes={"host": 64 * MIB})
+    led.record_leak("eu-0", "m", 3 * MIB)
+    led.record_leak("eu-0", "m", 1 * MIB)
+    again = FootprintLedger(path)
+    assert again.server_footprint("eu-0", "m", 2) == 64 * MIB
+    assert again.server_footprint("eu-0", "m", 1) is None
+    assert again.leaked_bytes("eu-0") == 4 * MIB and again.leaked_bytes("us-0") == 0
+    assert again.forget_load("eu-0", "m")["2"]["footprint_bytes"] == 64 * MIB
+    assert FootprintLedger(path).server_footprint("eu-0", "m", 2) is None
+    # Written atomically: no temporary files left behind beside it.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["footprints.json", "footprints.json.lock"]
+
+
+def _writer(path: str, n: int, tag: int) -> None:
+    led = FootprintLedger(Path(path))
+    for i in range(n):
+        led.record(f"m{tag}-{i}", 1, "d", "cpu", "2.51.0", i + 1)
+
+
+def test_concurrent_processes_lose_no_records(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(path), 25, t)) for t in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert len(json.loads(path.read_text())["footprints"]) == 100
+
+
+def test_corrupt_or_foreign_ledger_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    path.write_text("{not json")
+    with pytest.raises(MemoryProbeError, match=rf"^{path}: footprint ledger is not valid JSON"):
+        FootprintLedger(path).predict("m", 1, "d", "cpu", "x")
+    path.write_text('{"format_version": 99}')
+    with pytest.raises(MemoryProbeError, match=rf"^{path}: format_version: unsupported 99$"):
+        FootprintLedger(path).record("m", 1, "d", "cpu", "x", 1)
+    assert path.read_text() == '{"format_version": 99}'  # nothing half-written over it
