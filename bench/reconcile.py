@@ -90,8 +90,7 @@ def scenario(n_models: int = 1000, n_servers: int = 10) -> tuple[object, object]
     """Half the models loaded at an old version, a quarter loaded current, a quarter missing; 10% pinned;
     a budget tight enough that evictions and deferrals happen."""
     models = {
-        f"model-{i:04d}": (2, "pinned" if i % 10 == 0 else "on-demand", (1 + i % 7) * MB)
-        for i in range(n_models)
+        f"model-{i:04d}": (2, "pinned" if i % 10 == 0 else "on-demand", (1 + i % 7) * MB) for i in range(n_models)
     }
     servers = {f"server-{s:02d}": None for s in range(n_servers)}
     loaded = {}
@@ -159,7 +158,7 @@ def main() -> None:
             f"| naive cron loop: `load_model` for every model | {result['naive_load_all_s']} s |\n"
             f"| first reconcile (loads all) | {result['cold_reconcile_s']} s |\n\n"
             f"Target for the no-op: < {NOOP_TARGET_S} s. The naive loop takes "
-            f"{result['naive_over_noop_cli']}x the no-op CLI run (Triton reloads on every load call).\n"
+            f"{result['naive_over_noop_cli']}x the no-op CLI run (a load call on an already loaded model still costs the server time).\n"
             if args.live
             else "\nThe no-op reconcile on the local stack was not run (pass --live).\n"
         )
