@@ -158,7 +158,8 @@ def main() -> None:
             f"| naive cron loop: `load_model` for every model | {result['naive_load_all_s']} s |\n"
             f"| first reconcile (loads all) | {result['cold_reconcile_s']} s |\n\n"
             f"Target for the no-op: < {NOOP_TARGET_S} s. The naive loop takes "
-            f"{result['naive_over_noop_cli']}x the no-op CLI run (a load call on an already loaded model still costs the server time).\n"
+            f"{result['naive_over_noop_cli']}x the no-op CLI run "
+            "(a load call on an already loaded model still costs the server time).\n"
             if args.live
             else "\nThe no-op reconcile on the local stack was not run (pass --live).\n"
         )
