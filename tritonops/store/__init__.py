@@ -1,0 +1,23 @@
+"""Object stores (S3 on boto3, file://) and the sync engine that publishes a repository to them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tritonops.config import RegionConfig
+from tritonops.store.base import ObjectInfo, ObjectStore, check_key
+
+__all__ = ["ObjectInfo", "ObjectStore", "check_key", "open_store"]
+
+
+def open_store(region: RegionConfig, region_name: str = "", max_workers: int = 16) -> ObjectStore:
+    """The store for a region's ``bucket`` URL: ``s3://bucket/prefix`` or ``file:///path``."""
+    u = urlparse(region.bucket)
+    if u.scheme == "file":
+        from tritonops.store.local import FileStore
+
+        return FileStore(Path(u.path))
+    from tritonops.store.s3 import S3Store
+
+    return S3Store(region, region_name=region_name, max_workers=max_workers)

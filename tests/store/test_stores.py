@@ -1,0 +1,117 @@
+"""The stores on their own: multipart on both real S3 servers (moto and rclone), and file://."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack
+from tests.store.conftest import model_py, write_model
+from tritonops.config import Config, RegionConfig
+from tritonops.dev import stack
+from tritonops.errors import StoreError
+from tritonops.store import open_store
+from tritonops.store.local import FileStore
+from tritonops.store.s3 import S3Store
+from tritonops.store.sync import SyncOptions, sync
+
+
+@pytest.fixture(scope="module")
+def rclone_region(dev_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionConfig]:
+    """`rclone serve s3` on disk, with its own bucket (the bench's server)."""
+    d = tmp_path_factory.mktemp("rclone")
+    srv = stack.start_s3(d / "data", d / "rclone.log", dev_stack.credentials, kind="rclone")
+    try:
+        (d / "data" / "bench").mkdir()
+        rc = dev_stack.config.region("eu-west-1").model_copy(
+            update={"bucket": "s3://bench/p", "endpoint_url": srv.endpoint_url}
+        )
+        yield rc
+    finally:
+        stack.stop(srv.record)
+
+
+@pytest.mark.parametrize("server", ["moto", "rclone"])
+def test_multipart_parallel_parts_and_metadata(
+    server: str, dev_stack: Stack, request, tmp_path: Path
+) -> None:
+    rc = (
+        dev_stack.config.region("eu-west-1") if server == "moto" else request.getfixturevalue("rclone_region")
+    )
+    store = S3Store(rc, "eu-west-1", max_workers=4, multipart_threshold_bytes=6 << 20, part_bytes=5 << 20)
+    try:
+        data = os.urandom(13 << 20)  # 3 parts: 5 + 5 + 3 MiB
+        f = tmp_path / "big.bin"
+        f.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        sent: list[int] = []
+        key = f"mp-{os.getpid()}-{server}/1/big.bin"
+        assert store.put_file(key, str(f), len(data), digest, sent.append) == digest
+        assert sorted(sent) == [3 << 20, 5 << 20, 5 << 20]
+        assert store.get(key) == data
+        info = store.head(key)
+        assert info is not None and (info.size, info.sha256) == (len(data), digest)
+        # A file whose bytes differ from the manifest is never completed.
+        wrong = "0" * 64
+        key2 = key.replace("big", "wrong")
+        assert store.put_file(key2, str(f), len(data), wrong) == digest
+        assert store.head(key2) is None
+        store.delete([key])
+        assert store.head(key) is None
+    finally:
+        store.close()
+
+
+def test_keys_outside_the_prefix_are_refused(dev_stack: Stack) -> None:
+    store = S3Store(dev_stack.config.region("eu-west-1"), "eu-west-1")
+    for key in ("../x", "/etc/passwd", "a//b", "a/./b", ""):
+        with pytest.raises(StoreError, match="outside the repository prefix"):
+            store.get(key)
+    store.close()
+
+
+def test_wrong_endpoint_and_bad_credentials_are_one_line(dev_stack: Stack, tmp_path: Path) -> None:
+    rc = dev_stack.config.region("eu-west-1")
+    dead = rc.model_copy(update={"endpoint_url": f"http://127.0.0.1:{stack.free_port()}"})
+    with pytest.raises(StoreError, match="cannot reach S3 endpoint"):
+        S3Store(dead, "eu-west-1").check()
+    creds = tmp_path / "creds"
+    stack.Credentials("WRONGKEY", "wrong-secret-value").write_shared_file(creds)
+    # moto accepts any key; rclone checks them.
+    srv = stack.start_s3(tmp_path / "d", tmp_path / "r.log", dev_stack.credentials, kind="rclone")
+    try:
+        (tmp_path / "d" / "b").mkdir()
+        bad = rc.model_copy(
+            update={"endpoint_url": srv.endpoint_url, "bucket": "s3://b/p", "credentials_file": creds}
+        )
+        with pytest.raises(StoreError) as ei:
+            S3Store(bad, "eu-west-1").check()
+        msg = str(ei.value)
+        assert "access denied" in msg and "wrong-secret-value" not in msg and "\n" not in msg
+    finally:
+        stack.stop(srv.record)
+
+
+def test_file_store_sync(tmp_path: Path) -> None:
+    repo, dest = tmp_path / "repo", tmp_path / "published"
+    dest.mkdir()
+    write_model(
+        repo, "fm", {1: {"model.py": model_py(2.0)}, 2: {"model.py": model_py(3.0), "d/w.bin": b"w" * 10}}
+    )
+    cfg = Config(repository=repo, regions={"local": RegionConfig(bucket=f"file://{dest}")})
+    assert isinstance(open_store(cfg.region("local")), FileStore)
+    [s] = sync(cfg, ["local"], SyncOptions(verify=True))
+    assert s.uploaded_files == 3 + 3 and s.verified_files
+    assert (dest / "fm" / "2" / "d" / "w.bin").read_bytes() == b"w" * 10
+    assert "versions: 1" in (dest / "fm" / "config.pbtxt").read_text()
+    assert (dest / "tritonops-index.json").exists()
+    [s] = sync(cfg, ["local"], SyncOptions())
+    assert s.uploaded_files == 0 and s.skipped_files == 3
+    # Tampering with a published file is caught by --verify.
+    (dest / "fm" / "1" / "model.py").write_bytes(b"# tampered\n")
+    with pytest.raises(StoreError, match="verify failed: .*fm/1/model.py"):
+        sync(cfg, ["local"], SyncOptions(verify=True))

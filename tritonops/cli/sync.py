@@ -1,0 +1,147 @@
+"""``tritonops sync``: publish the local repository to regional buckets (thin layer over store.sync)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from tritonops.cli import app
+from tritonops.cli._common import OutputFormat, OutputOpt, err_console, get_config, human_bytes, info
+from tritonops.errors import PlanError
+
+
+class _RichProgress:
+    """A byte-accurate bar with throughput, on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self._p = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TextColumn("{task.fields[files]} files"), TimeRemainingColumn(),
+            console=err_console(), transient=True,
+        )  # fmt: skip
+        self._task: TaskID | None = None
+        self._files = 0
+
+    def start(self, region: str, total_files: int, total_bytes: int) -> None:
+        self._files = 0
+        self._p.start()
+        self._task = self._p.add_task(f"sync {region}", total=total_bytes, files=f"0/{total_files}")
+        self._total_files = total_files
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, nbytes)
+
+    def file_done(self) -> None:
+        self._files += 1
+        if self._task is not None:
+            self._p.update(self._task, files=f"{self._files}/{self._total_files}")
+
+    def finish(self) -> None:
+        self._p.stop()
+        self._task = None
+
+
+@app.command("sync")
+def sync_cmd(
+    region: Annotated[
+        list[str] | None, typer.Option("--region", "-r", help="Region to publish to (repeatable).")
+    ] = None,
+    all_regions: Annotated[
+        bool, typer.Option("--all-regions", help="Publish to every configured region.")
+    ] = False,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Only this model (repeatable); a forbidden region is then an error."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be uploaded, skipped, deleted.")
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Delete published versions/models the local repository no longer has."),
+    ] = False,
+    max_delete: Annotated[
+        int | None,
+        typer.Option(
+            "--max-delete", min=0, help="Refuse a prune deleting more objects (default: 25% of the region)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Allow a prune over --max-delete, and replacing a changed version."),
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="After syncing, download and hash every published object.")
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=128, help="Parallel transfers.")] = 16,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Publish the local repository to regional buckets: incremental, atomic, residency-aware."""
+    from tritonops.store.sync import SyncOptions, SyncSummary, summary_json, sync
+
+    cfg = get_config()
+    if all_regions and region:
+        raise PlanError("pass --region or --all-regions, not both")
+    regions = sorted(cfg.regions) if all_regions else list(dict.fromkeys(region or []))
+    if not regions:
+        raise PlanError("no region given: pass --region R (repeatable) or --all-regions")
+    opts = SyncOptions(
+        dry_run=dry_run, prune=prune, max_delete=max_delete, force=force, verify=verify,
+        models=list(dict.fromkeys(model)) if model else None, workers=workers,
+    )  # fmt: skip
+    progress = _RichProgress() if sys.stderr.isatty() and output is OutputFormat.table else None
+
+    def report(s: SyncSummary) -> None:
+        if output is OutputFormat.json:
+            sys.stdout.write(summary_json(s) + "\n")
+            sys.stdout.flush()
+            return
+        _render(s)
+
+    sync(cfg, regions, opts, progress=progress, on_summary=report)
+
+
+def _render(s: object) -> None:
+    from tritonops.store.sync import SyncSummary
+
+    assert isinstance(s, SyncSummary)
+    for note in s.notes:
+        info(f"note: {s.region}: {note}")
+    for m in s.residency_skipped:
+        info(f"skipped: {s.region}: model {m} is not allowed in this region (residency)")
+    c: Console = Console(file=sys.stdout, soft_wrap=True)
+    verb = "would upload" if s.dry_run else "uploaded"
+    t = Table(title=f"{s.region} -> {s.url}" + (" (dry run)" if s.dry_run else ""))
+    for col in ("", "files", "bytes"):
+        t.add_column(col)
+    t.add_row(verb, str(s.uploaded_files), human_bytes(s.uploaded_bytes))
+    t.add_row("unchanged", str(s.skipped_files), "")
+    t.add_row("would delete" if s.dry_run else "deleted", str(s.deleted_files), "")
+    c.print(t)
+    if s.models_published:
+        c.print(f"models {'to publish' if s.dry_run else 'published'}: {', '.join(s.models_published)}")
+    if s.models_pruned or s.versions_pruned:
+        pruned = s.models_pruned + [f"{m} v{','.join(map(str, v))}" for m, v in s.versions_pruned.items()]
+        c.print(f"{'to prune' if s.dry_run else 'pruned'}: {', '.join(pruned)}")
+    if not s.dry_run:
+        c.print(
+            f"{s.uploaded_files} files, {human_bytes(s.uploaded_bytes)} in {s.seconds:.2f} s "
+            f"({s.mb_per_s:.1f} MB/s)"
+            + (f"; verified {s.verified_files} objects" if s.verified_files else "")
+        )

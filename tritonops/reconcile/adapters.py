@@ -1,0 +1,113 @@
+"""Adapters from the model-control stage (``tritonops.triton``, ``tritonops.memory``) to reconcile's ports.
+
+- ``ControlAdapter``: ``ControlClient`` for index, statistics and unload (which waits until the index
+  and, with a probe, the memory say the model is gone); loads go through ``measured_load`` when a
+  probe and the footprint ledger are given, so every load reconcile makes is measured and recorded.
+- ``ProbeMemory``: a ``MemoryProbe`` as reconcile's ``MemoryPort``.
+- ``LedgerFootprint``: predictions from the ledger (measured when known, else its estimate).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tritonops.config import ServerConfig
+from tritonops.errors import MemoryProbeError, TritonOpsError
+from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
+from tritonops.memory.probes import MemoryProbe, probe_for_server
+from tritonops.reconcile.ports import DeviceMem, IndexEntry
+from tritonops.reconcile.triton_http import HttpControl
+from tritonops.triton.client import ControlClient
+
+log = logging.getLogger(__name__)
+
+
+class ControlAdapter:
+    def __init__(
+        self, server: ServerConfig, probe: MemoryProbe | None, ledger: FootprintLedger | None
+    ) -> None:
+        self.name = server.name
+        self.client = ControlClient.from_server(server)
+        self.probe = probe
+        self.ledger = ledger
+        # The control client has no inference call; the warmup uses the HTTP adapter's.
+        self._http = HttpControl(server.name, server.http_url) if server.http_url else None
+
+    def index(self) -> list[IndexEntry]:
+        return [IndexEntry(m.name, m.version, m.state, m.reason) for m in self.client.index()]
+
+    def last_inference_ms(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.client.statistics():
+            name = str(s.get("name", ""))
+            out[name] = max(out.get(name, 0), int(s.get("last_inference", 0) or 0))
+        return out
+
+    def load(
+        self,
+        model: str,
+        config_json: str | None = None,
+        *,
+        version: int | None = None,
+        digest: str = "",
+        size_bytes: int = 0,
+        measure: bool = True,
+    ) -> int | None:
+        if self.probe is None or self.ledger is None or not measure:
+            self.client.load(model, config=config_json)
+            return None
+        res = measured_load(
+            self.client,
+            self.probe,
+            self.ledger,
+            model,
+            version=version,
+            digest=digest or None,
+            size_bytes=size_bytes or None,
+            config=config_json,
+        )
+        return res.footprint_bytes
+
+    def unload(self, model: str) -> None:
+        if self.probe is not None and self.ledger is not None:
+            measured_unload(self.client, self.probe, self.ledger, model)
+        else:
+            self.client.unload(model, wait=True)
+
+    def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
+        if self._http is None:
+            log.info("server %s: no http_url; warmup of %s skipped (gate is READY only)", self.name, model)
+            return
+        self._http.warmup(model, version, config)
+
+
+class ProbeMemory:
+    def __init__(self, probe: MemoryProbe) -> None:
+        self.probe = probe
+
+    def devices(self) -> list[DeviceMem]:
+        return [DeviceMem(d.device, d.total_bytes, d.used_bytes) for d in self.probe.devices()]
+
+
+class LedgerFootprint:
+    """Ledger predictions for one device type and Triton version (the region's servers are alike)."""
+
+    def __init__(self, ledger: FootprintLedger, device_type: str, triton_version: str) -> None:
+        self.ledger = ledger
+        self.device_type = device_type
+        self.triton_version = triton_version
+
+    def predict(self, model: str, digest: str, size_bytes: int) -> int:
+        return self.ledger.predict(
+            model, None, digest or None, self.device_type, self.triton_version, size_bytes
+        ).bytes
+
+
+def probe_or_none(server: ServerConfig) -> MemoryProbe | None:
+    url = server.http_url or server.grpc_url or ""
+    try:
+        return probe_for_server(url, server.metrics_url)
+    except (MemoryProbeError, TritonOpsError) as e:
+        log.info("server %s: no memory probe (%s); planning by budget only", server.name, e)
+        return None

@@ -1,0 +1,95 @@
+"""The few things reconcile needs from Triton and from memory probes, as small Protocols.
+
+The planner never touches them (it is pure); ``state.gather_actual`` and ``apply`` take them as
+arguments, so tests and other stages can pass real clients (``tritonops.triton``), an HTTP
+adapter (``reconcile.triton_http``) or a fake where nothing real can run (NVML without a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of Triton's repository index."""
+
+    model: str
+    version: int | None
+    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING ...
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceMem:
+    """Memory of one device of a server (a GPU, or "host" for CPU-only servers)."""
+
+    device: str
+    total_bytes: int
+    used_bytes: int
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.total_bytes - self.used_bytes)
+
+
+class ServerControl(Protocol):
+    """Model control of one Triton server."""
+
+    name: str
+
+    def index(self) -> list[IndexEntry]: ...
+
+    def last_inference_ms(self) -> dict[str, int]:
+        """Model -> last inference time (ms since the epoch; 0 = never), from Triton's statistics."""
+        ...
+
+    def load(
+        self,
+        model: str,
+        config_json: str | None = None,
+        *,
+        version: int | None = None,
+        digest: str = "",
+        size_bytes: int = 0,
+        measure: bool = True,
+    ) -> int | None:
+        """Load (or reload) with a config override. Returns the measured footprint in bytes when the
+        implementation measures it (the ledger adapter does) and ``measure`` is set, else None.
+        ``measure=False`` for a call that only drops versions (its memory delta is not a footprint)."""
+        ...
+
+    def unload(self, model: str) -> None:
+        """Returns when the index no longer shows the model READY (Triton's unload is asynchronous)."""
+        ...
+
+    def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
+        """One inference with inputs generated from ``config``; raises TritonError on failure."""
+        ...
+
+
+class MemoryPort(Protocol):
+    """Measured memory of one server's devices."""
+
+    def devices(self) -> list[DeviceMem]: ...
+
+
+class FootprintPort(Protocol):
+    """Predicted memory one model version takes per device (measured when known, else a guess)."""
+
+    def predict(self, model: str, digest: str, size_bytes: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class SizeGuess:
+    """First guess for a model never measured: disk size times a multiplier, plus a floor.
+
+    The floor exists because a tiny python-backend model still costs a stub process.
+    """
+
+    multiplier: float = 1.25
+    floor_bytes: int = 0
+
+    def predict(self, model: str, digest: str, size_bytes: int) -> int:
+        return max(self.floor_bytes, int(size_bytes * self.multiplier))

@@ -1,0 +1,317 @@
+"""Desired state (the region's published index + manifests + fleet policy) and actual state (servers).
+
+Both are plain data: ``plan.make_plan(desired, actual)`` is a pure function of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tritonops.config import Config, Placement, RegionConfig, ServerConfig
+from tritonops.errors import RepositoryError, StoreError, TritonOpsError
+from tritonops.reconcile.ports import DeviceMem, FootprintPort, MemoryPort, ServerControl
+from tritonops.repo.manifest import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    MANIFEST_NAME,
+    ModelManifest,
+    RepoIndex,
+    atomic_write_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+
+# -- desired -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    name: str
+    version: int
+    digest: str  # the version's digest: what quarantine and the ledger are keyed by
+    placement: Placement
+    footprint_bytes: int
+    config_text: str = ""
+    size_bytes: int = 0
+
+
+@dataclass
+class ServerPolicy:
+    name: str
+    models: list[str]  # desired model names on this server, sorted
+    budget_bytes: int | None
+    headroom_bytes: int
+
+
+@dataclass
+class DesiredState:
+    region: str
+    index_digest: str
+    published: set[str]  # every model in the region's index: what tritonops owns there
+    models: dict[str, DesiredModel]
+    servers: dict[str, ServerPolicy]
+    problems: list[str] = field(default_factory=list)
+    # Published but unreadable right now (corrupt or half-written manifest): left exactly as loaded.
+    held: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Published:
+    """What a region's bucket publishes: the index, and each model's manifest and config (or an error)."""
+
+    index: RepoIndex
+    manifests: dict[str, ModelManifest]
+    configs: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+
+
+def desired_state(cfg: Config, region: str, published: Published, footprint: FootprintPort) -> DesiredState:
+    rcfg = cfg.region(region)
+    problems = list(published.problems)
+    models: dict[str, DesiredModel] = {}
+    held: set[str] = set()
+    for name in sorted(published.index.models):
+        if not cfg.is_allowed(name, region):
+            # Residency: published here by mistake or by hand; never load it in this region.
+            problems.append(f"model {name!r} is published in region {region!r} but not allowed there")
+            continue
+        man = published.manifests.get(name)
+        if man is None or man.latest() is None:
+            held.add(name)  # its manifest problem is already in ``problems``
+            continue
+        v = man.latest()
+        assert v is not None
+        entry = man.versions[v]
+        models[name] = DesiredModel(
+            name,
+            v,
+            entry.digest,
+            cfg.placement(name),
+            footprint.predict(name, entry.digest, entry.size),
+            published.configs.get(name, ""),
+            entry.size,
+        )
+    servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
+    return DesiredState(
+        region, published.index.digest, set(published.index.models), models, servers, problems, held
+    )
+
+
+def _policy(
+    s: ServerConfig, models: Mapping[str, DesiredModel], region: str, problems: list[str]
+) -> ServerPolicy:
+    if s.models:
+        wanted = []
+        for m in s.models:
+            if m in models:
+                wanted.append(m)
+            else:
+                problems.append(
+                    f"server {s.name!r} in region {region!r} lists model {m!r}, which is not published"
+                )
+    else:
+        wanted = list(models)
+    return ServerPolicy(s.name, sorted(set(wanted)), s.memory_budget_bytes, s.headroom_bytes)
+
+
+def read_published(
+    rcfg: RegionConfig, region: str, s3: Any | None = None, cache_dir: Path | None = None
+) -> Published:
+    """One GET for the index, then a manifest and a config per model whose digest is not in ``cache_dir``
+    (a published model digest covers its config and every version, so a cached copy is exact): a run
+    with nothing changed costs one GET. Corrupt manifests are reported, not raised."""
+    get = _getter(rcfg, s3)
+    where = f"region {region!r} ({rcfg.bucket})"
+    try:
+        raw = get(INDEX_NAME)
+    except FileNotFoundError:
+        return Published(RepoIndex(), {}, {}, [f"{where}: no {INDEX_NAME} published yet"])
+    index = RepoIndex.loads(raw, f"{rcfg.bucket}/{INDEX_NAME}")
+    manifests: dict[str, ModelManifest] = {}
+    configs: dict[str, str] = {}
+    problems: list[str] = []
+    for name in sorted(index.models):
+        want = str(index.models[name]["digest"])
+        cached = _cache_get(cache_dir, name, want)
+        if cached is not None:
+            manifests[name], configs[name] = cached
+            continue
+        try:
+            man = ModelManifest.loads(get(f"{name}/{MANIFEST_NAME}"), f"{rcfg.bucket}/{name}/{MANIFEST_NAME}")
+            if man.digest != index.models[name]["digest"]:
+                raise RepositoryError(
+                    f"{rcfg.bucket}/{name}/{MANIFEST_NAME}: digest differs from the index "
+                    "(publish in progress?)"
+                )
+            configs[name] = get(f"{name}/{CONFIG_NAME}").decode()
+            manifests[name] = man
+            _cache_put(cache_dir, name, want, man, configs[name])
+        except FileNotFoundError as e:
+            problems.append(f"{where}: model {name!r}: {e} missing")
+        except (RepositoryError, UnicodeDecodeError) as e:
+            problems.append(f"{where}: model {name!r}: {e}")
+    return Published(index, manifests, configs, problems)
+
+
+def _cache_get(cache_dir: Path | None, model: str, digest: str) -> tuple[ModelManifest, str] | None:
+    if cache_dir is None:
+        return None
+    try:
+        d = json.loads((cache_dir / f"{model}.json").read_text())
+        if d.get("digest") != digest:
+            return None
+        man = ModelManifest.from_json(d["manifest"], str(cache_dir / f"{model}.json"))
+        return (man, str(d["config"])) if man.digest == digest else None
+    except (OSError, ValueError, KeyError, TypeError, RepositoryError):
+        return None  # absent or damaged: read it from the bucket again
+
+
+def _cache_put(cache_dir: Path | None, model: str, digest: str, man: ModelManifest, config: str) -> None:
+    if cache_dir is None:
+        return
+    doc = {"digest": digest, "manifest": man.to_json(), "config": config}
+    atomic_write_bytes(cache_dir / f"{model}.json", json.dumps(doc, sort_keys=True).encode())
+
+
+def _getter(rcfg: RegionConfig, s3: Any | None) -> Callable[[str], bytes]:
+    u = urlparse(rcfg.bucket)
+    if u.scheme == "file":
+        root = Path(u.path)
+
+        def get_file(key: str) -> bytes:
+            try:
+                return (root / key).read_bytes()
+            except FileNotFoundError:
+                raise FileNotFoundError(key) from None
+
+        return get_file
+    if s3 is None:
+        from tritonops.store._boto import s3_client
+
+        s3 = s3_client(rcfg)
+    prefix = rcfg.prefix
+
+    def get_s3(key: str) -> bytes:
+        full = f"{prefix}/{key}" if prefix else key
+        try:
+            return bytes(s3.get_object(Bucket=rcfg.bucket_name, Key=full)["Body"].read())
+        except Exception as e:  # botocore raises ClientError subclasses; keep the dependency local
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(key) from None
+            raise StoreError(f"{rcfg.bucket}/{key}: cannot read ({type(e).__name__}: {e})") from None
+
+    return get_s3
+
+
+# -- actual ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    versions: dict[int, str]  # version -> state; only READY versions count as loaded
+    footprint_bytes: int
+    last_inference_ms: int = 0
+
+    @property
+    def ready_versions(self) -> list[int]:
+        return sorted(v for v, s in self.versions.items() if s == "READY")
+
+
+@dataclass
+class ServerActual:
+    name: str
+    reachable: bool
+    error: str = ""
+    loaded: dict[str, LoadedModel] = field(default_factory=dict)  # owned models only
+    devices: list[DeviceMem] = field(default_factory=list)
+    # Footprint of owned models the devices' ``used_bytes`` already include (to turn used into budget).
+    unowned_ready: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ActualState:
+    servers: dict[str, ServerActual]
+    quarantined: set[tuple[str, str, str]] = field(default_factory=set)  # (server, model, digest)
+    owned: set[str] = field(default_factory=set)  # models tritonops loaded earlier (journaled)
+
+    def fingerprint(self, desired: DesiredState) -> str:
+        """What a plan depends on, minus memory (which moves all the time): apply refuses a plan whose
+        fingerprint differs from a fresh one."""
+        doc = {
+            "index": desired.index_digest,
+            "servers": {
+                n: {
+                    "reachable": s.reachable,
+                    "loaded": {m: sorted(lm.ready_versions) for m, lm in sorted(s.loaded.items())},
+                }
+                for n, s in sorted(self.servers.items())
+            },
+            "quarantined": sorted(self.quarantined),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _loaded_footprint(model: str, versions: list[int], published: Published, footprint: FootprintPort) -> int:
+    # Every READY version takes memory; a version no longer published is guessed at its last known size (0).
+    man = published.manifests.get(model)
+    total = 0
+    for v in versions:
+        entry = man.versions.get(v) if man else None
+        total += (
+            footprint.predict(model, entry.digest, entry.size) if entry else footprint.predict(model, "", 0)
+        )
+    return total
+
+
+def gather_actual(
+    desired: DesiredState,
+    controls: Mapping[str, ServerControl],
+    memories: Mapping[str, MemoryPort | None],
+    footprint: FootprintPort,
+    published: Published,
+    quarantined: Iterable[tuple[str, str, str]] = (),
+    owned: Iterable[str] = (),
+) -> ActualState:
+    """Read every server; a server down or timing out is recorded as unreachable, never raised."""
+    owned_set = set(owned) | desired.published
+    servers: dict[str, ServerActual] = {}
+    for name in sorted(desired.servers):
+        ctl = controls[name]
+        try:
+            rows = ctl.index()
+            stats = ctl.last_inference_ms()
+        except TritonOpsError as e:
+            servers[name] = ServerActual(name, False, str(e))
+            continue
+        sa = ServerActual(name, True)
+        for r in rows:
+            if r.model not in owned_set:
+                if r.state == "READY":
+                    sa.unowned_ready.append(r.model)
+                continue
+            lm = sa.loaded.setdefault(r.model, LoadedModel(r.model, {}, 0, stats.get(r.model, 0)))
+            if r.version is not None:
+                lm.versions[r.version] = r.state
+        for m, lm in list(sa.loaded.items()):
+            if not lm.ready_versions:
+                del sa.loaded[m]
+                continue
+            lm.footprint_bytes = _loaded_footprint(m, lm.ready_versions, published, footprint)
+        mem = memories.get(name)
+        if mem is not None:
+            try:
+                sa.devices = mem.devices()
+            except TritonOpsError as e:
+                log.warning("server %s: memory not measured: %s", name, e)
+        servers[name] = sa
+    return ActualState(servers, set(quarantined), set(owned))

@@ -1,0 +1,77 @@
+"""The object-store boundary: a small Protocol the sync engine takes, with S3 and file:// behind it.
+
+Keys are relative to the region's prefix and always '/'-separated; a store never lets a key leave
+its prefix (``..``, absolute keys and empty segments are refused before any request is made).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from tritonops.errors import StoreError
+
+# Called with a byte count as data goes out, so a progress bar can show throughput.
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the store's prefix
+    size: int
+    # The sha256 recorded when tritonops wrote the object (S3 metadata ``x-amz-meta-sha256``);
+    # None when unknown (a LIST does not return metadata, or a foreign object).
+    sha256: str | None = None
+
+
+def check_key(key: str, where: str = "") -> str:
+    """Refuse keys that would escape the prefix. Returns the key unchanged."""
+    bad = (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or any(part in ("", ".", "..") for part in key.split("/"))
+    )
+    if bad:
+        src = f"{where}: " if where else ""
+        raise StoreError(
+            f"{src}key {key!r} is outside the repository prefix (absolute, '..' or empty segment)"
+        )
+    return key
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """What sync needs from a bucket. Implementations: :class:`S3Store`, :class:`FileStore`."""
+
+    @property
+    def url(self) -> str:
+        """Where the store points (``s3://bucket/prefix`` or ``file:///path``), for messages."""
+        ...
+
+    def check(self) -> None:
+        """Raise StoreError with one line if the store cannot be used (missing bucket, access denied)."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (relative), sorted by key."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes, sha256: str) -> None: ...
+
+    def put_file(
+        self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None = None
+    ) -> str:
+        """Upload a file; returns the sha256 of the bytes actually sent (the caller compares it)."""
+        ...
+
+    def delete(self, keys: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...

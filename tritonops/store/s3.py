@@ -1,0 +1,307 @@
+"""The S3 store on boto3: any S3-compatible endpoint (AWS, GCS interop, MinIO, rclone, moto).
+
+Small objects go up in one PUT with Content-MD5 (the server rejects a corrupted body); large
+files go up as multipart uploads whose parts are sent in parallel while a separate thread hashes
+the file, so the sha256 check costs no extra wall time. Every object carries the sha256 of its
+bytes as metadata (``x-amz-meta-sha256``), which is what ``sync --verify`` compares.
+
+Retries: botocore's adaptive mode (throttling, 5xx, connection errors, with backoff) covers each
+request; :func:`_with_retries` adds a whole-file retry with backoff on top, because a multipart
+upload whose completion fails must be restarted as a whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import botocore.exceptions
+
+from tritonops.config import RegionConfig
+from tritonops.errors import StoreError
+from tritonops.repo.manifest import sha256_file
+from tritonops.store._boto import s3_client
+from tritonops.store.base import ObjectInfo, ProgressFn, check_key
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD_BYTES = 16 << 20
+PART_BYTES = 16 << 20  # >= 5 MiB, the S3 minimum for every part but the last
+FILE_RETRIES = 3
+BACKOFF_BASE_S = 0.5
+SHA256_META = "sha256"
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+}  # fmt: skip
+
+
+def _md5_b64(data: bytes | memoryview) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - integrity, not security
+
+
+def _code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return _code(e) in _TRANSIENT_CODES
+    return isinstance(
+        e,
+        (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
+         botocore.exceptions.ConnectTimeoutError),
+    )  # fmt: skip
+
+
+def _with_retries(what: str, fn: Callable[[], T], attempts: int = FILE_RETRIES) -> T:
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - classified below; everything else re-raised
+            if not _transient(e) or i == attempts - 1:
+                raise
+            delay = BACKOFF_BASE_S * (2**i) * (0.5 + random.random())  # noqa: S311 - jitter
+            log.warning("%s: transient error (%s), retrying in %.1fs", what, type(e).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class S3Store:
+    """One region's bucket and prefix. Thread-safe: boto3 clients may be shared between threads."""
+
+    def __init__(
+        self,
+        region: RegionConfig,
+        region_name: str = "",
+        max_workers: int = 16,
+        multipart_threshold_bytes: int = MULTIPART_THRESHOLD_BYTES,
+        part_bytes: int = PART_BYTES,
+    ) -> None:
+        self.region_name = region_name
+        self.bucket = region.bucket_name
+        self.prefix = region.prefix
+        self.endpoint = region.endpoint_url or "AWS"
+        self.multipart_threshold_bytes = multipart_threshold_bytes
+        self.part_bytes = part_bytes
+        # Parts and whole files run in separate pools: a file task waiting on its parts never
+        # starves the pool its parts need.
+        self._client = s3_client(region, max_pool_connections=max_workers * 2 + 4)
+        self._part_pool = ThreadPoolExecutor(max_workers, thread_name_prefix="s3-part")
+        self._hash_pool = ThreadPoolExecutor(2, thread_name_prefix="s3-hash")
+        self._lock = threading.Lock()
+
+    # -- naming and errors -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        check_key(key, self.url)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def _error(self, op: str, key: str, e: BaseException) -> StoreError:
+        where = f"region {self.region_name}: " if self.region_name else ""
+        target = f"{self.url}/{key}" if key else self.url
+        if isinstance(e, botocore.exceptions.ClientError):
+            code = _code(e)
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket",) or (op == "check" and status == 404):
+                return StoreError(f"{where}bucket {self.bucket!r} does not exist at {self.endpoint}")
+            if code in (
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "403",
+                "Forbidden",
+            ) or (status == 403):
+                return StoreError(f"{where}access denied to {target} at {self.endpoint} ({code or status})")
+            msg = e.response.get("Error", {}).get("Message", "") or str(status)
+            return StoreError(f"{where}{op} {target} failed: {code} {msg}".strip())
+        if isinstance(e, botocore.exceptions.NoCredentialsError):
+            return StoreError(f"{where}no S3 credentials found for {self.url} (environment, profile or role)")
+        if isinstance(
+            e, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)
+        ):
+            return StoreError(f"{where}cannot reach S3 endpoint {self.endpoint} for {self.url}")
+        if isinstance(e, botocore.exceptions.BotoCoreError):
+            return StoreError(f"{where}{op} {target} failed: {type(e).__name__}: {e}")
+        if isinstance(e, OSError):
+            return StoreError(f"{where}{op} {target} failed: {e.strerror or e}")
+        raise e
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return _with_retries(f"{op} {self.url}/{key}", fn)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
+            raise self._error(op, key, e) from None
+
+    # -- ObjectStore ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        self._call("check", "", lambda: self._client.head_bucket(Bucket=self.bucket))
+
+    def get(self, key: str) -> bytes | None:
+        full = self._key(key)
+
+        def go() -> bytes | None:
+            try:
+                r = self._client.get_object(Bucket=self.bucket, Key=full)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            return bytes(r["Body"].read())
+
+        return self._call("get", key, go)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        full = self._key(key)
+
+        def go() -> ObjectInfo | None:
+            try:
+                r = self._client.head_object(Bucket=self.bucket, Key=full)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            meta = {k.lower(): v for k, v in (r.get("Metadata") or {}).items()}
+            return ObjectInfo(key, int(r["ContentLength"]), meta.get(SHA256_META))
+
+        return self._call("head", key, go)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+
+        def go() -> list[ObjectInfo]:
+            out = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    out.append(ObjectInfo(self._rel(o["Key"]), int(o["Size"]), None))
+            return sorted(out, key=lambda o: o.key)
+
+        return self._call("list", prefix, go)
+
+    def put_bytes(self, key: str, data: bytes, sha256: str) -> None:
+        full = self._key(key)
+        self._call(
+            "put",
+            key,
+            lambda: self._client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentMD5=_md5_b64(data),
+                Metadata={SHA256_META: sha256},
+            ),
+        )
+
+    def put_file(
+        self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None = None
+    ) -> str:
+        if size < self.multipart_threshold_bytes:
+            with open(path, "rb") as f:
+                data = f.read()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sha256:
+                return digest  # the caller reports the mismatch; nothing was sent
+            self.put_bytes(key, data, sha256)
+            if progress:
+                progress(len(data))
+            return digest
+        return self._call("multipart upload", key, lambda: self._multipart(key, path, size, sha256, progress))
+
+    def _multipart(self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None) -> str:
+        full = self._key(key)
+        hashing = self._hash_pool.submit(sha256_file, Path(path))
+        mpu = self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=full, Metadata={SHA256_META: sha256}
+        )
+        upload_id = mpu["UploadId"]
+        n_parts = (size + self.part_bytes - 1) // self.part_bytes
+        fd = os.open(path, os.O_RDONLY)
+
+        def part(i: int) -> dict[str, Any]:
+            offset = i * self.part_bytes
+            body = os.pread(fd, min(self.part_bytes, size - offset), offset)
+            r = self._client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=i + 1,
+                Body=body, ContentMD5=_md5_b64(body),
+            )  # fmt: skip
+            if progress:
+                progress(len(body))
+            return {"PartNumber": i + 1, "ETag": r["ETag"]}
+
+        futures: list[Any] = []
+        try:
+            futures = [self._part_pool.submit(part, i) for i in range(n_parts)]
+            parts = [f.result() for f in futures]
+            digest = hashing.result()
+            if digest != sha256:
+                raise _Mismatch(digest)
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            return digest
+        except _Mismatch as m:
+            self._abort(full, upload_id)
+            return m.digest
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            self._abort(full, upload_id)
+            raise
+        finally:
+            os.close(fd)
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            log.warning("could not abort multipart upload of %s: %s", full, type(e).__name__)
+
+    def delete(self, keys: Iterable[str]) -> None:
+        full = [self._key(k) for k in keys]
+        for i in range(0, len(full), 1000):
+            batch = full[i : i + 1000]
+            r = self._call(
+                "delete",
+                batch[0],
+                lambda b=batch: self._client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in b], "Quiet": True}
+                ),
+            )
+            errors = r.get("Errors") or []
+            if errors:
+                e0 = errors[0]
+                raise StoreError(
+                    f"delete {self.url}/{self._rel(e0.get('Key', ''))} failed: {e0.get('Code')} "
+                    f"({len(errors)} of {len(batch)} keys not deleted)"
+                )
+
+    def close(self) -> None:
+        self._part_pool.shutdown(wait=False, cancel_futures=True)
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Mismatch(Exception):
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest
