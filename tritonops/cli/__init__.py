@@ -98,6 +98,7 @@ def _root(
 def _register() -> None:
     # One line per command module; each module adds its commands to ``app``.
     from tritonops.cli import config_cmd, dev  # noqa: F401
+    from tritonops.cli import convert  # noqa: F401
 
 
 _register()
