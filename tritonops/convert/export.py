@@ -13,7 +13,7 @@ import io
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,21 @@ def _batch_check(path: Path, specs: list[TensorSpec], where: str) -> None:
 # ----------------------------------------------------------------------------------------------- torch
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.onnx logs advice ("torchvision is not installed ...") through handlers torch bound to
+    stderr at import time, and prints to stdout; what matters (failures) is raised and reported."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+
 def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
     import torch
 
@@ -224,8 +239,7 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
     problems: list[str] = []
     for exporter in ("dynamo", "torchscript"):
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
+            with _quiet_exporter():
                 if exporter == "dynamo":
                     # Positional, not keyed by our input names: torch.export matches dict keys
                     # against forward()'s parameter names, which the recipe does not know.
