@@ -29,7 +29,9 @@ def build() -> Any:
     from sklearn.preprocessing import StandardScaler
 
     x_train, _, y_train, _ = _split()
-    clf = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=2000, random_state=SEED))
+    clf = make_pipeline(
+        StandardScaler(), MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=2000, random_state=SEED)
+    )
     return clf.fit(x_train, y_train)
 
 
@@ -38,4 +40,7 @@ if __name__ == "__main__":
     here = Path(__file__).parent
     np.savez(here / "iris_val.npz", input=x_test)
     np.savez(here / "iris_calib.npz", input=x_train)
-    print(f"wrote {here / 'iris_val.npz'} ({len(x_test)} samples), {here / 'iris_calib.npz'} ({len(x_train)} samples)")
+    print(
+        f"wrote {here / 'iris_val.npz'} ({len(x_test)} samples), "
+        f"{here / 'iris_calib.npz'} ({len(x_train)} samples)"
+    )

@@ -21,7 +21,12 @@ from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.repo.repository import validate_repository
 from tritonops.store._boto import s3_client
 
-SUFFIXES = {"onnx": "", "onnx-fp16": "-fp16", "onnx-int8-dynamic": "-int8", "onnx-int8-static": "-int8-static"}
+SUFFIXES = {
+    "onnx": "",
+    "onnx-fp16": "-fp16",
+    "onnx-int8-dynamic": "-int8",
+    "onnx-int8-static": "-int8-static",
+}
 
 
 def _factory(module: str) -> Any:
@@ -52,7 +57,7 @@ def _inputs(example: str) -> tuple[str, np.ndarray]:
 
 def test_every_example_yields_fp32_fp16_int8_versions_within_tolerance(converted: Converted) -> None:
     assert converted.report["written"] is True
-    for example, base in converted.models.items():
+    for base in converted.models.values():
         for target, suffix in SUFFIXES.items():
             model = base + suffix
             man = ModelManifest.load(converted.root / model / MANIFEST_NAME)
@@ -69,7 +74,9 @@ def test_every_example_yields_fp32_fp16_int8_versions_within_tolerance(converted
                     if k != "mismatch" and out != "label":
                         assert errs[k] <= limit, (model, out, k, errs[k], limit)
             sp = v.metadata["speed"]["batches"]
-            assert set(sp) == {"1", "32"} and all(b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in sp.values())
+            assert set(sp) == {"1", "32"} and all(
+                b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in sp.values()
+            )
     assert validate_repository(converted.root) == []
 
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import yaml
 
-from tests.convert.conftest import copy_recipe, run_cli
+from tests.convert.conftest import run_cli
 from tritonops.convert import convert
 from tritonops.convert.export import check_dynamic_dims
 from tritonops.convert.recipe import TensorSpec
@@ -38,8 +38,12 @@ def tiny_recipe(folder: Path, **changes: object) -> Path:
     (folder / "tiny.py").write_text(TINY)
     data: dict[str, object] = {
         "format_version": 1,
-        "source": {"kind": "torch", "factory": "tiny:build", "outputs": ["y"],
-                   "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 8]}]},
+        "source": {
+            "kind": "torch",
+            "factory": "tiny:build",
+            "outputs": ["y"],
+            "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 8]}],
+        },
         "targets": ["onnx", "onnx-int8-dynamic"],
         "triton": {"max_batch_size": 16, "runtime": "onnxruntime-python"},
         "destination": {"repository": "repo", "model": "tiny"},
@@ -52,11 +56,16 @@ def tiny_recipe(folder: Path, **changes: object) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} \
-        if root.exists() else {}
+    return (
+        {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        if root.exists()
+        else {}
+    )
 
 
-def test_int8_beyond_a_tight_tolerance_is_rejected_with_numbers_and_the_repository_unchanged(tmp_path: Path) -> None:
+def test_int8_beyond_a_tight_tolerance_is_rejected_with_numbers_and_the_repository_unchanged(
+    tmp_path: Path,
+) -> None:
     recipe = tiny_recipe(tmp_path)
     root = tmp_path / "repo"
     # A first, passing run: the repository has content that must survive the rejected run untouched.
@@ -65,7 +74,9 @@ def test_int8_beyond_a_tight_tolerance_is_rejected_with_numbers_and_the_reposito
     before = snapshot(root)
     assert "tiny-int8/1/model.onnx" in before
 
-    tight = tiny_recipe(tmp_path, targets=["onnx", {"kind": "onnx-int8-dynamic", "tolerance": {"norm_max": 1e-6}}])
+    tight = tiny_recipe(
+        tmp_path, targets=["onnx", {"kind": "onnx-int8-dynamic", "tolerance": {"norm_max": 1e-6}}]
+    )
     code, out, err = run_cli("convert", str(tight), "-o", "json")
     assert code == 1
     assert err.count("\n") == 1 and "tiny-int8 (onnx-int8-dynamic): rejected" in err and "norm_max" in err
@@ -110,28 +121,70 @@ def test_second_run_adds_version_2_and_never_rewrites_version_1(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"source": {"kind": "torch", "factory": "nosuch:build", "outputs": ["y"],
-                     "inputs": [{"name": "x", "shape": ["batch", 8]}]}},
-         "source.factory: module 'nosuch' not found"),
-        ({"source": {"kind": "torch", "factory": "tiny:nosuch", "outputs": ["y"],
-                     "inputs": [{"name": "x", "shape": ["batch", 8]}]}},
-         "module 'tiny' has no function 'nosuch'"),
-        ({"source": {"kind": "torch", "factory": "tiny:broken", "outputs": ["y"],
-                     "inputs": [{"name": "x", "shape": ["batch", 8]}]}},
-         "tiny:broken() failed: RuntimeError: weights file missing"),
-        ({"source": {"kind": "torch", "factory": "tiny:build", "outputs": ["y"],
-                     "inputs": [{"name": "x", "shape": ["batch", 5]}]}},
-         "source.inputs: the model rejects inputs x=[2, 5] float32"),
-        ({"source": {"kind": "torch", "factory": "tiny:build", "outputs": ["y"],
-                     "inputs": [{"name": "x", "dtype": "complex64", "shape": ["batch", 8]}]}},
-         "source.inputs[0].dtype: unsupported dtype 'complex64'"),
+        (
+            {
+                "source": {
+                    "kind": "torch",
+                    "factory": "nosuch:build",
+                    "outputs": ["y"],
+                    "inputs": [{"name": "x", "shape": ["batch", 8]}],
+                }
+            },
+            "source.factory: module 'nosuch' not found",
+        ),
+        (
+            {
+                "source": {
+                    "kind": "torch",
+                    "factory": "tiny:nosuch",
+                    "outputs": ["y"],
+                    "inputs": [{"name": "x", "shape": ["batch", 8]}],
+                }
+            },
+            "module 'tiny' has no function 'nosuch'",
+        ),
+        (
+            {
+                "source": {
+                    "kind": "torch",
+                    "factory": "tiny:broken",
+                    "outputs": ["y"],
+                    "inputs": [{"name": "x", "shape": ["batch", 8]}],
+                }
+            },
+            "tiny:broken() failed: RuntimeError: weights file missing",
+        ),
+        (
+            {
+                "source": {
+                    "kind": "torch",
+                    "factory": "tiny:build",
+                    "outputs": ["y"],
+                    "inputs": [{"name": "x", "shape": ["batch", 5]}],
+                }
+            },
+            "source.inputs: the model rejects inputs x=[2, 5] float32",
+        ),
+        (
+            {
+                "source": {
+                    "kind": "torch",
+                    "factory": "tiny:build",
+                    "outputs": ["y"],
+                    "inputs": [{"name": "x", "dtype": "complex64", "shape": ["batch", 8]}],
+                }
+            },
+            "source.inputs[0].dtype: unsupported dtype 'complex64'",
+        ),
         ({"targets": ["onnx", "onnx-int4"]}, "targets[1].kind: Input should be"),
         ({"targets": [{"kind": "onnx", "tolerance": {"max_err": 1}}]}, "unknown tolerance ['max_err']"),
         ({"destination": {"model": "bad name!"}}, "destination.model: model name 'bad name!'"),
         ({"nonsense": 1}, "nonsense: Extra inputs are not permitted"),
     ],
 )
-def test_bad_recipe_one_line_error_nothing_written(tmp_path: Path, change: dict[str, object], message: str) -> None:
+def test_bad_recipe_one_line_error_nothing_written(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
     recipe = tiny_recipe(tmp_path, **change)
     code, out, err = run_cli("convert", str(recipe))
     assert code == 1
@@ -152,7 +205,10 @@ def test_calibration_file_with_wrong_shapes(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path, targets=["onnx", "onnx-int8-static"], calibration={"data": "calib.npz"})
     code, _, err = run_cli("convert", str(recipe))
     assert code == 1 and err.count("\n") == 1
-    assert "calibration.data" in err and "calib.npz: array 'x' has shape [16, 5], the input spec is ['batch', 8]" in err
+    assert (
+        "calibration.data" in err
+        and "calib.npz: array 'x' has shape [16, 5], the input spec is ['batch', 8]" in err
+    )
     assert not (tmp_path / "repo").exists()
     np.savez(tmp_path / "calib.npz", y=np.zeros((16, 8), np.float32))
     code, _, err = run_cli("convert", str(recipe))
@@ -190,14 +246,27 @@ def test_onnx_source_with_shape_inference(tmp_path: Path) -> None:
     import torch
 
     path = tmp_path / "m.onnx"
-    torch.onnx.export(torch.nn.Linear(8, 4), (torch.zeros(2, 8),), str(path), input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        torch.nn.Linear(8, 4),
+        (torch.zeros(2, 8),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "source": {"kind": "onnx", "path": "m.onnx"}, "targets": ["onnx", "onnx-fp16"],
-        "triton": {"max_batch_size": 8}, "destination": {"repository": "repo", "model": "lin"},
-        "speed": {"iterations": 3, "budget_s": 0.1},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"kind": "onnx", "path": "m.onnx"},
+                "targets": ["onnx", "onnx-fp16"],
+                "triton": {"max_batch_size": 8},
+                "destination": {"repository": "repo", "model": "lin"},
+                "speed": {"iterations": 3, "budget_s": 0.1},
+            }
+        )
+    )
     report = convert([recipe])
     assert report.written
     cfg = (tmp_path / "repo" / "lin-fp16" / "config.pbtxt").read_text()
@@ -213,7 +282,10 @@ def test_tensorrt_target_without_a_gpu_fails_clearly_and_writes_nothing(tmp_path
         assert code == 0 or "tensorrt-fp16" in err
         return
     assert code == 1 and err.count("\n") == 1
-    assert "tiny-trt-fp16 (tensorrt-fp16): failed: tiny-trt-fp16: target tensorrt-fp16: needs an NVIDIA GPU" in err
+    assert (
+        "tiny-trt-fp16 (tensorrt-fp16): failed: tiny-trt-fp16: target tensorrt-fp16: needs an NVIDIA GPU"
+        in err
+    )
     assert not (tmp_path / "repo").exists()
 
 

@@ -27,14 +27,32 @@ def _speed(sp: dict[str, Any], batch: str, key: str) -> str:
 
 
 def _render(report: ConvertReport, c: Console) -> None:
-    t = Table("model", "target", "status", "version", "size", "norm max err", "p50 ms b1", "p50 ms b32",
-              "samples/s b32", title="tritonops convert")
+    t = Table(
+        "model",
+        "target",
+        "status",
+        "version",
+        "size",
+        "norm max err",
+        "p50 ms b1",
+        "p50 ms b32",
+        "samples/s b32",
+        title="tritonops convert",
+    )
     for rr in report.recipes:
         for r in rr.targets:
             nm = _worst(r.accuracy, "norm_max")
-            t.add_row(r.model, r.target, r.status, str(r.version or "-"), human_bytes(r.size_bytes),
-                      "-" if nm is None else f"{nm:.2e}", _speed(r.speed, "1", "p50_ms"),
-                      _speed(r.speed, "32", "p50_ms"), _speed(r.speed, "32", "throughput_per_s"))
+            t.add_row(
+                r.model,
+                r.target,
+                r.status,
+                str(r.version or "-"),
+                human_bytes(r.size_bytes),
+                "-" if nm is None else f"{nm:.2e}",
+                _speed(r.speed, "1", "p50_ms"),
+                _speed(r.speed, "32", "p50_ms"),
+                _speed(r.speed, "32", "throughput_per_s"),
+            )
     c.print(t)
     for rr in report.recipes:
         for r in rr.targets:
@@ -48,19 +66,27 @@ def convert_cmd(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files (converters/<name>.yaml).")],
     target: Annotated[
         list[str] | None,
-        typer.Option("--target", "-t", help="Build only this target (repeatable): onnx, onnx-fp16, "
-                     "onnx-int8-dynamic, onnx-int8-static, tensorrt-fp16, tensorrt-int8."),
+        typer.Option(
+            "--target",
+            "-t",
+            help="Build only this target (repeatable): onnx, onnx-fp16, "
+            "onnx-int8-dynamic, onnx-int8-static, tensorrt-fp16, tensorrt-int8.",
+        ),
     ] = None,
     repo: Annotated[
-        Path | None, typer.Option("--repo", help="Model repository to add versions to (overrides the recipe's).")
+        Path | None,
+        typer.Option("--repo", help="Model repository to add versions to (overrides the recipe's)."),
     ] = None,
     select: Annotated[
         str | None, typer.Option("--select", help="'fastest': keep only the fastest target within tolerance.")
     ] = None,
     runtime: Annotated[
         str | None,
-        typer.Option("--runtime", help="onnxruntime (platform onnxruntime_onnx) or onnxruntime-python "
-                     "(model.py serving the ONNX file in the python backend); overrides the recipe's."),
+        typer.Option(
+            "--runtime",
+            help="onnxruntime (platform onnxruntime_onnx) or onnxruntime-python "
+            "(model.py serving the ONNX file in the python backend); overrides the recipe's.",
+        ),
     ] = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
@@ -68,8 +94,14 @@ def convert_cmd(
     console = err_console()
     if sys.stderr.isatty():
         with console.status("converting ...") as status:
-            report = convert(recipes, targets=target, repo=repo, select=select, runtime=runtime,
-                             progress=lambda m: status.update(m))
+            report = convert(
+                recipes,
+                targets=target,
+                repo=repo,
+                select=select,
+                runtime=runtime,
+                progress=lambda m: status.update(m),
+            )
     else:
         report = convert(recipes, targets=target, repo=repo, select=select, runtime=runtime)
     emit(output, report.to_json(), lambda c: _render(report, c))
@@ -77,6 +109,9 @@ def convert_cmd(
         problems = report.problems()
         if problems:
             first = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-            raise AccuracyError(f"nothing written: {first}") if "rejected" in first else ConversionError(
-                f"nothing written: {first}")
+            raise (
+                AccuracyError(f"nothing written: {first}")
+                if "rejected" in first
+                else ConversionError(f"nothing written: {first}")
+            )
         raise ConversionError("nothing written: no target passed")

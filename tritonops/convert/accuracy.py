@@ -27,25 +27,35 @@ class OutputErrors:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "max_abs": self.max_abs, "p99_abs": self.p99_abs, "max_rel": self.max_rel, "p99_rel": self.p99_rel,
-            "norm_max": self.norm_max, "norm_p99": self.norm_p99, "mismatch": self.mismatch, "violations": self.violations,
+            "max_abs": self.max_abs,
+            "p99_abs": self.p99_abs,
+            "max_rel": self.max_rel,
+            "p99_rel": self.p99_rel,
+            "norm_max": self.norm_max,
+            "norm_p99": self.norm_p99,
+            "mismatch": self.mismatch,
+            "violations": self.violations,
         }
 
 
 def output_errors(name: str, ref: np.ndarray, got: np.ndarray) -> OutputErrors:
     if ref.shape != got.shape:
         inf = float("inf")
-        return OutputErrors(name, inf, inf, inf, inf, inf, inf, 1.0, [f"shape {list(got.shape)} != source {list(ref.shape)}"])
+        return OutputErrors(
+            name, inf, inf, inf, inf, inf, inf, 1.0, [f"shape {list(got.shape)} != source {list(ref.shape)}"]
+        )
     r = ref.astype(np.float64).ravel()
     g = got.astype(np.float64).ravel()
     if r.size == 0:
         return OutputErrors(name, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     if not np.all(np.isfinite(g)) and not np.array_equal(np.isfinite(g), np.isfinite(r)):
         inf = float("inf")
-        return OutputErrors(name, inf, inf, inf, inf, inf, inf, 1.0, ["non-finite values where the source has none"])
+        return OutputErrors(
+            name, inf, inf, inf, inf, inf, inf, 1.0, ["non-finite values where the source has none"]
+        )
     abs_err = np.abs(g - r)
     scale = float(np.max(np.abs(r)))
-    denom = np.maximum(np.abs(r), max(REL_FLOOR * scale, np.finfo(np.float64).tiny))
+    denom = np.maximum(np.abs(r), max(REL_FLOOR * scale, float(np.finfo(np.float64).tiny)))
     rel = abs_err / denom
     return OutputErrors(
         name,
@@ -54,7 +64,9 @@ def output_errors(name: str, ref: np.ndarray, got: np.ndarray) -> OutputErrors:
         max_rel=float(rel.max()),
         p99_rel=float(np.quantile(rel, 0.99)),
         norm_max=float(abs_err.max() / scale) if scale > 0 else float(abs_err.max()),
-        norm_p99=float(np.quantile(abs_err, 0.99) / scale) if scale > 0 else float(np.quantile(abs_err, 0.99)),
+        norm_p99=float(np.quantile(abs_err, 0.99) / scale)
+        if scale > 0
+        else float(np.quantile(abs_err, 0.99)),
         mismatch=float(np.mean(g != r)),
     )
 
@@ -68,13 +80,18 @@ def gate(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance)
     out = []
     for name, r in ref.items():
         if name not in got:
-            e = OutputErrors(name, *([float("inf")] * 6), 1.0, ["missing from the target's outputs"])  # type: ignore[arg-type]
+            inf = float("inf")
+            e = OutputErrors(name, inf, inf, inf, inf, inf, inf, 1.0, ["missing from the target's outputs"])
             out.append(e)
             continue
         e = output_errors(name, np.asarray(r), np.asarray(got[name]))
         if not e.violations:
             integer = np.issubdtype(np.asarray(r).dtype, np.integer) or np.asarray(r).dtype == bool
-            checks = ("mismatch",) if integer else ("max_abs", "p99_abs", "max_rel", "p99_rel", "norm_max", "norm_p99")
+            checks = (
+                ("mismatch",)
+                if integer
+                else ("max_abs", "p99_abs", "max_rel", "p99_rel", "norm_max", "norm_p99")
+            )
             for k in checks:
                 limit = getattr(tol, k)
                 if limit is not None and getattr(e, k) > limit:

@@ -35,7 +35,7 @@ CHECK_BATCH = 3
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], dict[str, np.ndarray]]
 
-_ONNX_TO_NUMPY = {
+_ONNX_TO_NUMPY: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.DOUBLE: "float64",
@@ -110,16 +110,20 @@ def _load_factory(recipe: Recipe, ref: str, field_name: str) -> Callable[[], Any
     except ModuleNotFoundError as e:
         if e.name and mod_name.startswith(e.name) and not beside.is_file():
             raise ConversionError(
-                f"{recipe.path}: {field_name}: module {mod_name!r} not found ({beside.name} is not beside the "
-                f"recipe and it is not importable)"
+                f"{recipe.path}: {field_name}: module {mod_name!r} not found "
+                f"({beside.name} is not beside the recipe and it is not importable)"
             ) from None
         raise ConversionError(f"{recipe.path}: {field_name}: importing {mod_name!r} failed: {e}") from None
     except Exception as e:  # noqa: BLE001 - user code: any failure becomes one line naming it
-        raise ConversionError(f"{recipe.path}: {field_name}: importing {mod_name!r} failed: {type(e).__name__}: {e}") from None
+        raise ConversionError(
+            f"{recipe.path}: {field_name}: importing {mod_name!r} failed: {type(e).__name__}: {e}"
+        ) from None
     fn = getattr(module, func_name, None)
     if not callable(fn):
-        raise ConversionError(f"{recipe.path}: {field_name}: module {mod_name!r} has no function {func_name!r}")
-    return fn  # type: ignore[no-any-return]
+        raise ConversionError(
+            f"{recipe.path}: {field_name}: module {mod_name!r} has no function {func_name!r}"
+        )
+    return fn
 
 
 def _call_factory(recipe: Recipe, ref: str, field_name: str) -> Any:
@@ -127,7 +131,9 @@ def _call_factory(recipe: Recipe, ref: str, field_name: str) -> Any:
     try:
         return fn()
     except Exception as e:  # noqa: BLE001
-        raise ConversionError(f"{recipe.path}: {field_name}: {ref}() failed: {type(e).__name__}: {e}") from None
+        raise ConversionError(
+            f"{recipe.path}: {field_name}: {ref}() failed: {type(e).__name__}: {e}"
+        ) from None
 
 
 def example_feeds(specs: list[TensorSpec], batch: int, seed: int = 0) -> Feeds:
@@ -155,7 +161,9 @@ def check_dynamic_dims(model: onnx.ModelProto, specs: list[TensorSpec], where: s
             problems.append(f"{where}: input {s.name!r} missing from the graph (has {sorted(by_name)})")
             continue
         if len(t.shape) != len(s.shape):
-            problems.append(f"{where}: input {s.name!r} has rank {len(t.shape)}, the recipe says {len(s.shape)}")
+            problems.append(
+                f"{where}: input {s.name!r} has rank {len(t.shape)}, the recipe says {len(s.shape)}"
+            )
             continue
         for i, d in s.dynamic_dims.items():
             if isinstance(t.shape[i], int):
@@ -170,7 +178,9 @@ def _ort_session(path: Path | bytes, threads: int = 1) -> Any:
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path) if isinstance(path, Path) else path, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path) if isinstance(path, Path) else path, so, providers=["CPUExecutionProvider"]
+    )
 
 
 def ort_runner(path: Path, threads: int = 1) -> Runner:
@@ -190,7 +200,9 @@ def _batch_check(path: Path, specs: list[TensorSpec], where: str) -> None:
     try:
         ort_runner(path)(example_feeds(specs, CHECK_BATCH, seed=1))
     except Exception as e:  # noqa: BLE001
-        raise ConversionError(f"{where}: the exported graph fails at batch {CHECK_BATCH}: {str(e).splitlines()[0]}") from None
+        raise ConversionError(
+            f"{where}: the exported graph fails at batch {CHECK_BATCH}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------- torch
@@ -210,14 +222,15 @@ def _quiet_exporter() -> Iterator[None]:
         logging.disable(previous)
 
 
-
 def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
     import torch
 
     where = f"{recipe.path}: source"
     module = _call_factory(recipe, src.factory, "source.factory")
     if not isinstance(module, torch.nn.Module):
-        raise ConversionError(f"{where}.factory: {src.factory}() returned {type(module).__name__}, not a torch.nn.Module")
+        raise ConversionError(
+            f"{where}.factory: {src.factory}() returned {type(module).__name__}, not a torch.nn.Module"
+        )
     module.eval()
     feeds = example_feeds(src.inputs, EXAMPLE_BATCH)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in src.inputs)
@@ -230,9 +243,13 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
             ys = as_list(module(*args))
     except Exception as e:  # noqa: BLE001 - the user's spec does not fit the model
         shapes = ", ".join(f"{s.name}={list(feeds[s.name].shape)} {s.dtype}" for s in src.inputs)
-        raise ConversionError(f"{where}.inputs: the model rejects inputs {shapes}: {str(e).splitlines()[0]}") from None
+        raise ConversionError(
+            f"{where}.inputs: the model rejects inputs {shapes}: {str(e).splitlines()[0]}"
+        ) from None
     if len(ys) != len(src.outputs):
-        raise ConversionError(f"{where}.outputs: the model returns {len(ys)} outputs, the recipe names {len(src.outputs)}")
+        raise ConversionError(
+            f"{where}.outputs: the model returns {len(ys)} outputs, the recipe names {len(src.outputs)}"
+        )
 
     names = [s.name for s in src.inputs]
     info: dict[str, Any] = {"source": "torch", "factory": src.factory, "opset": src.opset}
@@ -251,17 +268,34 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
                         for s in src.inputs
                     )
                     prog = torch.onnx.export(
-                        module, args, None, input_names=names, output_names=list(src.outputs),
-                        dynamo=True, dynamic_shapes=dims, opset_version=src.opset, verbose=False,
+                        module,
+                        args,
+                        None,
+                        input_names=names,
+                        output_names=list(src.outputs),
+                        dynamo=True,
+                        dynamic_shapes=dims,
+                        opset_version=src.opset,
+                        verbose=False,
                     )
                     assert prog is not None
                     prog.save(str(out), external_data=False)
                 else:
                     axes = {s.name: dict(s.dynamic_dims) for s in src.inputs}
-                    axes.update({o: {0: "batch"} for o in src.outputs} if any(0 in s.dynamic_dims for s in src.inputs) else {})
+                    axes.update(
+                        {o: {0: "batch"} for o in src.outputs}
+                        if any(0 in s.dynamic_dims for s in src.inputs)
+                        else {}
+                    )
                     torch.onnx.export(
-                        module, args, str(out), input_names=names, output_names=list(src.outputs),
-                        dynamo=False, dynamic_axes=axes, opset_version=src.opset,
+                        module,
+                        args,
+                        str(out),
+                        input_names=names,
+                        output_names=list(src.outputs),
+                        dynamo=False,
+                        dynamic_axes=axes,
+                        opset_version=src.opset,
                     )
             model = onnx.load(str(out))
             bad = check_dynamic_dims(model, src.inputs, f"{exporter} exporter")
@@ -311,7 +345,9 @@ def _export_sklearn(recipe: Recipe, src: SklearnSource, out: Path) -> Exported:
         try:
             est = joblib.load(p)
         except Exception as e:  # noqa: BLE001
-            raise ConversionError(f"{where}.path: {p}: cannot load the estimator: {type(e).__name__}: {e}") from None
+            raise ConversionError(
+                f"{where}.path: {p}: cannot load the estimator: {type(e).__name__}: {e}"
+            ) from None
     if not hasattr(est, "predict"):
         raise ConversionError(f"{where}: {type(est).__name__} is not a scikit-learn estimator (no predict)")
     spec = src.inputs[0]
@@ -321,19 +357,27 @@ def _export_sklearn(recipe: Recipe, src: SklearnSource, out: Path) -> Exported:
         est.predict(feeds[spec.name])
     except Exception as e:  # noqa: BLE001
         raise ConversionError(
-            f"{where}.inputs: the estimator rejects inputs {spec.name}={list(feeds[spec.name].shape)} {spec.dtype}: "
-            f"{str(e).splitlines()[0]}"
+            f"{where}.inputs: the estimator rejects inputs "
+            f"{spec.name}={list(feeds[spec.name].shape)} {spec.dtype}: {str(e).splitlines()[0]}"
         ) from None
-    ttype = {"float32": FloatTensorType, "float64": DoubleTensorType, "int64": Int64TensorType}.get(spec.dtype)
+    ttype = {"float32": FloatTensorType, "float64": DoubleTensorType, "int64": Int64TensorType}.get(
+        spec.dtype
+    )
     if ttype is None:
-        raise ConversionError(f"{where}.inputs.{spec.name}.dtype: {spec.dtype} is not supported for scikit-learn")
+        raise ConversionError(
+            f"{where}.inputs.{spec.name}.dtype: {spec.dtype} is not supported for scikit-learn"
+        )
     shape = [None if isinstance(d, str) else d for d in spec.shape]
     # ZipMap turns probabilities into a list of dicts, which Triton cannot serve.
     options = {id(est): {"zipmap": False}} if is_classifier else None
     try:
-        model = to_onnx(est, initial_types=[(spec.name, ttype(shape))], options=options, target_opset=src.opset)
+        model = to_onnx(
+            est, initial_types=[(spec.name, ttype(shape))], options=options, target_opset=src.opset
+        )
     except Exception as e:  # noqa: BLE001 - skl2onnx raises many types for unsupported estimators/ops
-        raise ConversionError(f"{where}: skl2onnx cannot convert {type(est).__name__}: {str(e).splitlines()[0]}") from None
+        raise ConversionError(
+            f"{where}: skl2onnx cannot convert {type(est).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     # skl2onnx names dynamic dims "None"-less; give the recipe's names so the check below is meaningful.
     for vi in model.graph.input:
         for i, d in enumerate(vi.type.tensor_type.shape.dim):
@@ -354,8 +398,13 @@ def _export_sklearn(recipe: Recipe, src: SklearnSource, out: Path) -> Exported:
         y = np.asarray(est.predict(x), dtype=np.float32)
         return {out_names[0]: y.reshape(len(x), -1)}
 
-    info = {"source": "sklearn", "estimator": type(est).__name__, "opset": src.opset, "exporter": "skl2onnx",
-            "zipmap": False}
+    info = {
+        "source": "sklearn",
+        "estimator": type(est).__name__,
+        "opset": src.opset,
+        "exporter": "skl2onnx",
+        "zipmap": False,
+    }
     return _finish(out, run, info)
 
 
@@ -371,14 +420,18 @@ def _export_onnx(recipe: Recipe, src: OnnxSource, out: Path) -> Exported:
         onnx.checker.check_model(model)
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:  # noqa: BLE001
-        raise ConversionError(f"{recipe.path}: source.path: {p}: invalid ONNX: {str(e).splitlines()[0]}") from None
+        raise ConversionError(
+            f"{recipe.path}: source.path: {p}: invalid ONNX: {str(e).splitlines()[0]}"
+        ) from None
     if src.inputs:
         bad = check_dynamic_dims(model, src.inputs, "onnx source")
         if bad:
             raise ConversionError(f"{recipe.path}: source.inputs: {'; '.join(bad)}")
     onnx.save(model, str(out))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return _finish(out, ort_runner(p), {"source": "onnx", "file": str(p), "opset": opset, "exporter": "shape-inference"})
+    return _finish(
+        out, ort_runner(p), {"source": "onnx", "file": str(p), "opset": opset, "exporter": "shape-inference"}
+    )
 
 
 def _finish(out: Path, run: Runner, info: dict[str, Any]) -> Exported:

@@ -69,8 +69,9 @@ def to_fp16(src: Path, dst: Path) -> dict[str, Any]:
     # keep_io_types: inputs/outputs stay fp32, so clients and the Triton config do not change.
     # Ops outside the default domain (ai.onnx.ml: Scaler, ArrayFeatureExtractor, trees) stay fp32.
     with _quiet():
-        m16 = float16.convert_float_to_float16(model, keep_io_types=True,
-                                               op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST))
+        m16 = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST)
+        )
     _fix_cast_targets(m16)
     onnx.save(m16, str(dst))
     return {"keep_io_types": True}
@@ -124,9 +125,13 @@ def to_int8_static(src: Path, dst: Path, calibration: Feeds, batch_dynamic: bool
             reader = _Reader(data, CALIBRATION_BATCH if batch_dynamic else 1)
             with _quiet():
                 quantize_static(
-                    str(model), str(dst), reader,
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    str(model),
+                    str(dst),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                 )
@@ -139,8 +144,13 @@ def to_int8_static(src: Path, dst: Path, calibration: Feeds, batch_dynamic: bool
             log.debug("quantize_static on the pre-processed graph failed (%s); using the raw graph", e)
             pre_process = "none"
             quantise(src)
-    return {"format": "QDQ", "per_channel": True, "calibration_samples": int(len(next(iter(calibration.values())))),
-            "calibrate_method": "MinMax", "pre_process": pre_process}
+    return {
+        "format": "QDQ",
+        "per_channel": True,
+        "calibration_samples": int(len(next(iter(calibration.values())))),
+        "calibrate_method": "MinMax",
+        "pre_process": pre_process,
+    }
 
 
 def load_npz(path: Path, specs: list[TensorSpec], field: str) -> Feeds:
@@ -158,21 +168,29 @@ def load_npz(path: Path, specs: list[TensorSpec], field: str) -> Feeds:
         if s.name not in data:
             raise ConversionError(f"{field}: {path}: no array for input {s.name!r} (has {sorted(data)})")
         a = data[s.name]
-        if a.ndim != len(s.shape) or any(isinstance(d, int) and a.shape[i] != d for i, d in enumerate(s.shape)):
+        if a.ndim != len(s.shape) or any(
+            isinstance(d, int) and a.shape[i] != d for i, d in enumerate(s.shape)
+        ):
             raise ConversionError(
                 f"{field}: {path}: array {s.name!r} has shape {list(a.shape)}, the input spec is {s.shape}"
             )
         if n is not None and len(a) != n:
-            raise ConversionError(f"{field}: {path}: arrays have different lengths ({n} and {len(a)} for {s.name!r})")
+            raise ConversionError(
+                f"{field}: {path}: arrays have different lengths ({n} and {len(a)} for {s.name!r})"
+            )
         n = len(a)
         try:
             out[s.name] = np.ascontiguousarray(a.astype(s.dtype, casting="same_kind"))
         except TypeError:
-            raise ConversionError(f"{field}: {path}: array {s.name!r} is {a.dtype}, cannot be used as {s.dtype}") from None
+            raise ConversionError(
+                f"{field}: {path}: array {s.name!r} is {a.dtype}, cannot be used as {s.dtype}"
+            ) from None
     return out
 
 
-def build_onnx_target(kind: TargetKind, fp32: Path, dst: Path, calibration: Feeds | None, batch_dynamic: bool) -> dict[str, Any]:
+def build_onnx_target(
+    kind: TargetKind, fp32: Path, dst: Path, calibration: Feeds | None, batch_dynamic: bool
+) -> dict[str, Any]:
     if kind is TargetKind.onnx:
         shutil.copyfile(fp32, dst)
         return {}

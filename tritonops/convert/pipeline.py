@@ -44,9 +44,16 @@ class TargetResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "target": self.target, "model": self.model, "status": self.status, "reason": self.reason,
-            "version": self.version, "size_bytes": self.size_bytes, "accuracy": self.accuracy,
-            "tolerance": self.tolerance, "speed": self.speed, "build": self.build,
+            "target": self.target,
+            "model": self.model,
+            "status": self.status,
+            "reason": self.reason,
+            "version": self.version,
+            "size_bytes": self.size_bytes,
+            "accuracy": self.accuracy,
+            "tolerance": self.tolerance,
+            "speed": self.speed,
+            "build": self.build,
         }
 
 
@@ -59,8 +66,13 @@ class RecipeResult:
     targets: list[TargetResult]
 
     def to_json(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "repository": self.repository, "runtime": self.runtime,
-                "export": self.export, "targets": [t.to_json() for t in self.targets]}
+        return {
+            "recipe": self.recipe,
+            "repository": self.repository,
+            "runtime": self.runtime,
+            "export": self.export,
+            "targets": [t.to_json() for t in self.targets],
+        }
 
 
 @dataclass
@@ -73,14 +85,20 @@ class ConvertReport:
         return self.written
 
     def problems(self) -> list[str]:
-        return [f"{t.model} ({t.target}): {t.status}: {t.reason}" for r in self.recipes for t in r.targets
-                if t.status in ("rejected", "failed")]
+        return [
+            f"{t.model} ({t.target}): {t.status}: {t.reason}"
+            for r in self.recipes
+            for t in r.targets
+            if t.status in ("rejected", "failed")
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {"written": self.written, "recipes": [r.to_json() for r in self.recipes]}
 
 
-def _data(recipe: Recipe, spec_data: str | None, samples: int, seed: int, specs: list[TensorSpec], field_name: str) -> Feeds:
+def _data(
+    recipe: Recipe, spec_data: str | None, samples: int, seed: int, specs: list[TensorSpec], field_name: str
+) -> Feeds:
     if spec_data:
         return optimise.load_npz(recipe.resolve(spec_data), specs, f"{recipe.path}: {field_name}.data")
     return example_feeds(specs, samples, seed)
@@ -117,16 +135,33 @@ def parse_targets(names: list[str] | None) -> list[TargetKind] | None:
     return out
 
 
-def _build_target(recipe: Recipe, t: TargetSpec, res: TargetResult, exp: Exported, specs: list[TensorSpec],
-                  work: Path, calibration: Feeds | None, val: Feeds, ref: dict[str, np.ndarray]) -> None:
+def _build_target(
+    recipe: Recipe,
+    t: TargetSpec,
+    res: TargetResult,
+    exp: Exported,
+    specs: list[TensorSpec],
+    work: Path,
+    calibration: Feeds | None,
+    val: Feeds,
+    ref: dict[str, np.ndarray],
+) -> None:
     from tritonops.convert import tensorrt
 
     batch_dynamic = all(0 in s.dynamic_dims for s in specs)
     if t.kind.is_tensorrt:
         out_dir = work / f"trt-{t.kind.value}"
         out_dir.mkdir(exist_ok=True)
-        res.build = tensorrt.build_plan(t.kind, res.model, exp.path, specs, recipe.triton.max_batch_size or 1,
-                                        out_dir, calibration, recipe.path.parent / ".tritonops-trt-timing.cache")
+        res.build = tensorrt.build_plan(
+            t.kind,
+            res.model,
+            exp.path,
+            specs,
+            recipe.triton.max_batch_size or 1,
+            out_dir,
+            calibration,
+            recipe.path.parent / ".tritonops-trt-timing.cache",
+        )
         plan = out_dir / res.build["plan"]
         res.file = plan
         res.size_bytes = plan.stat().st_size
@@ -153,22 +188,38 @@ def _build_target(recipe: Recipe, t: TargetSpec, res: TargetResult, exp: Exporte
         res.speed = speed.measure(res.file, specs, sp.batches, sp.iterations, sp.budget_s, sp.threads)
 
 
-def _convert_one(recipe: Recipe, only: list[TargetKind] | None, repo: Path | None, runtime: str,
-                 work: Path, progress: Progress) -> RecipeResult:
+def _convert_one(
+    recipe: Recipe,
+    only: list[TargetKind] | None,
+    repo: Path | None,
+    runtime: str,
+    work: Path,
+    progress: Progress,
+) -> RecipeResult:
     name = recipe.destination.model
     progress(f"{name}: exporting the {recipe.source.kind} source")
     exp = export(recipe, work / "fp32.onnx")
     specs = input_specs(recipe, exp)
     targets = _targets(recipe, only)
-    val = _data(recipe, recipe.validation.data, recipe.validation.samples, recipe.validation.seed, specs, "validation")
+    val = _data(
+        recipe, recipe.validation.data, recipe.validation.samples, recipe.validation.seed, specs, "validation"
+    )
     calibration = None
     if any(t.kind.needs_calibration for t in targets):
-        calibration = _data(recipe, recipe.calibration.data, recipe.calibration.samples, recipe.calibration.seed + 1,
-                            specs, "calibration")
+        calibration = _data(
+            recipe,
+            recipe.calibration.data,
+            recipe.calibration.samples,
+            recipe.calibration.seed + 1,
+            specs,
+            "calibration",
+        )
     ref = _run_chunked(exp.run_source, val, specs)
     missing = sorted(set(ref) - {o.name for o in exp.outputs})
     if missing:
-        raise ConversionError(f"{recipe.path}: source outputs {missing} are not outputs of the exported graph")
+        raise ConversionError(
+            f"{recipe.path}: source outputs {missing} are not outputs of the exported graph"
+        )
     results = []
     for t in targets:
         res = TargetResult(t.kind.value, recipe.model_name(t))
@@ -221,8 +272,14 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
             if kind.is_tensorrt:
                 folder.mkdir(parents=True)
                 (folder / t.file.name).write_bytes(t.file.read_bytes())
-                cfg = make_config(t.model, recipe.triton, exp.inputs, exp.outputs, "tensorrt",
-                                  t.build.get("cc_model_filenames"))
+                cfg = make_config(
+                    t.model,
+                    recipe.triton,
+                    exp.inputs,
+                    exp.outputs,
+                    "tensorrt",
+                    t.build.get("cc_model_filenames"),
+                )
                 runtime = "tensorrt"
             else:
                 stage_version(folder, t.file, rr.runtime)
@@ -230,11 +287,24 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
                 runtime = rr.runtime
             progress(f"{t.model}: adding a version to {root}")
             entry = add_version(
-                root, t.model, folder, config=cfg,
-                source={"recipe": str(recipe.path), "recipe_sha256": recipe.sha256, "target": t.target,
-                        "precision": kind.precision, **exp.info},
-                metadata={"runtime": runtime, "build": t.build, "accuracy": t.accuracy, "tolerance": t.tolerance,
-                          "speed": t.speed},
+                root,
+                t.model,
+                folder,
+                config=cfg,
+                source={
+                    "recipe": str(recipe.path),
+                    "recipe_sha256": recipe.sha256,
+                    "target": t.target,
+                    "precision": kind.precision,
+                    **exp.info,
+                },
+                metadata={
+                    "runtime": runtime,
+                    "build": t.build,
+                    "accuracy": t.accuracy,
+                    "tolerance": t.tolerance,
+                    "speed": t.speed,
+                },
             )
             t.version = entry.version
             t.status = "written"
@@ -258,7 +328,9 @@ def convert(
     if select not in (None, "fastest"):
         raise ConversionError(f"--select: unknown policy {select!r} (known: fastest)")
     if runtime not in (None, "onnxruntime", "onnxruntime-python"):
-        raise ConversionError(f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, onnxruntime-python)")
+        raise ConversionError(
+            f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, onnxruntime-python)"
+        )
     if not recipe_paths:
         raise ConversionError("no recipe given")
     only = parse_targets(targets)

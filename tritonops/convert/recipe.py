@@ -206,7 +206,9 @@ class TargetSpec(_Strict):
     def _tol(cls, v: dict[str, float | None]) -> dict[str, float | None]:
         unknown = set(v) - set(Tolerance.model_fields)
         if unknown:
-            raise ValueError(f"unknown tolerance {sorted(unknown)} (known: {', '.join(Tolerance.model_fields)})")
+            raise ValueError(
+                f"unknown tolerance {sorted(unknown)} (known: {', '.join(Tolerance.model_fields)})"
+            )
         for k, x in v.items():
             if x is not None and x < 0:
                 raise ValueError(f"{k} must be >= 0")
@@ -218,22 +220,22 @@ class TargetSpec(_Strict):
 
 class DataSpec(_Strict):
     data: str | None = None  # .npz with one array per input name
-    samples: int = Field(64, ge=2, le=100_000)
+    samples: int = Field(default=64, ge=2, le=100_000)
     seed: int = 0
 
 
 class InstanceGroup(_Strict):
     kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
-    count: int = Field(1, ge=1, le=64)
+    count: int = Field(default=1, ge=1, le=64)
 
 
 class DynamicBatching(_Strict):
-    max_queue_delay_microseconds: int = Field(0, ge=0)
+    max_queue_delay_microseconds: int = Field(default=0, ge=0)
     preferred_batch_size: list[int] = Field(default_factory=list)
 
 
 class TritonSpec(_Strict):
-    max_batch_size: int = Field(0, ge=0)
+    max_batch_size: int = Field(default=0, ge=0)
     dynamic_batching: DynamicBatching | None = None
     instance_group: InstanceGroup = InstanceGroup()
     warmup: bool = False
@@ -257,9 +259,9 @@ class Destination(_Strict):
 
 class SpeedSpec(_Strict):
     batches: list[int] = Field(default_factory=lambda: [1, 32])
-    iterations: int = Field(200, ge=1)
-    budget_s: float = Field(2.0, gt=0)  # per target and batch size: whichever ends first
-    threads: int = Field(1, ge=1)  # one thread: comparable figures on a shared machine
+    iterations: int = Field(default=200, ge=1)
+    budget_s: float = Field(default=2.0, gt=0)  # per target and batch size: whichever ends first
+    threads: int = Field(default=1, ge=1)  # one thread: comparable figures on a shared machine
 
 
 class Recipe(_Strict):
@@ -274,13 +276,15 @@ class Recipe(_Strict):
 
     # Set by load_recipe, not by the YAML.
     path: Path = Field(Path("<recipe>"), exclude=True)
-    sha256: str = Field("", exclude=True)
+    sha256: str = Field(default="", exclude=True)
 
     @field_validator("format_version")
     @classmethod
     def _fv(cls, v: int) -> int:
         if v != RECIPE_FORMAT_VERSION:
-            raise ValueError(f"unsupported recipe format_version {v} (this tritonops reads {RECIPE_FORMAT_VERSION})")
+            raise ValueError(
+                f"unsupported recipe format_version {v} (this tritonops reads {RECIPE_FORMAT_VERSION})"
+            )
         return v
 
     @field_validator("targets", mode="before")

@@ -20,8 +20,9 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
 
 
-def measure(path: Any, specs: list[TensorSpec], batches: list[int], iterations: int, budget_s: float,
-            threads: int = 1) -> dict[str, Any]:
+def measure(
+    path: Any, specs: list[TensorSpec], batches: list[int], iterations: int, budget_s: float, threads: int = 1
+) -> dict[str, Any]:
     """p50/p99 latency (ms) and throughput (samples/s at the p50) per batch size.
 
     Batches larger than a static batch dimension are skipped. Each batch size runs ``iterations``
@@ -42,7 +43,7 @@ def measure(path: Any, specs: list[TensorSpec], batches: list[int], iterations: 
         feeds = example_feeds(specs, b, seed=2)
         for _ in range(WARMUP_RUNS):
             sess.run(None, feeds)
-        times = []
+        times: list[float] = []
         deadline = time.perf_counter() + budget_s
         while len(times) < iterations and (time.perf_counter() < deadline or len(times) < 5):
             t0 = time.perf_counter()

@@ -63,7 +63,7 @@ class _Calibrator:
         import numpy as np
         import torch  # device buffers without pycuda: torch is already a dependency of the torch source
 
-        class Calib(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        class Calib(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:
                 super().__init__()
                 self.n = len(next(iter(data.values())))
@@ -93,8 +93,16 @@ class _Calibrator:
         return Calib()
 
 
-def build_plan(kind: TargetKind, model: str, onnx_path: Path, specs: list[TensorSpec], max_batch: int,
-               out_dir: Path, calibration: Feeds | None, timing_cache: Path) -> dict[str, Any]:
+def build_plan(
+    kind: TargetKind,
+    model: str,
+    onnx_path: Path,
+    specs: list[TensorSpec],
+    max_batch: int,
+    out_dir: Path,
+    calibration: Feeds | None,
+    timing_cache: Path,
+) -> dict[str, Any]:
     """Build one plan for the local GPU; returns {cc_model_filenames, versions} for the manifest."""
     trt = require_tensorrt(kind, model)
     import pynvml
@@ -123,8 +131,9 @@ def build_plan(kind: TargetKind, model: str, onnx_path: Path, specs: list[Tensor
     if kind is TargetKind.tensorrt_int8:
         assert calibration is not None
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _Calibrator.make(trt, calibration, [s.name for s in specs],
-                                                  out_dir / "calibration.cache")
+        config.int8_calibrator = _Calibrator.make(
+            trt, calibration, [s.name for s in specs], out_dir / "calibration.cache"
+        )
     profile = builder.create_optimization_profile()
     top = max(max_batch, 1)
     for s in specs:

@@ -47,9 +47,10 @@ class TritonPythonModel:
         so.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.input_types = {i["name"]: pb_utils.triton_string_to_numpy(i["data_type"]) for i in config["input"]}
+        to_numpy = pb_utils.triton_string_to_numpy
+        self.input_types = {i["name"]: to_numpy(i["data_type"]) for i in config["input"]}
         self.outputs = [o["name"] for o in config["output"]]
-        self.output_types = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
+        self.output_types = {o["name"]: to_numpy(o["data_type"]) for o in config["output"]}
 
     def execute(self, requests):
         responses = []
@@ -73,7 +74,9 @@ class TritonPythonModel:
 _TRITON_TYPE = {k: getattr(mc, v) for k, v in DTYPES.items()}
 
 
-def _fill_io(io: mc.ModelInput | mc.ModelOutput, t: TensorInfo, batching: bool, kind: str, model: str) -> None:
+def _fill_io(
+    io: mc.ModelInput | mc.ModelOutput, t: TensorInfo, batching: bool, kind: str, model: str
+) -> None:
     io.name = t.name
     io.data_type = _TRITON_TYPE[t.dtype]
     shape = list(t.shape)
@@ -93,8 +96,14 @@ def _fill_io(io: mc.ModelInput | mc.ModelOutput, t: TensorInfo, batching: bool, 
         io.reshape.SetInParent()
 
 
-def make_config(model: str, spec: TritonSpec, inputs: list[TensorInfo], outputs: list[TensorInfo],
-                runtime: str, cc_files: dict[str, str] | None = None) -> mc.ModelConfig:
+def make_config(
+    model: str,
+    spec: TritonSpec,
+    inputs: list[TensorInfo],
+    outputs: list[TensorInfo],
+    runtime: str,
+    cc_files: dict[str, str] | None = None,
+) -> mc.ModelConfig:
     """A Triton config from the graph's inputs/outputs and the recipe's Triton settings."""
     cfg = mc.ModelConfig(name=model, max_batch_size=spec.max_batch_size)
     if runtime == "onnxruntime":
