@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -58,8 +56,11 @@ def source_speed(recipe_path: Path, iterations: int, budget_s: float) -> dict[st
             exp.run_source(feeds)
             times.append(time.perf_counter() - t0)
         p50 = statistics.median(times)
-        out["batches"][str(b)] = {"p50_ms": round(p50 * 1e3, 4), "throughput_per_s": round(b / p50, 1),
-                                  "runs": len(times)}
+        out["batches"][str(b)] = {
+            "p50_ms": round(p50 * 1e3, 4),
+            "throughput_per_s": round(b / p50, 1),
+            "runs": len(times),
+        }
     return out
 
 
@@ -69,8 +70,16 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=3.0)
     args = ap.parse_args()
 
-    results: dict[str, Any] = {"iterations": args.iterations, "budget_s": args.budget_s, "machine": {"python": platform.python_version(), "cpu": platform.processor(),
-                                           "platform": platform.platform()}, "examples": {}}
+    results: dict[str, Any] = {
+        "iterations": args.iterations,
+        "budget_s": args.budget_s,
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.processor(),
+            "platform": platform.platform(),
+        },
+        "examples": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         for ex in EXAMPLES:
             recipe = ROOT / "converters" / f"{ex}.yaml"
@@ -78,7 +87,8 @@ def main() -> int:
             report = convert([recipe], repo=Path(tmp) / "repo")
             convert_s = time.perf_counter() - t0
             rr = report.recipes[0]
-            specs = input_specs(load_recipe(recipe), rr._exported)  # type: ignore[attr-defined]
+            assert rr.exported is not None
+            specs = input_specs(load_recipe(recipe), rr.exported)
             targets = {}
             for t in rr.targets:
                 onnx_file = Path(tmp) / "repo" / t.model / str(t.version) / "model.onnx"
@@ -86,7 +96,10 @@ def main() -> int:
                 outs = t.accuracy["outputs"]
                 float_outs = {k: v for k, v in outs.items() if k != "label"}
                 targets[t.target] = {
-                    "model": t.model, "status": t.status, "version": t.version, "size_bytes": t.size_bytes,
+                    "model": t.model,
+                    "status": t.status,
+                    "version": t.version,
+                    "size_bytes": t.size_bytes,
                     "speed": sp,
                     "max_abs_error": max(v["max_abs"] for v in float_outs.values()),
                     "norm_max_error": max(v["norm_max"] for v in float_outs.values()),
@@ -102,17 +115,27 @@ def main() -> int:
             src = source_speed(recipe, args.iterations, args.budget_s)
             for tr in targets.values():
                 tr["throughput_vs_source"] = {
-                    b: round(tr["speed"]["batches"][b]["throughput_per_s"] / src["batches"][b]["throughput_per_s"], 2)
+                    b: round(
+                        tr["speed"]["batches"][b]["throughput_per_s"] / src["batches"][b]["throughput_per_s"],
+                        2,
+                    )
                     for b in src["batches"]
                 }
-            results["examples"][ex] = {"convert_seconds": round(convert_s, 1), "written": report.written,
-                                       "source": src, "targets": targets}
+            results["examples"][ex] = {
+                "convert_seconds": round(convert_s, 1),
+                "written": report.written,
+                "source": src,
+                "targets": targets,
+            }
 
     mlp8 = results["examples"]["mlp"]["targets"]["onnx-int8-dynamic"]
     ratio = mlp8["throughput_vs_fp32"]["32"]
-    results["anchor"] = {"what": "MLP int8 (dynamic) throughput / fp32 throughput at batch 32, within tolerance",
-                         "target": ANCHOR, "measured": ratio,
-                         "met": bool(ratio >= ANCHOR and mlp8["status"] == "written")}
+    results["anchor"] = {
+        "what": "MLP int8 (dynamic) throughput / fp32 throughput at batch 32, within tolerance",
+        "target": ANCHOR,
+        "measured": ratio,
+        "met": bool(ratio >= ANCHOR and mlp8["status"] == "written"),
+    }
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "convert.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -122,32 +145,47 @@ def main() -> int:
 
 
 def render_md(r: dict[str, Any]) -> str:
-    lines = ["# bench/convert.py", "",
-             f"onnxruntime CPU, 1 intra-op thread, p50 of up to {r['iterations']} runs ({r['budget_s']} s budget) "
-             "per batch size. Error: versus the source model on the recipe's validation inputs; "
-             "norm = max abs error / max |output|. The source baseline is the framework itself on 1 thread "
-             "(scikit-learn: predict + predict_proba, since the ONNX graph returns both label and probabilities).",
-             f"Machine: {r['machine']['platform']}, shared with other jobs (figures vary run to run; ratios less).",
-             ""]
+    lines = [
+        "# bench/convert.py",
+        "",
+        f"onnxruntime CPU, 1 intra-op thread, p50 of up to {r['iterations']} runs "
+        f"({r['budget_s']} s budget) per batch size. "
+        "Error: versus the source model on the recipe's validation inputs; "
+        "norm = max abs error / max |output|. The source baseline is the framework itself on 1 thread "
+        "(scikit-learn: predict + predict_proba, since the ONNX graph returns both label and "
+        "probabilities).",
+        f"Machine: {r['machine']['platform']}, shared with other jobs "
+        "(figures vary run to run; ratios less).",
+        "",
+    ]
     for ex, e in r["examples"].items():
-        lines += [f"## {ex} (converted in {e['convert_seconds']} s)", "",
-                  "| target | size | p50 ms b1 | p50 ms b32 | samples/s b32 | x fp32 b32 | x source b32 | max abs err "
-                  "| norm err | status |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        lines += [
+            f"## {ex} (converted in {e['convert_seconds']} s)",
+            "",
+            "| target | size | p50 ms b1 | p50 ms b32 | samples/s b32 | x fp32 b32 | x source b32 "
+            "| max abs err | norm err | status |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
         s = e["source"]["batches"]
-        lines.append(f"| source ({e['source']['framework']}) | - | {s['1']['p50_ms']:.4f} | {s['32']['p50_ms']:.4f} | "
-                     f"{s['32']['throughput_per_s']:,.0f} | - | 1.00 | 0 | 0 | - |")
+        lines.append(
+            f"| source ({e['source']['framework']}) | - | {s['1']['p50_ms']:.4f} | {s['32']['p50_ms']:.4f} | "
+            f"{s['32']['throughput_per_s']:,.0f} | - | 1.00 | 0 | 0 | - |"
+        )
         for name, t in e["targets"].items():
             b = t["speed"]["batches"]
             lines.append(
-                f"| {name} | {t['size_bytes'] / 1024:,.0f} KiB | {b['1']['p50_ms']:.4f} | {b['32']['p50_ms']:.4f} | "
-                f"{b['32']['throughput_per_s']:,.0f} | {t['throughput_vs_fp32']['32']:.2f} | "
-                f"{t['throughput_vs_source']['32']:.2f} | {t['max_abs_error']:.2e} | {t['norm_max_error']:.2e} | "
-                f"{t['status']} |")
+                f"| {name} | {t['size_bytes'] / 1024:,.0f} KiB | {b['1']['p50_ms']:.4f} | "
+                f"{b['32']['p50_ms']:.4f} | {b['32']['throughput_per_s']:,.0f} | "
+                f"{t['throughput_vs_fp32']['32']:.2f} | {t['throughput_vs_source']['32']:.2f} | "
+                f"{t['max_abs_error']:.2e} | {t['norm_max_error']:.2e} | {t['status']} |"
+            )
         lines.append("")
     a = r["anchor"]
-    lines += [f"Anchor: {a['what']}: target >= {a['target']}x, measured {a['measured']}x -> "
-              f"{'met' if a['met'] else 'NOT met'}.", ""]
+    lines += [
+        f"Anchor: {a['what']}: target >= {a['target']}x, measured {a['measured']}x -> "
+        f"{'met' if a['met'] else 'NOT met'}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

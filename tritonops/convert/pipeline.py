@@ -64,6 +64,9 @@ class RecipeResult:
     runtime: str
     export: dict[str, Any]
     targets: list[TargetResult]
+    # Kept for the write step and for callers (bench); not serialised.
+    exported: Exported | None = field(default=None, repr=False)
+    recipe_obj: Recipe | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,10 +236,9 @@ def _convert_one(
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             res.status, res.reason = "failed", f"{type(e).__name__}: {first}"
         log.info("%s %s: %s %s", name, t.kind.value, res.status, res.reason or "")
-    rr = RecipeResult(str(recipe.path), str(recipe.repository_path(repo)), runtime, exp.info, results)
-    rr._exported = exp  # type: ignore[attr-defined]  # kept for the write step, not serialised
-    rr._recipe = recipe  # type: ignore[attr-defined]
-    return rr
+    return RecipeResult(
+        str(recipe.path), str(recipe.repository_path(repo)), runtime, exp.info, results, exp, recipe
+    )
 
 
 def _select_fastest(results: list[RecipeResult]) -> None:
@@ -259,8 +261,8 @@ def _select_fastest(results: list[RecipeResult]) -> None:
 def _write(rr: RecipeResult, progress: Progress) -> None:
     from tritonops.repo.repository import add_version
 
-    recipe: Recipe = rr._recipe  # type: ignore[attr-defined]
-    exp: Exported = rr._exported  # type: ignore[attr-defined]
+    recipe, exp = rr.recipe_obj, rr.exported
+    assert recipe is not None and exp is not None
     root = Path(rr.repository)
     with tempfile.TemporaryDirectory(prefix="tritonops-stage-") as tmp:
         for t in rr.targets:
