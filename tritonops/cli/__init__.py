@@ -99,6 +99,7 @@ def _register() -> None:
     # One line per command module; each module adds its commands to ``app``.
     from tritonops.cli import config_cmd, dev  # noqa: F401
     from tritonops.cli import convert  # noqa: F401
+    from tritonops.cli import repo  # noqa: F401
 
 
 _register()

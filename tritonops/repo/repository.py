@@ -103,14 +103,24 @@ def _source_files(files_from: Path) -> list[tuple[Path, str]]:
     if files_from.is_file():
         return [(files_from, files_from.name)]
     out = []
-    for dirpath, dirnames, filenames in os.walk(files_from, followlinks=True):
+    # Symlinked files are copied as bytes (the version must not depend on anything outside it);
+    # symlinked folders are refused rather than followed (loops, and trees outside the source).
+    for dirpath, dirnames, filenames in os.walk(files_from, followlinks=False):
+        for d in sorted(dirnames):
+            if (Path(dirpath) / d).is_symlink():
+                raise RepositoryError(f"{Path(dirpath) / d}: symlinked folder; copy its contents in instead")
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if p.is_file():
                 out.append((p, p.relative_to(files_from).as_posix()))
+            elif p.is_symlink():
+                raise RepositoryError(f"{p}: broken symlink")
     if not out:
-        raise RepositoryError(f"{files_from}: folder holds no files (an empty version)")
+        raise RepositoryError(
+            f"{files_from}: folder holds no files (an empty version; an ensemble's version needs a "
+            "placeholder file, since S3 has no empty folders)"
+        )
     return out
 
 
@@ -125,7 +135,9 @@ def generate_onnx_config(model: str, onnx_path: Path) -> mc.ModelConfig:
     for graph, target in ((g_in, cfg.input), (g_out, cfg.output)):
         for name, (etype, dims) in graph.items():
             if etype not in ONNX_TO_TRITON:
-                raise RepositoryError(f"{onnx_path}: {name}: ONNX element type {etype} has no Triton data type")
+                raise RepositoryError(
+                    f"{onnx_path}: {name}: ONNX element type {etype} has no Triton data type"
+                )
             io = target.add()
             io.name = name
             io.data_type = ONNX_TO_TRITON[etype]
@@ -137,8 +149,11 @@ def generate_onnx_config(model: str, onnx_path: Path) -> mc.ModelConfig:
 
 
 def _next_version(model_dir: Path, manifest: ModelManifest | None) -> int:
-    on_disk = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)] \
-        if model_dir.is_dir() else []
+    on_disk = (
+        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)]
+        if model_dir.is_dir()
+        else []
+    )
     known = list(manifest.versions) if manifest else []
     return max([0, *on_disk, *known]) + 1
 
@@ -165,14 +180,20 @@ def _resolve_config(
         cfg = generate_onnx_config(model, staged_version / "model.onnx")
         given = False
     elif (staged_version / "model.py").is_file():
-        raise RepositoryError(f"{model}: a python model needs a config (pass --config FILE): its inputs and "
-                              "outputs cannot be read from model.py")
+        raise RepositoryError(
+            f"{model}: a python model needs a config (pass --config FILE): its inputs and "
+            "outputs cannot be read from model.py"
+        )
     else:
-        raise RepositoryError(f"{model}: no config.pbtxt yet and none can be generated (only model.onnx can); "
-                              "pass --config FILE")
+        raise RepositoryError(
+            f"{model}: no config.pbtxt yet and none can be generated (only model.onnx can); "
+            "pass --config FILE"
+        )
     if cfg.name and cfg.name != model:
-        raise RepositoryError(f"{config if isinstance(config, Path) else model}: name: config says {cfg.name!r} "
-                              f"but the model is {model!r}")
+        raise RepositoryError(
+            f"{config if isinstance(config, Path) else model}: name: config says {cfg.name!r} "
+            f"but the model is {model!r}"
+        )
     cfg.name = model
     which = cfg.version_policy.WhichOneof("policy_choice") if cfg.HasField("version_policy") else None
     # The new version goes live unless a policy was chosen on purpose: a given config's own policy,
@@ -216,8 +237,10 @@ def add_version(
     files = _source_files(files_from)
     for _, rel in files:
         if not OBJECT_KEY_RE.match(f"{model}/{rel}"):
-            raise RepositoryError(f"{files_from / rel}: file name has characters outside [0-9A-Za-z._/-]: "
-                                  "S3 stores or Triton may not fetch it")
+            raise RepositoryError(
+                f"{files_from / rel}: file name has characters outside [0-9A-Za-z._/-]: "
+                "S3 stores or Triton may not fetch it"
+            )
     for extra in (source, metadata):
         try:
             json.dumps(extra or {})
@@ -230,8 +253,10 @@ def add_version(
         if (model_dir / MANIFEST_NAME).exists():
             manifest = ModelManifest.load(model_dir / MANIFEST_NAME)
         elif model_dir.is_dir() and any(model_dir.iterdir()):
-            raise RepositoryError(f"{model_dir}: exists but has no {MANIFEST_NAME}: not created by tritonops, "
-                                  "refusing to add versions to it")
+            raise RepositoryError(
+                f"{model_dir}: exists but has no {MANIFEST_NAME}: not created by tritonops, "
+                "refusing to add versions to it"
+            )
         prev_latest = manifest.latest() if manifest else None
         n = _next_version(model_dir, manifest)
 
@@ -248,8 +273,14 @@ def add_version(
             (smodel / CONFIG_NAME).write_text(text, encoding="utf-8")
             existing = version_dirs_of(model_dir) if model_dir.is_dir() else []
             known = {p.name for p in root.iterdir() if p.is_dir() and (p / CONFIG_NAME).exists()} | {model}
-            problems = check_config(cfg, smodel / CONFIG_NAME, text, model_name=model,
-                                    version_dirs=[*existing, sver], known_models=known)
+            problems = check_config(
+                cfg,
+                smodel / CONFIG_NAME,
+                text,
+                model_name=model,
+                version_dirs=[*existing, sver],
+                known_models=known,
+            )
             _raise_problems(model, problems, staging, root)
 
             entry = VersionEntry(n, entries, source=dict(source or {}), metadata=dict(metadata or {}))
@@ -291,7 +322,9 @@ def set_version_metadata(root: Path, model: str, version: int, key: str, value: 
     try:
         json.dumps(value)
     except (TypeError, ValueError) as e:
-        raise RepositoryError(f"{model} version {version}: metadata {key!r} is not JSON-serialisable ({e})") from None
+        raise RepositoryError(
+            f"{model} version {version}: metadata {key!r} is not JSON-serialisable ({e})"
+        ) from None
     with repo_lock(root):
         mpath = root / model / MANIFEST_NAME
         man = ModelManifest.load(mpath)
@@ -308,7 +341,7 @@ def _live_versions(cfg: mc.ModelConfig | None, versions: list[int]) -> list[int]
     if which == "specific":
         return sorted(v for v in cfg.version_policy.specific.versions if v in versions)
     if which == "latest":
-        return sorted(versions)[-max(cfg.version_policy.latest.num_versions, 1):]
+        return sorted(versions)[-max(cfg.version_policy.latest.num_versions, 1) :]
     return sorted(versions)
 
 
@@ -320,7 +353,7 @@ def _config_or_none(path: Path) -> mc.ModelConfig | None:
 
 
 def list_repository(root: Path) -> list[dict[str, Any]]:
-    """Per model: platform/backend, live versions, digest, and every version's size, digest and creation time."""
+    """Per model: backend, live versions, digest, and each version's size, digest and creation time."""
     root = Path(root)
     if not root.is_dir():
         raise RepositoryError(f"{root}: repository folder does not exist")
@@ -331,19 +364,27 @@ def list_repository(root: Path) -> list[dict[str, Any]]:
             continue
         man = ModelManifest.load(mpath)
         cfg = _config_or_none(md / CONFIG_NAME)
-        out.append({
-            "model": man.model,
-            "platform": cfg.platform if cfg else None,
-            "backend": (cfg.backend or None) if cfg else None,
-            "digest": man.digest,
-            "live_versions": _live_versions(cfg, list(man.versions)),
-            "size": sum(v.size for v in man.versions.values()),
-            "versions": [
-                {"version": n, "size": v.size, "digest": v.digest, "files": len(v.files), "created": v.created,
-                 "metadata": v.metadata}
-                for n, v in sorted(man.versions.items())
-            ],
-        })
+        out.append(
+            {
+                "model": man.model,
+                "platform": cfg.platform if cfg else None,
+                "backend": (cfg.backend or None) if cfg else None,
+                "digest": man.digest,
+                "live_versions": _live_versions(cfg, list(man.versions)),
+                "size": sum(v.size for v in man.versions.values()),
+                "versions": [
+                    {
+                        "version": n,
+                        "size": v.size,
+                        "digest": v.digest,
+                        "files": len(v.files),
+                        "created": v.created,
+                        "metadata": v.metadata,
+                    }
+                    for n, v in sorted(man.versions.items())
+                ],
+            }
+        )
     return out
 
 
@@ -359,8 +400,11 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
         raise RepositoryError(f"--keep: {keep} (must be >= 1; prune never removes every version)")
     removed: list[dict[str, Any]] = []
     with repo_lock(root):
-        for md in sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST_NAME).exists()
-                         and not p.name.startswith(STAGING_PREFIX)):
+        for md in sorted(
+            p
+            for p in root.iterdir()
+            if p.is_dir() and (p / MANIFEST_NAME).exists() and not p.name.startswith(STAGING_PREFIX)
+        ):
             man = ModelManifest.load(md / MANIFEST_NAME)
             versions = sorted(man.versions)
             live = set(_live_versions(_config_or_none(md / CONFIG_NAME), versions))
@@ -370,8 +414,14 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
             if not gone:
                 continue
             for n in gone:
-                removed.append({"model": man.model, "version": n, "size": man.versions[n].size,
-                                "digest": man.versions[n].digest})
+                removed.append(
+                    {
+                        "model": man.model,
+                        "version": n,
+                        "size": man.versions[n].size,
+                        "digest": man.versions[n].digest,
+                    }
+                )
             if dry_run:
                 continue
             trash = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}trash-", dir=root))
@@ -397,8 +447,11 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
 def _manifests_by_model(root: Path) -> dict[str, ModelManifest]:
     if not root.is_dir():
         raise RepositoryError(f"{root}: repository folder does not exist")
-    return {p.name: ModelManifest.load(p / MANIFEST_NAME)
-            for p in sorted(root.iterdir()) if p.is_dir() and (p / MANIFEST_NAME).exists()}
+    return {
+        p.name: ModelManifest.load(p / MANIFEST_NAME)
+        for p in sorted(root.iterdir())
+        if p.is_dir() and (p / MANIFEST_NAME).exists()
+    }
 
 
 def diff_repositories(old: Path, new: Path) -> dict[str, Any]:
@@ -410,15 +463,24 @@ def diff_repositories(old: Path, new: Path) -> dict[str, Any]:
         if ma.digest == mb.digest:
             continue
         va, vb = set(ma.versions), set(mb.versions)
-        changed.append({
-            "model": m,
-            "config_changed": ma.config_sha256 != mb.config_sha256,
-            "versions_added": sorted(vb - va),
-            "versions_removed": sorted(va - vb),
-            "versions_changed": sorted(n for n in va & vb if ma.versions[n].digest != mb.versions[n].digest),
-        })
-    return {"old": str(old), "new": str(new), "models_added": sorted(set(b) - set(a)),
-            "models_removed": sorted(set(a) - set(b)), "models_changed": changed}
+        changed.append(
+            {
+                "model": m,
+                "config_changed": ma.config_sha256 != mb.config_sha256,
+                "versions_added": sorted(vb - va),
+                "versions_removed": sorted(va - vb),
+                "versions_changed": sorted(
+                    n for n in va & vb if ma.versions[n].digest != mb.versions[n].digest
+                ),
+            }
+        )
+    return {
+        "old": str(old),
+        "new": str(new),
+        "models_added": sorted(set(b) - set(a)),
+        "models_removed": sorted(set(a) - set(b)),
+        "models_changed": changed,
+    }
 
 
 def diff_versions(root: Path, model: str, old: int, new: int) -> dict[str, Any]:
@@ -431,9 +493,12 @@ def diff_versions(root: Path, model: str, old: int, new: int) -> dict[str, Any]:
     fa = {f.path: f for f in man.versions[old].files}
     fb = {f.path: f for f in man.versions[new].files}
     return {
-        "model": model, "old": old, "new": new,
+        "model": model,
+        "old": old,
+        "new": new,
         "files_added": sorted(set(fb) - set(fa)),
         "files_removed": sorted(set(fa) - set(fb)),
         "files_changed": sorted(p for p in set(fa) & set(fb) if fa[p].sha256 != fb[p].sha256),
-        "size_old": man.versions[old].size, "size_new": man.versions[new].size,
+        "size_old": man.versions[old].size,
+        "size_new": man.versions[new].size,
     }

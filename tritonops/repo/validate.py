@@ -8,6 +8,7 @@ tritonops' manifest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -59,9 +60,20 @@ PLATFORM_DEFAULT_FILENAME = {"tensorflow_graphdef": "model.graphdef"}
 
 # ONNX TensorProto element type -> Triton data type.
 ONNX_TO_TRITON = {
-    1: mc.TYPE_FP32, 2: mc.TYPE_UINT8, 3: mc.TYPE_INT8, 4: mc.TYPE_UINT16, 5: mc.TYPE_INT16,
-    6: mc.TYPE_INT32, 7: mc.TYPE_INT64, 8: mc.TYPE_STRING, 9: mc.TYPE_BOOL, 10: mc.TYPE_FP16,
-    11: mc.TYPE_FP64, 12: mc.TYPE_UINT32, 13: mc.TYPE_UINT64, 16: mc.TYPE_BF16,
+    1: mc.TYPE_FP32,
+    2: mc.TYPE_UINT8,
+    3: mc.TYPE_INT8,
+    4: mc.TYPE_UINT16,
+    5: mc.TYPE_INT16,
+    6: mc.TYPE_INT32,
+    7: mc.TYPE_INT64,
+    8: mc.TYPE_STRING,
+    9: mc.TYPE_BOOL,
+    10: mc.TYPE_FP16,
+    11: mc.TYPE_FP64,
+    12: mc.TYPE_UINT32,
+    13: mc.TYPE_UINT64,
+    16: mc.TYPE_BF16,
 }
 
 
@@ -128,19 +140,31 @@ def check_config(
     is_ensemble = cfg.platform == "ensemble"
 
     if model_name is not None and cfg.name and cfg.name != model_name:
-        c.add(f"name: {cfg.name!r} differs from the model folder {model_name!r} (Triton refuses to load it)",
-              r"^\s*name:")
+        c.add(
+            f"name: {cfg.name!r} differs from the model folder {model_name!r} (Triton refuses to load it)",
+            r"^\s*name:",
+        )
 
     # platform / backend
     if not cfg.platform and not cfg.backend:
         c.add("platform/backend: neither is set (Triton cannot tell which backend runs the model)")
     elif cfg.platform and cfg.platform not in PLATFORM_BACKEND:
-        c.add(f"platform: unknown {cfg.platform!r} (known: {', '.join(sorted(PLATFORM_BACKEND))})", r"^\s*platform:")
+        c.add(
+            f"platform: unknown {cfg.platform!r} (known: {', '.join(sorted(PLATFORM_BACKEND))})",
+            r"^\s*platform:",
+        )
     elif cfg.platform and cfg.backend and PLATFORM_BACKEND[cfg.platform] != cfg.backend:
         c.add(f"backend: {cfg.backend!r} does not match platform {cfg.platform!r}", r"^\s*backend:")
-    elif cfg.backend and not cfg.platform and cfg.backend not in DEFAULT_MODEL_FILENAME and not cfg.default_model_filename:
-        c.add(f"backend: {cfg.backend!r} has no default model file name; set default_model_filename",
-              r"^\s*backend:")
+    elif (
+        cfg.backend
+        and not cfg.platform
+        and cfg.backend not in DEFAULT_MODEL_FILENAME
+        and not cfg.default_model_filename
+    ):
+        c.add(
+            f"backend: {cfg.backend!r} has no default model file name; set default_model_filename",
+            r"^\s*backend:",
+        )
 
     # max_batch_size
     mbs = cfg.max_batch_size
@@ -165,7 +189,10 @@ def check_config(
             if io.data_type == mc.TYPE_INVALID:
                 c.add(f"{field}.data_type: missing or TYPE_INVALID", line_pat)
             if not io.dims:
-                c.add(f"{field}.dims: empty (use dims: [ 1 ] with reshape: {{ shape: [ ] }} for a scalar)", line_pat)
+                c.add(
+                    f"{field}.dims: empty (use dims: [ 1 ] with reshape: {{ shape: [ ] }} for a scalar)",
+                    line_pat,
+                )
             for d in io.dims:
                 if d == 0 or d < -1:
                     c.add(f"{field}.dims: {d} is invalid (a dimension is > 0, or -1 for variable)", line_pat)
@@ -176,19 +203,24 @@ def check_config(
                 if all(d > 0 for d in io.dims) and all(d > 0 for d in io.reshape.shape):
                     a, b = _prod(io.dims), _prod(io.reshape.shape)
                     if a != b:
-                        c.add(f"{field}.reshape: {list(io.reshape.shape)} has {b} elements, dims {list(io.dims)} has {a}",
-                              line_pat)
+                        c.add(
+                            f"{field}.reshape: {list(io.reshape.shape)} has {b} elements, "
+                            f"dims {list(io.dims)} has {a}",
+                            line_pat,
+                        )
 
     # instance groups
     for i, g in enumerate(cfg.instance_group):
         field = f"instance_group[{i}]"
         if g.count < 0:
-            c.add(f"{field}.count: {g.count} is negative", r"^\s*count:")
+            c.add(f"{field}.count: {g.count} is negative", r"\bcount:")
         if g.kind in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_MODEL) and g.gpus:
-            c.add(f"{field}.gpus: set for {mc.ModelInstanceGroup.Kind.Name(g.kind)} (only KIND_GPU uses gpus)",
-                  r"^\s*gpus:")
+            c.add(
+                f"{field}.gpus: set for {mc.ModelInstanceGroup.Kind.Name(g.kind)} (only KIND_GPU uses gpus)",
+                r"\bgpus:",
+            )
         if any(x < 0 for x in g.gpus):
-            c.add(f"{field}.gpus: negative GPU id", r"^\s*gpus:")
+            c.add(f"{field}.gpus: negative GPU id", r"\bgpus:")
         if is_ensemble:
             c.add(f"{field}: an ensemble has no instances", r"^\s*instance_group")
 
@@ -207,18 +239,25 @@ def check_config(
             if v <= 0:
                 c.add(f"version_policy.specific.versions: {v} is not a version number", r"versions")
             elif v not in present:
-                c.add(f"version_policy.specific.versions: version {v} has no folder {config_path.parent / str(v)}",
-                      r"versions")
+                c.add(
+                    f"version_policy.specific.versions: version {v} has no folder "
+                    f"{config_path.parent / str(v)}",
+                    r"versions",
+                )
 
     # dynamic batching
     if cfg.HasField("dynamic_batching"):
         db = cfg.dynamic_batching
         if mbs == 0:
-            c.add("dynamic_batching: set but max_batch_size is 0 (the model cannot batch)", r"dynamic_batching")
+            c.add(
+                "dynamic_batching: set but max_batch_size is 0 (the model cannot batch)", r"dynamic_batching"
+            )
         for p in db.preferred_batch_size:
             if p <= 0 or (mbs > 0 and p > mbs):
-                c.add(f"dynamic_batching.preferred_batch_size: {p} is outside 1..max_batch_size ({mbs})",
-                      r"preferred_batch_size")
+                c.add(
+                    f"dynamic_batching.preferred_batch_size: {p} is outside 1..max_batch_size ({mbs})",
+                    r"preferred_batch_size",
+                )
     if cfg.HasField("sequence_batching") and cfg.HasField("dynamic_batching"):
         c.add("dynamic_batching: cannot be combined with sequence_batching", r"sequence_batching")
 
@@ -233,15 +272,22 @@ def check_config(
             if not s.model_name:
                 c.add(f"ensemble_scheduling.step[{i}].model_name: empty", r"step")
             elif known_models is not None and s.model_name not in known_models:
-                c.add(f"ensemble_scheduling.step[{i}].model_name: model {s.model_name!r} is not in the repository", pat)
+                c.add(
+                    f"ensemble_scheduling.step[{i}].model_name: model {s.model_name!r} "
+                    "is not in the repository",
+                    pat,
+                )
             elif s.model_name == model_name:
                 c.add(f"ensemble_scheduling.step[{i}].model_name: the ensemble refers to itself", pat)
             produced.update(s.output_map.values())
         for i, s in enumerate(steps):
             for k, v in s.input_map.items():
                 if v not in produced:
-                    c.add(f"ensemble_scheduling.step[{i}].input_map: {k!r} <- {v!r}: no ensemble input or step "
-                          "output has that name", rf'"{re.escape(v)}"')
+                    c.add(
+                        f"ensemble_scheduling.step[{i}].input_map: {k!r} <- {v!r}: no ensemble input or step "
+                        "output has that name",
+                        rf'"{re.escape(v)}"',
+                    )
         for o in cfg.output:
             if o.name not in produced:
                 c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
@@ -254,8 +300,8 @@ def check_config(
             if not VERSION_RE.match(vd.name) or not vd.is_dir():
                 continue
             if not any((vd / f).exists() for f in accepted):
-                pat = r"^\s*default_model_filename" if cfg.default_model_filename else None
-                c.add(f"default_model_filename: version {vd.name} has no {want} ({vd / want} missing)", pat)
+                fpat = r"^\s*default_model_filename" if cfg.default_model_filename else None
+                c.add(f"default_model_filename: version {vd.name} has no {want} ({vd / want} missing)", fpat)
                 continue
             if backend_of(cfg) == "onnxruntime" and (vd / want).is_file():
                 c.problems.extend(check_onnx(cfg, vd / want, c))
@@ -271,14 +317,10 @@ def _prod(xs: Iterable[int]) -> int:
 
 def onnx_signature(path: Path) -> tuple[dict[str, tuple[int, list[int]]], dict[str, tuple[int, list[int]]]]:
     """(inputs, outputs) of an ONNX graph: name -> (element type, dims with -1 for symbolic)."""
-    import onnx  # heavy import, only when an ONNX model is checked
+    from tritonops.repo.onnx_io import read_graph_io
 
-    try:
-        # External data stays on disk: only the graph's structure is needed here.
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, ValueError, ... on bad files
-        raise RepositoryError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
-    inits = {i.name for i in m.graph.initializer}
+    # Streams the file and skips the weights: memory does not grow with the model.
+    g_inputs, g_outputs, inits = read_graph_io(path)
 
     def sig(vis: Iterable[Any]) -> dict[str, tuple[int, list[int]]]:
         out = {}
@@ -290,7 +332,7 @@ def onnx_signature(path: Path) -> tuple[dict[str, tuple[int, list[int]]], dict[s
             out[vi.name] = (tt.elem_type, dims)
         return out
 
-    return sig(m.graph.input), sig(m.graph.output)
+    return sig(g_inputs), sig(g_outputs)
 
 
 def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
@@ -306,36 +348,67 @@ def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
             line = c.line_of_name(io.name)
             field = f"{kind} {io.name!r}"
             if io.name not in graph:
-                out.append(Problem(c.path, f"{field}: not in the ONNX graph {onnx_path} "
-                                           f"(graph {kind}s: {', '.join(sorted(graph)) or 'none'})", line))
+                out.append(
+                    Problem(
+                        c.path,
+                        f"{field}: not in the ONNX graph {onnx_path} "
+                        f"(graph {kind}s: {', '.join(sorted(graph)) or 'none'})",
+                        line,
+                    )
+                )
                 continue
             etype, gdims = graph[io.name]
             want_t = ONNX_TO_TRITON.get(etype)
             if want_t is not None and io.data_type != want_t:
-                out.append(Problem(c.path, f"{field}.data_type: {dtype_name(io.data_type)} but the ONNX graph "
-                                           f"has {dtype_name(want_t)}", line))
+                out.append(
+                    Problem(
+                        c.path,
+                        f"{field}.data_type: {dtype_name(io.data_type)} but the ONNX graph "
+                        f"has {dtype_name(want_t)}",
+                        line,
+                    )
+                )
             dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
             full = ([-1] + dims) if batch else dims
             if not gdims and etype == 0:
                 continue  # graph without shape information: nothing to compare
             if len(full) != len(gdims):
                 extra = " (max_batch_size > 0 adds the batch dimension)" if batch else ""
-                out.append(Problem(c.path, f"{field}.dims: rank {len(full)}{extra} but the ONNX graph has rank "
-                                           f"{len(gdims)} {gdims}", line))
+                out.append(
+                    Problem(
+                        c.path,
+                        f"{field}.dims: rank {len(full)}{extra} but the ONNX graph has rank "
+                        f"{len(gdims)} {gdims}",
+                        line,
+                    )
+                )
                 continue
             if batch and gdims and gdims[0] != -1:
-                out.append(Problem(c.path, f"{field}: max_batch_size > 0 but the ONNX graph's first dimension is "
-                                           f"fixed at {gdims[0]} (no batch dimension to batch on)", line))
-            for i, (cd, gd) in enumerate(zip(full, gdims)):
+                out.append(
+                    Problem(
+                        c.path,
+                        f"{field}: max_batch_size > 0 but the ONNX graph's first dimension is "
+                        f"fixed at {gdims[0]} (no batch dimension to batch on)",
+                        line,
+                    )
+                )
+            for i, (cd, gd) in enumerate(zip(full, gdims, strict=True)):
                 if batch and i == 0:
                     continue
                 if cd != -1 and gd != -1 and cd != gd:
-                    out.append(Problem(c.path, f"{field}.dims: dimension {i} is {cd} but the ONNX graph has {gd}",
-                                       line))
+                    out.append(
+                        Problem(
+                            c.path, f"{field}.dims: dimension {i} is {cd} but the ONNX graph has {gd}", line
+                        )
+                    )
     missing = sorted(set(g_in) - {io.name for io in cfg.input})
     if missing:
-        out.append(Problem(c.path, f"input: the ONNX graph {onnx_path} needs inputs the config lacks: "
-                                   f"{', '.join(missing)}"))
+        out.append(
+            Problem(
+                c.path,
+                f"input: the ONNX graph {onnx_path} needs inputs the config lacks: {', '.join(missing)}",
+            )
+        )
     return out
 
 
@@ -370,12 +443,19 @@ def check_tree(root: Path, top: Path) -> list[Problem]:
             rel = p.relative_to(root).as_posix()
             if not OBJECT_KEY_RE.match(rel):
                 bad = "".join(sorted({ch for ch in rel if not OBJECT_KEY_RE.match(ch)}))
-                out.append(Problem(str(p), f"object key {rel!r} has characters outside [0-9A-Za-z._/-] "
-                                           f"({bad!r}): S3 stores or Triton may not fetch it"))
+                out.append(
+                    Problem(
+                        str(p),
+                        f"object key {rel!r} has characters outside [0-9A-Za-z._/-] "
+                        f"({bad!r}): S3 stores or Triton may not fetch it",
+                    )
+                )
             if p.is_symlink():
                 target = p.resolve()
                 if not (target == real_root or real_root in target.parents):
-                    out.append(Problem(str(p), f"symlink points outside the repository (to {os.readlink(p)})"))
+                    out.append(
+                        Problem(str(p), f"symlink points outside the repository (to {os.readlink(p)})")
+                    )
                 elif not target.exists():
                     out.append(Problem(str(p), f"symlink is broken (to {os.readlink(p)})"))
     return out
@@ -385,24 +465,37 @@ def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path)
     """Every version's bytes equal what the manifest recorded when the version was created."""
     mpath = model_dir / MANIFEST_NAME
     if not mpath.exists():
-        return [Problem(str(mpath), "manifest missing (versions not created by `tritonops repo add` cannot be "
-                                    "trusted to be immutable)")]
+        return [
+            Problem(
+                str(mpath),
+                "manifest missing (versions not created by `tritonops repo add` cannot be "
+                "trusted to be immutable)",
+            )
+        ]
     try:
         man = ModelManifest.load(mpath)
     except RepositoryError as e:
         return [Problem(str(mpath), str(e).split(": ", 1)[-1])]
     out: list[Problem] = []
     if man.model != model_dir.name:
-        out.append(Problem(str(mpath), f"model: {man.model!r} differs from the folder name {model_dir.name!r}"))
-    if config_path.exists() and man.config_sha256:
-        if sha256_file(config_path) != man.config_sha256:
-            out.append(Problem(str(config_path), "config_sha256: config.pbtxt changed since the manifest was "
-                                                 "written (change configs with `tritonops repo add --config`)"))
+        out.append(
+            Problem(str(mpath), f"model: {man.model!r} differs from the folder name {model_dir.name!r}")
+        )
+    if config_path.exists() and man.config_sha256 and sha256_file(config_path) != man.config_sha256:
+        out.append(
+            Problem(
+                str(config_path),
+                "config_sha256: config.pbtxt changed since the manifest was "
+                "written (change configs with `tritonops repo add --config`)",
+            )
+        )
     on_disk = {int(v.name): v for v in version_dirs if VERSION_RE.match(v.name)}
     for n in sorted(set(on_disk) - set(man.versions)):
         out.append(Problem(str(on_disk[n]), f"version {n}: not in the manifest {mpath}"))
     for n in sorted(set(man.versions) - set(on_disk)):
-        out.append(Problem(str(model_dir / str(n)), f"version {n}: in the manifest but the folder is missing"))
+        out.append(
+            Problem(str(model_dir / str(n)), f"version {n}: in the manifest but the folder is missing")
+        )
     for n in sorted(set(on_disk) & set(man.versions)):
         vd, entry = on_disk[n], man.versions[n]
         recorded = {f.path: f for f in entry.files}
@@ -414,21 +507,29 @@ def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path)
         for rel in sorted(set(actual) & set(recorded)):
             p, f = actual[rel], recorded[rel]
             if p.stat().st_size != f.size or sha256_file(p) != f.sha256:
-                out.append(Problem(str(p), f"manifest mismatch: bytes changed under existing version {n} "
-                                           f"(sha256 recorded {f.sha256[:12]}...)"))
+                out.append(
+                    Problem(
+                        str(p),
+                        f"manifest mismatch: bytes changed under existing version {n} "
+                        f"(sha256 recorded {f.sha256[:12]}...)",
+                    )
+                )
     return out
 
 
 def version_dirs_of(model_dir: Path) -> list[Path]:
-    return sorted((p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)),
-                  key=lambda p: int(p.name))
+    return sorted(
+        (p for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name)), key=lambda p: int(p.name)
+    )
 
 
 def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | None) -> list[Problem]:
     out: list[Problem] = []
     name = model_dir.name
     if not MODEL_NAME_RE.match(name):
-        out.append(Problem(str(model_dir), f"model name {name!r}: use only [0-9A-Za-z._-], not starting with '.'"))
+        out.append(
+            Problem(str(model_dir), f"model name {name!r}: use only [0-9A-Za-z._-], not starting with '.'")
+        )
     for p in sorted(model_dir.iterdir()):
         if p.is_dir() and not VERSION_RE.match(p.name) and not _is_staging(p.name):
             why = "starts with 0" if p.name[:1] == "0" else "is not a positive integer"
@@ -441,10 +542,18 @@ def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | Non
         out.append(Problem(str(model_dir), "no version folder (Triton loads nothing)"))
     is_ensemble = cfg is not None and cfg.platform == "ensemble"
     for vd in vdirs:
-        if not is_ensemble and not any(p.is_file() for p in vd.rglob("*")):
-            out.append(Problem(str(vd), f"version {vd.name} is empty"))
+        if not any(p.is_file() for p in vd.rglob("*")):
+            # S3 has no folders, only keys: an empty version folder does not exist once published.
+            why = (
+                " (an ensemble's version needs a placeholder file: S3 has no empty folders)"
+                if is_ensemble
+                else ""
+            )
+            out.append(Problem(str(vd), f"version {vd.name} is empty{why}"))
     if cfg is not None:
-        out += check_config(cfg, config_path, text, model_name=name, version_dirs=vdirs, known_models=known_models)
+        out += check_config(
+            cfg, config_path, text, model_name=name, version_dirs=vdirs, known_models=known_models
+        )
     out += check_manifest(model_dir, vdirs, config_path)
     return out
 
@@ -469,10 +578,8 @@ def _check_index(root: Path, model_dirs: list[Path]) -> list[Problem]:
     ipath = root / INDEX_NAME
     manifests = []
     for md in model_dirs:
-        try:
+        with contextlib.suppress(RepositoryError):  # reported per model
             manifests.append(ModelManifest.load(md / MANIFEST_NAME))
-        except RepositoryError:
-            pass  # reported per model
     if not ipath.exists():
         return [Problem(str(ipath), "repository index missing")] if manifests else []
     try:
@@ -481,7 +588,12 @@ def _check_index(root: Path, model_dirs: list[Path]) -> list[Problem]:
         return [Problem(str(ipath), str(e).split(": ", 1)[-1])]
     expected = RepoIndex.from_manifests(manifests)
     if idx.digest != expected.digest or idx.models != expected.models:
-        changed = sorted(m for m in set(idx.models) | set(expected.models)
-                         if idx.models.get(m) != expected.models.get(m))
-        return [Problem(str(ipath), f"digest: the index is out of date with the manifests of: {', '.join(changed)}")]
+        changed = sorted(
+            m for m in set(idx.models) | set(expected.models) if idx.models.get(m) != expected.models.get(m)
+        )
+        return [
+            Problem(
+                str(ipath), f"digest: the index is out of date with the manifests of: {', '.join(changed)}"
+            )
+        ]
     return []
