@@ -307,3 +307,46 @@ def test_tensorrt_fp16_plan_builds_and_passes_the_gate(tmp_path: Path) -> None:
 def test_convert_requires_a_recipe() -> None:
     with pytest.raises(ConversionError, match="no recipe given"):
         convert([])
+
+
+UNSUPPORTED = textwrap.dedent(
+    """\
+    import torch
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigvals(x).real
+
+    def build():
+        return M()
+    """
+)
+
+
+def test_unsupported_op_fails_both_exporters_with_one_line_and_clean_json_stdout(tmp_path: Path) -> None:
+    """Run as a user does (a subprocess): the exporters' own dumps must not reach stdout."""
+    import subprocess
+    import sys
+
+    (tmp_path / "eig.py").write_text(UNSUPPORTED)
+    recipe = tiny_recipe(
+        tmp_path,
+        source={
+            "kind": "torch",
+            "factory": "eig:build",
+            "outputs": ["y"],
+            "inputs": [{"name": "x", "shape": ["batch", 4, 4]}],
+        },
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tritonops", "convert", str(recipe), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "export failed: dynamo exporter:" in proc.stderr and "linalg_eig" in proc.stderr
+    assert "torchscript exporter:" in proc.stderr
+    assert not (tmp_path / "repo").exists()

@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 import io
 import logging
+import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -208,17 +210,38 @@ def _batch_check(path: Path, specs: list[TensorSpec], where: str) -> None:
 # ----------------------------------------------------------------------------------------------- torch
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost cause, one line: the dynamo exporter wraps the real reason in generic steps."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = _ANSI.sub("", str(e)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """torch.onnx logs advice ("torchvision is not installed ...") through handlers torch bound to
     stderr at import time, and prints to stdout; what matters (failures) is raised and reported."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
+    # The TorchScript exporter dumps its IR graph to file descriptor 1 on failure: that would
+    # corrupt `-o json` on stdout. The failure itself is raised and reported.
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+        os.close(devnull)
         logging.disable(previous)
 
 
@@ -301,7 +324,7 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
             bad = check_dynamic_dims(model, src.inputs, f"{exporter} exporter")
             if bad:
                 problems += bad
-                log.warning("%s", "; ".join(bad))
+                log.debug("%s", "; ".join(bad))
                 continue
             _batch_check(out, src.inputs, f"{where} ({exporter} exporter)")
             info["exporter"] = exporter
@@ -309,14 +332,14 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
         except ConversionError as e:
             problems.append(str(e))
         except Exception as e:  # noqa: BLE001 - try the other exporter, then report both
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            problems.append(f"{exporter} exporter: {type(e).__name__}: {msg}")
-            log.warning("%s exporter failed: %s", exporter, msg)
+            problems.append(f"{exporter} exporter: {_root_cause(e)}")
+            log.debug("%s exporter failed: %s", exporter, problems[-1])
     else:
         out.unlink(missing_ok=True)
         raise ConversionError(f"{where}: export failed: {' | '.join(problems)}")
     if problems:
         info["fallback_reason"] = " | ".join(problems)
+        log.warning("%s: %s; used the %s exporter", where, info["fallback_reason"], info["exporter"])
 
     def run(f: Feeds) -> dict[str, np.ndarray]:
         with torch.no_grad():
