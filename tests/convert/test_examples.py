@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from tests.conftest import Stack
-from tests.convert.conftest import CONVERTERS, Converted
+from tests.convert.conftest import CONVERTERS, Converted, run_cli
 from tritonops.convert.accuracy import gate
 from tritonops.convert.recipe import TargetKind, TargetSpec
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
@@ -78,6 +78,8 @@ def test_every_example_yields_fp32_fp16_int8_versions_within_tolerance(converted
                 b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in sp.values()
             )
     assert validate_repository(converted.root) == []
+    code, _, err = run_cli("repo", "validate", str(converted.root))
+    assert code == 0, err
 
 
 def test_exported_graphs_keep_the_dynamic_batch_dimension(converted: Converted) -> None:
