@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Converted:
     recipes: dict[str, Path]
     models: dict[str, str]  # example -> base model name
     report: dict[str, Any]
+    left_in_cwd: list[str]  # files the conversion left in the directory it ran from
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,13 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Converted:
     models = {ex: f"{ex.replace('_', '-')}-{uuid.uuid4().hex[:8]}" for ex in EXAMPLES}
     recipes = {ex: copy_recipe(ex, base / "recipes", models[ex]) for ex in EXAMPLES}
     root = base / "repo"
-    code, out, err = run_cli("convert", *map(str, recipes.values()), "--repo", str(root), "-o", "json")
+    cwd = base / "cwd"
+    cwd.mkdir()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        code, out, err = run_cli("convert", *map(str, recipes.values()), "--repo", str(root), "-o", "json")
+    finally:
+        os.chdir(previous)
     assert code == 0, err
-    return Converted(root, recipes, models, json.loads(out))
+    return Converted(root, recipes, models, json.loads(out), sorted(p.name for p in cwd.iterdir()))

@@ -149,6 +149,11 @@ def test_real_triton_serves_every_version_matching_the_source(
         client.close()
 
 
+def test_conversion_leaves_nothing_in_the_working_directory(converted: Converted) -> None:
+    # onnxruntime's symbolic shape inference drops sym_shape_infer_temp.onnx into the cwd on failure.
+    assert converted.left_in_cwd == []
+
+
 def test_manifest_json_is_what_the_cli_reported(converted: Converted) -> None:
     targets = [t for r in converted.report["recipes"] for t in r["targets"]]
     assert len(targets) == 8 and all(t["status"] == "written" and t["version"] == 1 for t in targets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -34,6 +35,18 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _cwd(folder: Path) -> Iterator[None]:
+    """onnxruntime's symbolic shape inference saves sym_shape_infer_temp.onnx into the current
+    directory when it fails: keep that out of the user's folder."""
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _drop_noop_casts(model: onnx.ModelProto) -> None:
@@ -109,7 +122,7 @@ def to_int8_static(src: Path, dst: Path, calibration: Feeds, batch_dynamic: bool
         pre_process = "symbolic"
         for skip_symbolic in (False, True):
             try:
-                with _quiet():
+                with _quiet(), _cwd(Path(tmp)):
                     quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic)
                 break
             except Exception as e:  # noqa: BLE001 - symbolic inference fails on ai.onnx.ml ops: retry without
