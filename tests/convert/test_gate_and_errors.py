@@ -97,6 +97,16 @@ def test_int8_beyond_a_tight_tolerance_is_rejected_with_numbers_and_the_reposito
     assert snapshot(root) == before
 
 
+def test_a_foreign_model_folder_stops_the_run_before_anything_is_written(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path)
+    foreign = tmp_path / "repo" / "tiny-int8"
+    foreign.mkdir(parents=True)
+    (foreign / "config.pbtxt").write_text('name: "tiny-int8"\n')
+    code, _, err = run_cli("convert", str(recipe))
+    assert code == 1 and "tiny-int8: exists but has no tritonops-manifest.json" in err
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["tiny-int8"]  # "tiny" not written
+
+
 def test_select_fastest_keeps_one_target(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path, targets=["onnx", "onnx-fp16", "onnx-int8-dynamic"])
     report = convert([recipe], select="fastest")

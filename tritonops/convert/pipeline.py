@@ -258,6 +258,19 @@ def _select_fastest(results: list[RecipeResult]) -> None:
                 t.status, t.reason = "not-selected", f"slower than {best.target} (--select fastest)"
 
 
+def _preflight(results: list[RecipeResult]) -> None:
+    """Refuse before writing anything what add_version would refuse midway (after other models)."""
+    from tritonops.repo.manifest import MANIFEST_NAME
+
+    for rr in results:
+        for t in rr.targets:
+            d = Path(rr.repository) / t.model
+            if t.status == "passed" and d.is_dir() and any(d.iterdir()) and not (d / MANIFEST_NAME).exists():
+                raise ConversionError(
+                    f"{d}: exists but has no {MANIFEST_NAME} (not created by tritonops); nothing written"
+                )
+
+
 def _write(rr: RecipeResult, progress: Progress) -> None:
     from tritonops.repo.repository import add_version
 
@@ -351,6 +364,7 @@ def convert(
                 return report
         elif report.problems():
             return report
+        _preflight(results)
         for rr in results:
             _write(rr, say)
         report.written = True
