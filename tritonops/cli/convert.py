@@ -1,0 +1,117 @@
+"""``tritonops convert``: recipes -> ONNX / fp16 / int8 / TensorRT versions, gated on accuracy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tritonops.cli import app
+from tritonops.cli._common import OutputFormat, OutputOpt, emit, err_console, human_bytes
+from tritonops.convert import ConvertReport, convert
+from tritonops.errors import AccuracyError, ConversionError
+
+
+def _worst(acc: dict[str, Any], key: str) -> float | None:
+    vals = [o.get(key) for o in acc.get("outputs", {}).values() if o.get(key) is not None]
+    return max(vals) if vals else None
+
+
+def _speed(sp: dict[str, Any], batch: str, key: str) -> str:
+    b = sp.get("batches", {}).get(batch)
+    return "-" if not b else (f"{b[key]:.3f}" if key.endswith("_ms") else f"{b[key]:,.0f}")
+
+
+def _render(report: ConvertReport, c: Console) -> None:
+    t = Table(
+        "model",
+        "target",
+        "status",
+        "version",
+        "size",
+        "norm max err",
+        "p50 ms b1",
+        "p50 ms b32",
+        "samples/s b32",
+        title="tritonops convert",
+    )
+    for rr in report.recipes:
+        for r in rr.targets:
+            nm = _worst(r.accuracy, "norm_max")
+            t.add_row(
+                r.model,
+                r.target,
+                r.status,
+                str(r.version or "-"),
+                human_bytes(r.size_bytes),
+                "-" if nm is None else f"{nm:.2e}",
+                _speed(r.speed, "1", "p50_ms"),
+                _speed(r.speed, "32", "p50_ms"),
+                _speed(r.speed, "32", "throughput_per_s"),
+            )
+    c.print(t)
+    for rr in report.recipes:
+        for r in rr.targets:
+            if r.reason and r.status in ("rejected", "failed"):
+                c.print(f"{r.model} ({r.target}) {r.status}: {r.reason}", markup=False, highlight=False)
+        c.print(f"repository: {rr.repository}", markup=False, highlight=False)
+
+
+@app.command("convert")
+def convert_cmd(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files (converters/<name>.yaml).")],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Build only this target (repeatable): onnx, onnx-fp16, "
+            "onnx-int8-dynamic, onnx-int8-static, tensorrt-fp16, tensorrt-int8.",
+        ),
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="Model repository to add versions to (overrides the recipe's)."),
+    ] = None,
+    select: Annotated[
+        str | None, typer.Option("--select", help="'fastest': keep only the fastest target within tolerance.")
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="onnxruntime (platform onnxruntime_onnx) or onnxruntime-python "
+            "(model.py serving the ONNX file in the python backend); overrides the recipe's.",
+        ),
+    ] = None,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Convert models from recipes into repository versions gated on accuracy."""
+    console = err_console()
+    if sys.stderr.isatty():
+        with console.status("converting ...") as status:
+            report = convert(
+                recipes,
+                targets=target,
+                repo=repo,
+                select=select,
+                runtime=runtime,
+                progress=lambda m: status.update(m),
+            )
+    else:
+        report = convert(recipes, targets=target, repo=repo, select=select, runtime=runtime)
+    emit(output, report.to_json(), lambda c: _render(report, c))
+    if not report.written:
+        problems = report.problems()
+        if problems:
+            first = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            raise (
+                AccuracyError(f"nothing written: {first}")
+                if "rejected" in first
+                else ConversionError(f"nothing written: {first}")
+            )
+        raise ConversionError("nothing written: no target passed")
