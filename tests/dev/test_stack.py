@@ -161,3 +161,31 @@ def test_rclone_s3_server_serves_boto3(tmp_path: Path) -> None:
     finally:
         stack.stop(srv.record)
     assert not srv.record.alive()
+
+
+def test_up_with_a_policy_writes_its_rules_and_a_bad_policy_starts_nothing(tmp_path: Path) -> None:
+    from tritonops.config import load_config
+
+    runner = CliRunner()
+    state_dir = tmp_path / "st"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  iris: {regions: [ap-south-1]}\n")
+    res = runner.invoke(app, ["dev", "up", "--state-dir", str(state_dir), "--region", "eu-west-1", "--policy", str(bad)])
+    assert res.exit_code == 1
+    assert "models.iris.regions[0]: unknown region 'ap-south-1'" in res.stderr
+    assert stack.read_state(state_dir) is None  # nothing left running
+
+    good = tmp_path / "policy.yaml"
+    good.write_text("models:\n  iris: {regions: [eu-west-1], placement: pinned}\n")
+    res = runner.invoke(app, ["dev", "up", "--state-dir", str(state_dir), "--region", "eu-west-1", "--policy", str(good)])
+    try:
+        assert res.exit_code == 0, res.output
+        cfg = load_config(state_dir / "tritonops.yaml")
+        assert cfg.allowed_regions("iris") == ["eu-west-1"]
+        assert cfg.placement("iris").value == "pinned"
+        # a later plain `up` keeps the policy
+        res = runner.invoke(app, ["dev", "up", "--state-dir", str(state_dir), "--region", "eu-west-1"])
+        assert res.exit_code == 0, res.output
+        assert load_config(state_dir / "tritonops.yaml").placement("iris").value == "pinned"
+    finally:
+        stack.down(state_dir)

@@ -33,12 +33,16 @@ def up_cmd(
         list[str] | None, typer.Option("--region", help="Region to create (repeatable; default: two regions).")
     ] = None,
     s3: Annotated[str, typer.Option("--s3", help="S3 server: moto (default, in memory) or rclone (on disk).")] = "moto",
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="YAML with `models:` rules (residency, placement) for the generated config."),
+    ] = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Start the local stack (idempotent) and write a tritonops.yaml for it."""
     regions = region or list(stack.DEFAULT_REGIONS)
     info(f"starting local stack in {state_dir} ({', '.join(regions)}) ...")
-    state = stack.up(state_dir, repository, regions=regions, s3_kind=s3)
+    state = stack.up(state_dir, repository, regions=regions, s3_kind=s3, policy_file=policy)
     data = {"config": state.config, "s3_endpoint": state.s3_endpoint, "regions": state.regions}
 
     def render(c: Console) -> None:

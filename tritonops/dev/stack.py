@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from tritonops.config import Config, RegionConfig, ServerConfig, dump_config
+from tritonops.config import Config, RegionConfig, ServerConfig, dump_config, load_config, parse_config
 from tritonops.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,11 @@ def bucket_name(region: str) -> str:
 
 
 def stack_config(
-    state: StackState, repository: Path, credentials_file: Path, regions: list[str]
+    state: StackState,
+    repository: Path,
+    credentials_file: Path,
+    regions: list[str],
+    policy: dict[str, Any] | None = None,
 ) -> Config:
     region_cfgs: dict[str, RegionConfig] = {}
     for r in regions:
@@ -438,7 +442,15 @@ def stack_config(
                 )
             ],
         )
-    return Config(repository=repository, state_dir=Path(state.state_dir), regions=region_cfgs)
+    data: dict[str, Any] = {
+        "repository": str(repository),
+        "state_dir": state.state_dir,
+        "regions": {k: v.model_dump(exclude_none=True) for k, v in region_cfgs.items()},
+    }
+    for key, value in (policy or {}).items():
+        if key in ("models", "default_placement"):
+            data[key] = value
+    return parse_config(data, Path(state.config))
 
 
 def _healthy(state: StackState) -> bool:
@@ -454,14 +466,22 @@ def up(
     repository: Path,
     regions: list[str] | tuple[str, ...] = DEFAULT_REGIONS,
     s3_kind: str = "moto",
+    policy_file: Path | None = None,
 ) -> StackState:
-    """Start (or find running) the local stack; idempotent. Writes ``<state_dir>/tritonops.yaml``."""
+    """Start (or find running) the local stack; idempotent. Writes ``<state_dir>/tritonops.yaml``.
+
+    ``policy_file``: a tritonops.yaml fragment whose ``models`` (residency, placement) and
+    ``default_placement`` go into the generated config; it is validated against the stack's regions.
+    """
     state_dir = state_dir.absolute()
+    policy = _read_policy(policy_file, list(regions)) if policy_file else None
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(state_dir)
     if existing is not None:
         if _healthy(existing) and sorted(existing.regions) == sorted(regions):
             log.info("stack already up in %s", state_dir)
+            if policy is not None:
+                _write_config(existing, repository, state_dir / "credentials", list(regions), policy)
             return existing
         # A half-dead stack (killed, machine rebooted): stop what survives, then start afresh.
         down(state_dir)
@@ -507,13 +527,47 @@ def up(
         for rec in reversed(started):
             stop(rec)
         raise
-    cfg = stack_config(state, repository.absolute(), cred_file, list(regions))
+    try:
+        _write_config(state, repository, cred_file, list(regions), policy)
+    except BaseException:
+        for rec in reversed(started):
+            stop(rec)
+        raise
+    _write_state(state)
+    return state
+
+
+def _read_policy(path: Path, regions: list[str]) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise StackError(f"{path}: policy file not found") from None
+    except yaml.YAMLError as e:
+        raise StackError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise StackError(f"{path}: (top level): expected a mapping")
+    unknown = sorted(set(data) - {"models", "default_placement"})
+    if unknown:
+        raise StackError(f"{path}: {unknown[0]}: unknown key (a policy holds models and default_placement)")
+    # Check it against the stack's regions now, before anything starts.
+    parse_config({"regions": {r: {"bucket": f"s3://{bucket_name(r)}/models"} for r in regions}, **data}, path)
+    return data
+
+
+def _write_config(
+    state: StackState, repository: Path, cred_file: Path, regions: list[str], policy: dict[str, Any] | None
+) -> None:
+    if policy is None and Path(state.config).exists():
+        # Keep the policy an earlier `up --policy` wrote.
+        old = load_config(Path(state.config))
+        policy = {"models": {k: v.model_dump(mode="json", exclude_none=True) for k, v in old.models.items()}}
+    cfg = stack_config(state, repository.absolute(), cred_file, regions, policy)
     Path(state.config).write_text(
         "# Written by `tritonops dev up` for the local stack. Credentials are in the file named\n"
         "# by credentials_file (mode 0600), never in here.\n" + dump_config(cfg)
     )
-    _write_state(state)
-    return state
 
 
 @dataclass
