@@ -43,7 +43,8 @@ def main() -> int:
                 out = meta["outputs"][0]["name"]
                 y = res.as_numpy(out)
                 assert y is not None
-                line = f"    {model:<18} {out} shape={list(y.shape)} first={[round(float(v), 4) for v in y.ravel()[:3]]}"
+                first = [round(float(v), 4) for v in y.ravel()[:3]]
+                line = f"    {model:<18} {out} shape={list(y.shape)} first={first}"
                 ref_path = cfg.repository_path / "mlp"
                 if model.startswith("mlp") and ref_path.exists():
                     import onnxruntime as ort
