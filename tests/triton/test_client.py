@@ -26,15 +26,6 @@ def client(request: pytest.FixtureRequest, dev_stack) -> ControlClient:
     return ControlClient.from_server(server, request.param, timeout_s=10)
 
 
-def _infer(server_url: str, model: str) -> np.ndarray:
-    import tritonclient.http as httpclient
-
-    c = httpclient.InferenceServerClient(server_url.removeprefix("http://"))
-    inp = httpclient.InferInput("X", [1, 2], "FP32")
-    inp.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
-    return c.infer(model, [inp]).as_numpy("Y")
-
-
 def test_health_metadata_index_load_stats_unload(client: ControlClient, dev_stack, unique) -> None:
     region = dev_stack.config.region(REGION)
     model = unique("ctl")
@@ -51,8 +42,8 @@ def test_health_metadata_index_load_stats_unload(client: ControlClient, dev_stac
         (model, "1", 0, 0)
     ]
     t_ms = int(time.time() * 1000)
-    y = _infer(region.servers[0].http_url, model)
-    assert y.tolist() == [[2.0, 3.0]]
+    out = client.infer(model, [("X", "FP32", np.array([[1.0, 2.0]], dtype=np.float32))], version=1)
+    assert out["Y"].tolist() == [[2.0, 3.0]]
     # Triton records the statistics a moment after the response leaves.
     deadline = time.monotonic() + 5
     while True:
@@ -67,6 +58,8 @@ def test_health_metadata_index_load_stats_unload(client: ControlClient, dev_stac
     assert res.seconds < 30
     states = client.model_states(model)
     assert [m.state for m in states] == ["UNAVAILABLE"] and states[0].reason == "unloaded"
+    with pytest.raises(TritonError, match=rf"model '{model}': inference \(version 1\) failed"):
+        client.infer(model, [("X", "FP32", np.array([[1.0, 2.0]], dtype=np.float32))], version=1)
 
 
 def test_load_with_config_and_file_overrides(client: ControlClient, unique) -> None:

@@ -17,7 +17,7 @@ from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
 from tritonops.reconcile.ports import DeviceMem, IndexEntry
-from tritonops.reconcile.triton_http import HttpControl
+from tritonops.reconcile.triton_config import warmup_inputs
 from tritonops.triton.client import ControlClient
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ class ControlAdapter:
         self.client = ControlClient.from_server(server)
         self.probe = probe
         self.ledger = ledger
-        # The control client has no inference call; the warmup uses the HTTP adapter's.
-        self._http = HttpControl(server.name, server.http_url) if server.http_url else None
 
     def index(self) -> list[IndexEntry]:
         return [IndexEntry(m.name, m.version, m.state, m.reason) for m in self.client.index()]
@@ -76,10 +74,7 @@ class ControlAdapter:
             self.client.unload(model, wait=True)
 
     def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
-        if self._http is None:
-            log.info("server %s: no http_url; warmup of %s skipped (gate is READY only)", self.name, model)
-            return
-        self._http.warmup(model, version, config)
+        self.client.infer(model, warmup_inputs(config), version=version)
 
 
 class ProbeMemory:

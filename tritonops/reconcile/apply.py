@@ -19,7 +19,7 @@ from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
 from tritonops.reconcile.ports import ServerControl
 from tritonops.reconcile.state import DesiredState
 from tritonops.reconcile.store import Owned, Quarantine
-from tritonops.reconcile.triton_http import config_for_versions, parse_config
+from tritonops.reconcile.triton_config import config_for_versions, parse_config
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The few things reconcile needs from Triton and from memory probes, as small Protocols.
 
 The planner never touches them (it is pure); ``state.gather_actual`` and ``apply`` take them as
-arguments, so tests and other stages can pass real clients (``tritonops.triton``), an HTTP
-adapter (``reconcile.triton_http``) or a fake where nothing real can run (NVML without a GPU).
+arguments, so tests and other stages can pass the real adapters (``reconcile.adapters``, over
+``tritonops.triton.client``) or a fake where nothing real can run (NVML without a GPU).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from tritonops.reconcile.state import (
     read_published,
 )
 from tritonops.reconcile.store import Journal, Owned, Quarantine, region_dir
-from tritonops.reconcile.triton_http import HttpControl, TritonMetricsMemory
 from tritonops.repo.manifest import atomic_write_bytes, utc_now
 
 log = logging.getLogger(__name__)
@@ -65,19 +64,6 @@ def default_ports(cfg: Config, region: str) -> Ports:
             with contextlib.suppress(TritonOpsError):
                 footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
     return Ports(controls, memories, footprint or SizeGuess())
-
-
-def http_ports(cfg: Config, region: str) -> Ports:
-    """Reconcile on its own: HTTP model control, Triton's GPU metrics, disk-size guess for footprints."""
-    rcfg = cfg.region(region)
-    controls: dict[str, ServerControl] = {}
-    memories: dict[str, MemoryPort | None] = {}
-    for s in rcfg.servers:
-        if not s.http_url:
-            raise PlanError(f"region {region!r} server {s.name!r}: reconcile needs http_url")
-        controls[s.name] = HttpControl(s.name, s.http_url)
-        memories[s.name] = TritonMetricsMemory(s.name, s.metrics_url) if s.metrics_url else None
-    return Ports(controls, memories, SizeGuess())
 
 
 @dataclass

@@ -138,6 +138,18 @@ class _Backend(Protocol):
     def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
     def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
+    def infer(
+        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
+    ) -> dict[str, Any]: ...
+
+
+def _infer_inputs(mod: Any, inputs: list[tuple[str, str, Any]]) -> list[Any]:
+    out = []
+    for name, datatype, arr in inputs:
+        i = mod.InferInput(name, list(arr.shape), datatype)
+        i.set_data_from_numpy(arr)
+        out.append(i)
+    return out
 
 
 class _HttpBackend:
@@ -180,6 +192,14 @@ class _HttpBackend:
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
         return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
 
+    def infer(
+        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
+    ) -> dict[str, Any]:
+        import tritonclient.http as httpclient
+
+        res = self._client(timeout_s).infer(model, _infer_inputs(httpclient, inputs), model_version=version)
+        return {o["name"]: res.as_numpy(o["name"]) for o in res.get_response().get("outputs", [])}
+
 
 class _GrpcBackend:
     def __init__(self, hostport: str, ssl: bool) -> None:
@@ -208,6 +228,16 @@ class _GrpcBackend:
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
         d = self._c.get_inference_statistics(model_name=model, as_json=True, client_timeout=timeout_s)
         return list(d.get("model_stats", []))
+
+    def infer(
+        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
+    ) -> dict[str, Any]:
+        import tritonclient.grpc as grpcclient
+
+        res = self._c.infer(
+            model, _infer_inputs(grpcclient, inputs), model_version=version, client_timeout=timeout_s
+        )
+        return {o.name: res.as_numpy(o.name) for o in res.get_response().outputs}
 
 
 class ControlClient:
@@ -520,6 +550,18 @@ class ControlClient:
             "statistics", lambda: self._backend.statistics(model or "", self.timeout_s), self.timeout_s, model
         )
         return [_normalise_stats(r) for r in rows]
+
+    def infer(
+        self, model: str, inputs: list[tuple[str, str, Any]], *, version: int | None = None
+    ) -> dict[str, Any]:
+        """One inference: ``inputs`` are (name, Triton datatype, numpy array); returns output name -> array."""
+        ver = "" if version is None else str(version)
+        return self._call(
+            f"inference (version {ver or 'default'})",
+            lambda: self._backend.infer(model, ver, inputs, self.timeout_s),
+            self.timeout_s,
+            model,
+        )
 
     def metrics(self) -> str:
         """The raw Prometheus text of the server's metrics endpoint."""
