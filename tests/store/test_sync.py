@@ -198,12 +198,14 @@ def test_bad_inputs_are_one_line_errors(env: Env, unique, tmp_path: Path) -> Non
 
     # A manifest that steers keys outside the prefix.
     run_sync(env, "--region", EU)
-    evil = json.loads(env.keys(EU)[f"{m}/tritonops-manifest.json"])
+    good = env.keys(EU)[f"{m}/tritonops-manifest.json"]
+    evil = json.loads(good)
     evil["versions"]["1"]["files"]["../../../etc/passwd"] = {"size": 1, "sha256": "0" * 64}
     env.put(f"{m}/tritonops-manifest.json", json.dumps(evil).encode())
     write_model(env.repo, m, {2: {"model.py": model_py(3.0)}})
     line = sync_error(env, "--region", EU)
     assert "outside the repository prefix" in line and m in line
+    env.put(f"{m}/tritonops-manifest.json", good)
 
     # An invalid local repository: bytes changed under a version the manifest recorded.
     (env.repo / m / "1" / "model.py").write_bytes(b"# changed\n")

@@ -12,7 +12,6 @@ from rich.table import Table
 from tritonops.cli import app
 from tritonops.cli._common import STATE, OutputFormat, OutputOpt, emit, get_config, human_bytes
 from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
-from tritonops.memory import report
 
 ServerOpt = Annotated[
     str,
@@ -45,6 +44,8 @@ def load_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Load a model on a Triton server and record its measured memory footprint."""
+    from tritonops.memory import report
+
     data = report.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
@@ -76,6 +77,8 @@ def unload_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Unload a model; by default wait until Triton lists it unavailable and its memory is back."""
+    from tritonops.memory import report
+
     data = report.unload_model(
         _optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout,
         wait_s=wait_s, dependents=dependents, wait=not no_wait,
@@ -111,6 +114,8 @@ def mem_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show a server's memory: devices, measured footprint of each loaded model, leaks."""
+    from tritonops.memory import report
+
     data = report.memory_report(_optional_config(), server, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
@@ -139,6 +144,8 @@ def status_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show every server of a region: health, models, versions and states, memory."""
+    from tritonops.memory import report
+
     data = report.region_status(get_config(), region, timeout_s=timeout)
 
     def render(c: Console) -> None:

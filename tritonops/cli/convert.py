@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,8 +12,10 @@ from rich.table import Table
 
 from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, err_console, human_bytes
-from tritonops.convert import ConvertReport, convert
 from tritonops.errors import AccuracyError, ConversionError
+
+if TYPE_CHECKING:
+    from tritonops.convert import ConvertReport
 
 
 def _worst(acc: dict[str, Any], key: str) -> float | None:
@@ -91,6 +93,8 @@ def convert_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Convert models from recipes into repository versions gated on accuracy."""
+    from tritonops.convert import convert  # heavy (onnx, onnxruntime): only when converting
+
     console = err_console()
     if sys.stderr.isatty():
         with console.status("converting ...") as status:

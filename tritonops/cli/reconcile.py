@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,8 +11,10 @@ from rich.table import Table
 
 from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, human_bytes, info
-from tritonops.reconcile import runner
-from tritonops.reconcile.plan import Plan
+
+if TYPE_CHECKING:  # imported inside the commands: keeps `tritonops --help` fast
+    from tritonops.reconcile import runner
+    from tritonops.reconcile.plan import Plan
 
 RegionOpt = Annotated[str, typer.Option("--region", "-r", help="Region whose servers to reconcile.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Allow a plan that unloads all or most models.")]
@@ -72,6 +74,8 @@ def plan_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show what reconcile would load, unload, reload or evict in a region, and why."""
+    from tritonops.reconcile import runner
+
     ctx = runner.context(get_config(), region)
     plan = runner.make_region_plan(ctx)
     if out is not None:
@@ -94,6 +98,8 @@ def apply_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Apply a saved plan exactly; refuse it if the servers or published models changed since."""
+    from tritonops.reconcile import runner
+
     plan = runner.load_plan(plan_file)
     ctx = runner.context(get_config(), plan.region)
     report = runner.apply_plan_file(ctx, plan, force, metrics_file)
@@ -108,12 +114,15 @@ def reconcile_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron."""
+    from tritonops.reconcile import runner
+
     ctx = runner.context(get_config(), region)
     report = runner.reconcile(ctx, force, metrics_file)
     _finish(report, output)
 
 
 def _finish(report: runner.RunReport, output: OutputFormat) -> None:
+
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
     if report.failed:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -558,15 +558,28 @@ def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | Non
     return out
 
 
-def validate_repository(root: Path) -> list[Problem]:
-    """Every problem in a local repository; an empty list means valid."""
+def validate_repository(root: Path, models: Collection[str] | None = None) -> list[Problem]:
+    """Every problem in a local repository; an empty list means valid.
+
+    ``models`` limits the per-model checks (config, files, sha256 of every byte) to those models;
+    the index is always checked. Sync passes the models it is about to publish, so a no-op sync
+    of a large repository does not re-hash bytes it will not send.
+    """
     root = Path(root)
     if not root.is_dir():
         return [Problem(str(root), "repository folder does not exist")]
     model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_staging(p.name))
     known = {p.name for p in model_dirs if (p / CONFIG_NAME).exists()}
-    out: list[Problem] = check_tree(root, root)
-    for md in model_dirs:
+    if models is None:
+        out: list[Problem] = check_tree(root, root)
+        selected = model_dirs
+    else:
+        wanted = set(models)
+        selected = [md for md in model_dirs if md.name in wanted]
+        out = []
+        for md in selected:
+            out += check_tree(root, md)
+    for md in selected:
         if md.is_symlink():
             continue  # reported by check_tree if it escapes
         out += validate_model_dir(root, md, known)

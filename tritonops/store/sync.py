@@ -32,7 +32,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,15 +266,26 @@ def published_config(config_text: str, versions: list[int], source: str) -> byte
     return config_to_text(cfg).encode()
 
 
-def validate_local(root: Path) -> list[ModelManifest]:
-    """Refuse to publish what ``tritonops repo validate`` rejects; returns the manifests."""
+def validate_local(root: Path, models: Collection[str] | None = None) -> list[ModelManifest]:
+    """Refuse to publish what ``tritonops repo validate`` rejects; returns the manifests.
+
+    ``models``: check only these (the ones about to be published) plus the index; None checks all.
+    """
     from tritonops.repo.validate import validate_repository
 
-    problems = validate_repository(root)
+    problems = validate_repository(root, models)
     if problems:
         more = f" (and {len(problems) - 1} more; run `tritonops repo validate`)" if len(problems) > 1 else ""
         raise RepositoryError(f"refusing to publish an invalid repository: {problems[0]}{more}")
     return load_model_manifests(root)
+
+
+def load_local(root: Path) -> list[ModelManifest]:
+    """The local manifests, with the repository-level checks only (index and manifests readable).
+
+    The per-model checks run in ``sync_region`` on the models a region is about to receive.
+    """
+    return validate_local(root, models=())
 
 
 class _PutCounter:
@@ -693,13 +704,17 @@ def sync_region(
     rcfg = cfg.region(region)
     root = cfg.repository_path
     if manifests is None:
-        manifests = validate_local(root)
+        manifests = load_local(root)
     own_store = store is None
     st = store or open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
         check_plan(plan, opts)
+        touched = [m.model for m in plan.models if m.touched]
+        if touched:
+            # Never publish what `repo validate` rejects; bytes not being sent need no re-hash.
+            validate_local(root, touched)
         deletes = plan.delete_keys()
         uploads = plan.uploads
         up_bytes = sum(u.size for u in uploads)
@@ -797,12 +812,12 @@ def sync(
     progress: SyncProgress | None = None,
     on_summary: Callable[[SyncSummary], None] | None = None,
 ) -> list[SyncSummary]:
-    """Publish the repository to each region in turn (validated once). Stops at the first error."""
+    """Publish the repository to each region in turn. Stops at the first error."""
     for r in regions:
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
         raise PlanError("no region to sync (pass --region or --all-regions; none configured?)")
-    manifests = validate_local(cfg.repository_path)
+    manifests = load_local(cfg.repository_path)
     if not manifests:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
