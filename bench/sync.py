@@ -1,7 +1,7 @@
 """Benchmark: `tritonops sync` vs `aws s3 sync`, `s5cmd sync` and `rclone sync`, same server, same run.
 
-One local S3 server (`rclone serve s3`, on disk) for every tool; each tool writes into its own
-bucket. Cases:
+One local S3 server for every tool (`moto_server` by default; `--server rclone` for `rclone serve s3`,
+which stalls under parallel PUTs on the 2-core machines here); each tool writes into its own bucket. Cases:
 
   a. 500 files of 256 KiB in 50 models (first sync into an empty prefix)
   b. 4 files of 128 MiB (first sync into an empty prefix)
@@ -259,8 +259,8 @@ def write_md(results: dict, path: Path) -> None:
     for key, case in results["cases"].items():
         cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in TOOLS]
         lines.append(f"| {key}: {case['label']} | {targets[key[0]]} | " + " | ".join(cells) + " |")
-    lines += ["", "Raw times and object counts: `sync.json`. Reproduce: `python bench/sync.py"
-              + (" --sizes small`" if results["sizes"] == "small" else "`"), ""]  # fmt: skip
+    cmd = " ".join(["python", "bench/sync.py", *sys.argv[1:]])
+    lines += ["", f"Raw times and object counts: `sync.json`. Reproduce: `{cmd}`", ""]
     path.write_text("\n".join(lines))
 
 
@@ -272,8 +272,8 @@ def main() -> None:
     ap.add_argument(
         "--server",
         choices=["rclone", "moto"],
-        default="rclone",
-        help="the local S3 server (rclone serve s3 on disk, or moto in memory)",
+        default="moto",
+        help="the local S3 server (moto in memory, or rclone serve s3 on disk)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
