@@ -38,9 +38,27 @@ def _run(*args: str) -> tuple[int, str, str]:
     return res.exit_code, res.stdout, res.stderr
 
 
-def test_load_mem_status_unload_json(dev_stack, unique, tmp_path: Path) -> None:
-    cfg = str(dev_stack.config_path)
-    region = dev_stack.config.region(REGION)
+def _config_for(dev_stack, triton, tmp_path: Path) -> tuple[str, object]:
+    """A tritonops.yaml whose region REGION has one server: ``triton``, ours alone.
+
+    Memory is measured on the server's whole process tree: on the session's shared server another
+    test's model finishing its unload inside our measurement window would be counted against us.
+    """
+    from tritonops.config import ServerConfig, dump_config
+
+    server = ServerConfig(
+        name="fresh-0", http_url=triton.http_url, grpc_url=triton.grpc_url, metrics_url=triton.metrics_url
+    )
+    region = dev_stack.config.region(REGION).model_copy(update={"servers": [server]})
+    cfg = dev_stack.config.model_copy(update={"regions": {REGION: region}, "state_dir": tmp_path / "state"})
+    path = tmp_path / "tritonops.yaml"
+    path.write_text(dump_config(cfg))
+    return str(path), cfg
+
+
+def test_load_mem_status_unload_json(dev_stack, fresh_triton, unique, tmp_path: Path) -> None:
+    cfg, config = _config_for(dev_stack, fresh_triton(REGION), tmp_path)
+    region = config.region(REGION)
     server = region.servers[0]
     model = unique("cli64")
     manifest = _publish_with_manifest(region, model, 64, tmp_path)
@@ -76,7 +94,7 @@ def test_load_mem_status_unload_json(dev_stack, unique, tmp_path: Path) -> None:
     assert s["leaked_bytes"] == 0
 
     # The ledger key carries the manifest's digest for that version.
-    ledger = json.loads((dev_stack.config.state_path / "footprints.json").read_text())
+    ledger = json.loads((tmp_path / "state" / "footprints.json").read_text())
     keys = [k for k in ledger["footprints"] if k.startswith(f"{model}|1|")]
     assert keys == [f"{model}|1|{manifest.versions[1].digest}|cpu|2.51.0"]
 
