@@ -7,7 +7,13 @@ TORCH_PIN := torch==2.13.0
 EXTRAS := dev,onnxruntime,sklearn,torch,bench
 STATE_DIR ?= .tritonops/dev
 
-.PHONY: install test demo demo-down lint clean
+.PHONY: install test demo demo-down lint clean system-deps
+
+# Debian packages the tests run for real: prometheus (demand sources and rollout gates read it).
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus (apt-get; needs root)" >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +24,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 install: $(BIN)/.installed
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest -q
 
 demo: $(BIN)/.installed
