@@ -94,7 +94,8 @@ def _read_rows(path: Path, region: str | None) -> list[tuple[float, str]]:
         reader = csv.DictReader(f)
         missing = {"time", "model"} - set(reader.fieldnames or [])
         if missing:
-            raise TraceError(f"{path}:1: header: missing column(s) {', '.join(sorted(missing))} (want time,model[,region])")
+            cols = ", ".join(sorted(missing))
+            raise TraceError(f"{path}:1: header: missing column(s) {cols} (want time,model[,region])")
         for rec in reader:
             r = _row(rec, f"{path}:{reader.line_num}", region)
             if r:
