@@ -83,7 +83,7 @@ def _read_rows(path: Path, region: str | None) -> list[tuple[float, str]]:
                     continue
                 try:
                     rec = json.loads(line)
-                except ValueError as e:
+                except json.JSONDecodeError as e:
                     raise TraceError(f"{path}:{n}: not a JSON object ({e.msg})") from None
                 if not isinstance(rec, dict):
                     raise TraceError(f"{path}:{n}: not a JSON object")
