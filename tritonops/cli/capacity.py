@@ -109,6 +109,7 @@ def capacity_cmd(
     if any(k not in baselines.BASELINES for k in kinds):
         raise typer.BadParameter(f"{compare!r}: expected a list of lru, lfu, belady (or none)", param_hint="--compare")
     memory = _bytes(gpu_memory, "--gpu-memory")
+    chosen = _sizes(servers) if servers else None
     if trace is not None:
         tr = read_trace(trace, region)
     else:
@@ -118,7 +119,7 @@ def capacity_cmd(
         footprint_bytes=_bytes(footprint, "--footprint") if footprint else None,
         size_bytes=_bytes(model_size, "--model-size") if model_size else None, load_s=load_s,
     )  # fmt: skip
-    sizes = _sizes(servers) if servers else planner.default_fleet_sizes(costs, memory)
+    sizes = chosen or planner.default_fleet_sizes(costs, memory)
     policy = PlacementPolicy(interval_s=interval, hysteresis=hysteresis, max_loads=max_loads)
     data = planner.plan_capacity(tr, costs, sizes, memory, price, policy, target=target, window_s=window, compare=kinds)
     if out_dir is not None:
