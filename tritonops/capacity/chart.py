@@ -125,6 +125,7 @@ def write_charts(result: dict[str, Any], out_dir: Path, stem: str = "capacity") 
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{stem}.html"
     atomic_write_bytes(page, html_page(result).encode())
+    page.chmod(0o644)  # a page to share, not a secret (atomic writes start private)
     out: dict[str, Any] = {"html": str(page), "png": None}
     png = out_dir / f"{stem}.png"
     if _png(result, png):
