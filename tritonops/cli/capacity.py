@@ -34,68 +34,83 @@ def _sizes(text: str) -> list[int]:
     return out
 
 
+TraceOpt = Annotated[
+    Path | None,
+    typer.Option("--trace", help="Request trace: CSV (time,model[,region]) or JSONL."),
+]
+RequestsOpt = Annotated[
+    int,
+    typer.Option("--requests", help="Generated trace: number of requests.", min=1),
+]
+DaysOpt = Annotated[
+    float,
+    typer.Option("--days", help="Generated trace: days it spans (daily cycle).", min=0.01),
+]
+ServersOpt = Annotated[
+    str | None,
+    typer.Option("--servers", help="Fleet sizes to try, e.g. 1,3,10,50 (default: from 1 to all models at once)."),
+]
+GpuMemoryOpt = Annotated[
+    str,
+    typer.Option("--gpu-memory", help="Memory per server for models (16GB, 80GiB)."),
+]
+IntervalOpt = Annotated[
+    float,
+    typer.Option("--interval", help="Reconcile interval in seconds (cron: 60).", min=1),
+]
+HysteresisOpt = Annotated[
+    float,
+    typer.Option("--hysteresis", help="Edge a loaded model keeps (0.25: 25%).", min=0),
+]
+FootprintOpt = Annotated[
+    str | None,
+    typer.Option("--footprint", help="Footprint of models the ledger has not measured."),
+]
+ModelSizeOpt = Annotated[
+    str | None,
+    typer.Option("--model-size", help="On-disk size of unmeasured models (footprint estimated from it)."),
+]
+LoadSOpt = Annotated[
+    float | None,
+    typer.Option("--load-s", help="Load time per model in seconds (default: estimated from the footprint).", min=0),
+]
+CompareOpt = Annotated[
+    str,
+    typer.Option("--compare", help="Request-level caches to compare with: lru,lfu,belady or none."),
+]
+LedgerOpt = Annotated[
+    Path | None,
+    typer.Option("--ledger", help="Footprint ledger (default: footprints.json in the config's state_dir, if any)."),
+]
+OutDirOpt = Annotated[
+    Path | None,
+    typer.Option("--out-dir", help="Write capacity.html and capacity.png here."),
+]
+
+
 @app.command("capacity")
 def capacity_cmd(
-    trace: Annotated[
-        Path | None,
-        typer.Option("--trace", help="Request trace: CSV (time,model[,region]) or JSONL."),
-    ] = None,
+    trace: TraceOpt = None,
     zipf: Annotated[float | None, typer.Option("--zipf", help="Generate a trace: Zipf exponent s (e.g. 1.0).")] = None,
     models: Annotated[int, typer.Option("--models", help="Generated trace: number of models.", min=1)] = 1000,
-    requests: Annotated[
-        int,
-        typer.Option("--requests", help="Generated trace: number of requests.", min=1),
-    ] = 1_000_000,
-    days: Annotated[
-        float,
-        typer.Option("--days", help="Generated trace: days it spans (daily cycle).", min=0.01),
-    ] = 1.0,
+    requests: RequestsOpt = 1_000_000,
+    days: DaysOpt = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Generated trace: random seed.")] = 0,
     region: Annotated[str | None, typer.Option("--region", help="Keep only this region's rows of the trace.")] = None,
-    servers: Annotated[
-        str | None,
-        typer.Option("--servers", help="Fleet sizes to try, e.g. 1,3,10,50 (default: from 1 to all models at once)."),
-    ] = None,
-    gpu_memory: Annotated[
-        str,
-        typer.Option("--gpu-memory", help="Memory per server for models (16GB, 80GiB)."),
-    ] = "16GB",
+    servers: ServersOpt = None,
+    gpu_memory: GpuMemoryOpt = "16GB",
     price: Annotated[float, typer.Option("--price-per-hour", help="Price of one server per hour.", min=0)] = 0.526,
     target: Annotated[float, typer.Option("--target", help="Share of requests to serve warm.", min=0, max=1)] = 0.99,
-    interval: Annotated[
-        float,
-        typer.Option("--interval", help="Reconcile interval in seconds (cron: 60).", min=1),
-    ] = 60.0,
+    interval: IntervalOpt = 60.0,
     window: Annotated[float, typer.Option("--window", help="Demand half-life in seconds.", min=0)] = 3600.0,
-    hysteresis: Annotated[
-        float,
-        typer.Option("--hysteresis", help="Edge a loaded model keeps (0.25: 25%).", min=0),
-    ] = 0.25,
+    hysteresis: HysteresisOpt = 0.25,
     max_loads: Annotated[int, typer.Option("--max-loads", help="Loads per server per run.", min=0)] = 4,
-    footprint: Annotated[
-        str | None,
-        typer.Option("--footprint", help="Footprint of models the ledger has not measured."),
-    ] = None,
-    model_size: Annotated[
-        str | None,
-        typer.Option("--model-size", help="On-disk size of unmeasured models (footprint estimated from it)."),
-    ] = None,
-    load_s: Annotated[
-        float | None,
-        typer.Option("--load-s", help="Load time per model in seconds (default: estimated from the footprint).", min=0),
-    ] = None,
-    compare: Annotated[
-        str,
-        typer.Option("--compare", help="Request-level caches to compare with: lru,lfu,belady or none."),
-    ] = "lru,lfu,belady",
-    ledger: Annotated[
-        Path | None,
-        typer.Option("--ledger", help="Footprint ledger (default: footprints.json in the config's state_dir, if any)."),
-    ] = None,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out-dir", help="Write capacity.html and capacity.png here."),
-    ] = None,
+    footprint: FootprintOpt = None,
+    model_size: ModelSizeOpt = None,
+    load_s: LoadSOpt = None,
+    compare: CompareOpt = "lru,lfu,belady",
+    ledger: LedgerOpt = None,
+    out_dir: OutDirOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Replay a request trace against fleets of several sizes with the placement reconcile uses, and price them."""
