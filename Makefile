@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A CPU wheel of torch 2.13.0 is what this pin takes; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-EXTRAS := dev,onnxruntime,sklearn,torch,bench
+EXTRAS := dev,onnxruntime,sklearn,torch,bench,plot
 STATE_DIR ?= .tritonops/dev
 
 .PHONY: install test demo demo-down lint clean system-deps

@@ -1,0 +1,62 @@
+"""The ``demand:`` section of a region in tritonops.yaml.
+
+    regions:
+      eu-west-1:
+        demand:
+          window_s: 900
+          sources:
+            - kind: triton                 # the region's servers' own statistics (loaded models only)
+            - kind: prometheus
+              url: http://prometheus:9090
+              query: sum by (model) (increase(gateway_requests_total[15m]))
+              model_label: model           # or path_label: path, for /v2/models/<name>/infer
+            - kind: json
+              url: https://demand.internal/counts.json   # or a file path / file:// URL
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TritonSource(_Strict):
+    kind: Literal["triton"] = "triton"
+
+
+class PrometheusSource(_Strict):
+    kind: Literal["prometheus"] = "prometheus"
+    url: str
+    query: str
+    model_label: str | None = "model"
+    path_label: str | None = None  # a label holding /v2/models/<name>[/versions/<n>]/infer
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_label(self) -> PrometheusSource:
+        if self.path_label:
+            object.__setattr__(self, "model_label", None)
+        if not self.model_label and not self.path_label:
+            raise ValueError("give model_label or path_label")
+        return self
+
+
+class JsonSource(_Strict):
+    """A file or URL holding ``{"models": {"<name>": <requests in the window>, ...}}``."""
+
+    kind: Literal["json"] = "json"
+    url: str
+    timeout_s: float = Field(10.0, gt=0)
+
+
+Source = Annotated[TritonSource | PrometheusSource | JsonSource, Field(discriminator="kind")]
+
+
+class DemandSettings(_Strict):
+    window_s: float = Field(900.0, gt=0)
+    sources: list[Source] = Field(default_factory=list)
