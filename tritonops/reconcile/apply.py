@@ -57,12 +57,12 @@ class _GateError(TritonOpsError):
 
 def _ready_versions(ctl: ServerControl, model: str) -> list[int]:
     return sorted(
-        r.version for r in ctl.index() if r.model == model and r.state == "READY" and r.version is not None
+        r.version for r in ctl.index() if r.name == model and r.state == "READY" and r.version is not None
     )
 
 
 def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) -> None:
-    rows = [r for r in ctl.index() if r.model == model and r.version == version]
+    rows = [r for r in ctl.index() if r.name == model and r.version == version]
     if not rows or rows[0].state != "READY":
         why = rows[0].reason if rows else "not in the repository index"
         raise _GateError(
@@ -149,7 +149,7 @@ def _restore(ctl: ServerControl, model: str, old: list[int], config: dict[str, A
         if old:
             if _ready_versions(ctl, model) != sorted(old):
                 ctl.load(model, config_for_versions(config, model, old))
-        elif any(r.model == model and r.state in ("READY", "UNAVAILABLE") for r in ctl.index()):
+        elif any(r.name == model and r.state in ("READY", "UNAVAILABLE") for r in ctl.index()):
             ctl.unload(model)
         return _ready_versions(ctl, model)
     except TritonOpsError as e:
