@@ -17,7 +17,7 @@ from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
 from tritonops.memory.probes import DeviceMemory, MemoryProbe, probe_for_server
-from tritonops.reconcile.triton_config import warmup_inputs
+from tritonops.repo.model_config import warmup_inputs
 from tritonops.triton.client import ControlClient, ModelState
 
 log = logging.getLogger(__name__)
