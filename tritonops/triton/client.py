@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from tritonops.errors import TritonError
+from tritonops.errors import TritonError, TritonTimeout, TritonUnreachable
 
 if TYPE_CHECKING:
     from tritonops.config import ServerConfig
@@ -374,27 +374,30 @@ class ControlClient:
         except TritonError:
             raise
         except Exception as e:  # noqa: BLE001 - tritonclient, gevent, grpc and sockets all raise their own
-            raise TritonError(f"{about}: {what} failed: {self._describe(e, timeout_s)}") from e
+            kind, reason = self._describe(e, timeout_s)
+            raise kind(f"{about}: {what} failed: {reason}") from e
 
-    def _describe(self, e: BaseException, timeout_s: float) -> str:
+    def _describe(self, e: BaseException, timeout_s: float) -> tuple[type[TritonError], str]:
+        """The error type a failure becomes (a timeout, an unreachable server, or Triton's refusal) and its reason."""
         from tritonclient.utils import InferenceServerException
 
+        timed_out = f"timed out after {timeout_s:g}s"
         if isinstance(e, InferenceServerException):
             msg = (e.message() or "").strip()
             status = str(e.status() or "")
             low = (msg + " " + status).lower()
             if "deadline exceeded" in low or "timed out" in low or "timeout" in low:
-                return f"timed out after {timeout_s:g}s"
+                return TritonTimeout, timed_out
             if "unavailable" in status.lower() or "failed to connect" in low or "connection refused" in low:
-                return f"server unreachable ({_one_line(msg)})"
-            return _one_line(msg) or type(e).__name__
+                return TritonUnreachable, f"server unreachable ({_one_line(msg)})"
+            return TritonError, _one_line(msg) or type(e).__name__
         if isinstance(e, (socket.timeout, TimeoutError)) or "timeout" in type(e).__name__.lower():
-            return f"timed out after {timeout_s:g}s"
+            return TritonTimeout, timed_out
         if isinstance(e, ConnectionRefusedError):
-            return "server unreachable (connection refused)"
+            return TritonUnreachable, "server unreachable (connection refused)"
         if isinstance(e, OSError):
-            return f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
-        return f"{type(e).__name__}: {_one_line(str(e))}"
+            return TritonUnreachable, f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
+        return TritonError, f"{type(e).__name__}: {_one_line(str(e))}"
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -460,15 +463,15 @@ class ControlClient:
         try:
             self._backend.load(model, config, files, self.load_timeout_s)
         except Exception as e:  # noqa: BLE001
-            reason = self._describe(e, self.load_timeout_s)
-            if not reason.startswith(("timed out", "server unreachable")):
+            kind, reason = self._describe(e, self.load_timeout_s)
+            if kind is TritonError:
                 # Say plainly when the model is simply not in the repository; keep Triton's words too.
                 names = {m.name for m in self._safe_index()}
                 if names and model not in names:
                     raise TritonError(
                         f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
                     ) from e
-            raise TritonError(f"server {self.url}: load of model {model!r} failed: {reason}") from e
+            raise kind(f"server {self.url}: load of model {model!r} failed: {reason}") from e
         log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
 
     def _safe_index(self) -> list[ModelState]:
@@ -559,10 +562,10 @@ def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str
     except urllib.error.HTTPError as e:
         raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
     except TimeoutError:
-        raise TritonError(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
+        raise TritonTimeout(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise TritonError(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
+        raise TritonUnreachable(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
 
 
 def load_args(config: str | None, files: dict[str, bytes] | None) -> tuple[Any, ...]:
