@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tritonops.config import Config
-from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
+from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
+from tritonops.guard import ChangeGuard
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_DELETE_FRACTION = 0.25
+DELETE_GUARD = ChangeGuard(DEFAULT_MAX_DELETE_FRACTION)
 DEFAULT_WORKERS = 16
 # Test hook: SIGKILL this process after this many object writes (proves the publish order).
 KILL_AFTER_PUTS_ENV = "TRITONOPS_TEST_KILL_AFTER_PUTS"
@@ -519,11 +521,9 @@ def check_plan(plan: RegionPlan, opts: SyncOptions) -> None:
     deletes = plan.delete_keys()
     if not deletes:
         return
-    limit = opts.max_delete
-    if limit is None:
-        limit = max(1, int(plan.published_files_before * DEFAULT_MAX_DELETE_FRACTION))
-    if len(deletes) > limit and not opts.force:
-        raise PlanError(
+    limit = DELETE_GUARD.limit(plan.published_files_before) if opts.max_delete is None else opts.max_delete
+    if DELETE_GUARD.breach(len(deletes), plan.published_files_before, limit=limit) and not opts.force:
+        raise UnsafePlanError(
             f"region {plan.region}: --prune would delete {len(deletes)} of the "
             f"{plan.published_files_before} objects tritonops published (limit {limit}, --max-delete); "
             "pass --force to delete them anyway"
