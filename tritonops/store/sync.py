@@ -113,7 +113,6 @@ class ModelPlan:
     config_bytes: bytes = b""
     write_config: bool = False
     write_manifest: bool = False
-    fallback: str | None = None
 
     @property
     def touched(self) -> bool:
@@ -467,7 +466,6 @@ def plan_region(
                     remote, why = None, f"remote manifest lists {len(missing)} missing objects"
             mp = ModelPlan(m, allowed[m], remote)
             if remote is None and (in_index or fetched[m] is not None):
-                mp.fallback = why
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
                 _plan_model(mp, store, root, opts, model_listing, pool)
