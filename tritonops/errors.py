@@ -40,12 +40,28 @@ class TritonError(TritonOpsError):
     """A Triton server is unreachable, timed out or refused a control call."""
 
 
+class TritonTimeout(TritonError):
+    """A Triton call ran past its client-side timeout."""
+
+
+class TritonUnreachable(TritonError):
+    """A Triton server could not be reached (refused, reset, no route)."""
+
+
 class MemoryProbeError(TritonOpsError):
     """Memory could not be measured (NVML absent, metrics unreachable, process gone)."""
 
 
 class PlanError(TritonOpsError):
     """A plan is stale, unsafe or cannot be applied."""
+
+
+class UnsafePlanError(PlanError):
+    """A plan changes more at once than its guard allows without --force (``tritonops.guard``)."""
+
+
+class StalePlanError(PlanError):
+    """The state a saved plan was computed from has changed since."""
 
 
 class LockHeldError(TritonOpsError):

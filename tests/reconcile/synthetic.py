@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tritonops.config import Placement
-from tritonops.reconcile.ports import DeviceMem
+from tritonops.memory.probes import DeviceMemory
 from tritonops.reconcile.state import (
     ActualState,
     DesiredModel,
@@ -42,6 +42,6 @@ def actual(
     out = {}
     for s, loaded in servers.items():
         lms = {m: LoadedModel(m, {v: "READY" for v in vs}, fp, li) for m, (vs, fp, li) in loaded.items()}
-        devs = [DeviceMem("gpu0", 80_000 * MB, 80_000 * MB - free)] if free is not None else []
+        devs = [DeviceMemory("gpu0", "gpu", 80_000 * MB, 80_000 * MB - free, free)] if free is not None else []
         out[s] = ServerActual(s, True, loaded=lms, devices=devs)
     return ActualState(out, quarantined or set())

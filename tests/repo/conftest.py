@@ -124,7 +124,7 @@ def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") 
     """
     import tritonclient.http as httpclient
 
-    from tritonops.repo.pbtxt import config_to_text, read_config
+    from tritonops.repo.model_config import config_to_text, read_config
     from tritonops.repo.repository import list_repository
     from tritonops.store._boto import s3_client
 

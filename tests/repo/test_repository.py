@@ -17,7 +17,7 @@ from tests.repo.conftest import make_onnx_model, make_python_model, python_confi
 from tritonops.cli import app
 from tritonops.errors import RepositoryError
 from tritonops.repo.manifest import INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
-from tritonops.repo.pbtxt import read_config
+from tritonops.repo.model_config import read_config
 from tritonops.repo.repository import (
     add_version,
     copy_hashed,

@@ -8,7 +8,7 @@ import numpy as np
 
 from tests.conftest import Stack
 from tests.repo.conftest import make_python_model, python_config, serve_and_infer
-from tritonops.repo.pbtxt import read_config
+from tritonops.repo.model_config import read_config
 from tritonops.repo.repository import add_version
 from tritonops.repo.validate import validate_repository
 

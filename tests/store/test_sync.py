@@ -17,7 +17,7 @@ from tests.store.conftest import Env, model_py, remove_model, remove_version, sh
 from tritonops.cli import app
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
 from tritonops.repo.manifest import ModelManifest, RepoIndex
-from tritonops.repo.pbtxt import parse_config_text
+from tritonops.repo.model_config import parse_config_text
 from tritonops.store.sync import KILL_AFTER_PUTS_ENV, SyncOptions, sync
 
 EU = "eu-west-1"

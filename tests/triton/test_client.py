@@ -14,6 +14,7 @@ import pytest
 from tests.memory.models import ALLOC_MODEL_PY, publish_alloc_model
 from tritonops.dev.stack import free_port
 from tritonops.errors import TritonError
+from tritonops.memory.ledger import unload_and_wait
 from tritonops.memory.probes import HostProbe
 from tritonops.triton.client import ControlClient, UnloadTimeout
 
@@ -204,7 +205,7 @@ def test_unload_wait_times_out_when_memory_does_not_come_back(dev_stack, fresh_t
     # Expect far more back than the model ever held: the wait must give up at its timeout and say so.
     t0 = time.monotonic()
     with pytest.raises(UnloadTimeout) as ei:
-        c.unload(model, wait=True, timeout_s=3, memory_probe=HostProbe(t.record.pid), expect_release_bytes=10 << 30)
+        unload_and_wait(c, HostProbe(t.record.pid), model, timeout_s=3, expect_release_bytes=10 << 30)
     assert 2.5 < time.monotonic() - t0 < 8
     assert not ei.value.still_loaded
     assert "unloaded but memory not back after 3s" in str(ei.value)

@@ -19,8 +19,8 @@ import numpy as np
 from tritonops.convert import optimise, speed
 from tritonops.convert.accuracy import gate
 from tritonops.convert.export import Exported, Feeds, Runner, example_feeds, export, input_specs, ort_runner
+from tritonops.convert.model_folder import make_config, stage_version
 from tritonops.convert.recipe import Recipe, TargetKind, TargetSpec, TensorSpec, load_recipe
-from tritonops.convert.triton import make_config, stage_version
 from tritonops.errors import ConversionError, TritonOpsError
 
 log = logging.getLogger(__name__)

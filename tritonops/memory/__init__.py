@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tritonops.memory.ledger import FootprintLedger, LoadResult, Prediction, measured_load, measured_unload
+from tritonops.memory.ledger import (
+    FootprintLedger,
+    LoadResult,
+    MeasuredUnload,
+    Prediction,
+    measured_load,
+    measured_unload,
+    unload_and_wait,
+)
 from tritonops.memory.probes import (
     DeviceMemory,
     HostProbe,
@@ -17,6 +25,7 @@ __all__ = [
     "FootprintLedger",
     "HostProbe",
     "LoadResult",
+    "MeasuredUnload",
     "MemoryProbe",
     "MetricsProbe",
     "NvmlProbe",
@@ -24,4 +33,5 @@ __all__ = [
     "measured_load",
     "measured_unload",
     "probe_for_server",
+    "unload_and_wait",
 ]

@@ -21,17 +21,14 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tritonops.errors import MemoryProbeError, TritonError
-from tritonops.memory.probes import MemoryProbe, settle
+from tritonops.memory.probes import MemoryProbe, settle, usage
 from tritonops.repo.manifest import atomic_write_bytes, utc_now
-
-if TYPE_CHECKING:
-    from tritonops.triton.client import ControlClient, UnloadResult
+from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +250,8 @@ def estimate_bytes(size_bytes: int) -> int:
 
 # -- measured loads ----------------------------------------------------------------------------------
 
-_inflight_guard = threading.Lock()
-_inflight: dict[tuple[str, str], Future[LoadResult]] = {}
+# Device locks are not a second registry of loads in flight (that is ``triton.client.LOADS``): they
+# keep loads of *different* models on one device apart, so one's memory delta is not the other's.
 _device_locks_guard = threading.Lock()
 _device_locks: dict[str, threading.Lock] = {}
 
@@ -298,27 +295,19 @@ def measured_load(
     measurement and can spike it into OOM); a load of the same model already in flight is joined,
     never issued twice (see ``ControlClient.load``). Records the footprint and the prediction error.
     """
-    key = (client.key, model)
-    with _inflight_guard:
-        current = _inflight.get(key)
-        if current is None:
-            mine: Future[LoadResult] = Future()
-            _inflight[key] = mine
-    if current is not None:
-        log.info("server %s: measured load of model %r already in flight; joining it", client.name, model)
-        joined = current.result()
-        return dataclasses.replace(joined, joined=True)
-    try:
-        res = _measured_load(client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s)
-    except BaseException as e:
-        mine.set_exception(e)
-        raise
-    else:
-        mine.set_result(res)
-        return res
-    finally:
-        with _inflight_guard:
-            _inflight.pop(key, None)
+    def load() -> LoadResult:
+        return _measured_load(
+            client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s
+        )
+
+    # A measured load joins an equal measured load in flight; a plain one in flight is waited for.
+    res, joined = LOADS.run(
+        (client.key, model), load_args(config, files), load, accept=lambda r: isinstance(r, LoadResult)
+    )
+    if joined:
+        log.info("server %s: measured load of model %r was in flight; joined it", client.name, model)
+        return dataclasses.replace(res, joined=True)
+    return res
 
 
 def _measured_load(
@@ -341,9 +330,9 @@ def _measured_load(
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
         # A reload swaps the old instance for the new one: the difference says nothing about its size.
         already = client.loaded_versions(model)
-        before = settle(probe, timeout_s=settle_timeout_s)
+        before = settle(probe, timeout_s=settle_timeout_s, about=f"server {client.url}").reading
         client.load(model, config=config, files=files)
-        after = settle(probe, timeout_s=settle_timeout_s)
+        after = settle(probe, timeout_s=settle_timeout_s, about=f"server {client.url}").reading
     loaded = client.loaded_versions(model)
     if not loaded:
         states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
@@ -373,6 +362,56 @@ def _measured_load(
     return result
 
 
+@dataclass
+class MeasuredUnload(UnloadResult):
+    """An unload and the memory it gave back, per probe device."""
+
+    before_bytes: dict[str, int] = field(default_factory=dict)
+    after_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def released_bytes(self) -> int:
+        return sum(self.before_bytes.get(d, 0) - self.after_bytes.get(d, 0) for d in self.before_bytes)
+
+
+def unload_and_wait(
+    client: ControlClient,
+    probe: MemoryProbe,
+    model: str,
+    *,
+    unload_dependents: bool = False,
+    timeout_s: float = 120.0,
+    expect_release_bytes: int | None = None,
+) -> MeasuredUnload:
+    """Unload ``model``; return when the index no longer lists it AND its memory is back (usage
+    settled, and dropped by at least 90% of ``expect_release_bytes`` when known). Raises
+    ``UnloadTimeout`` after ``timeout_s`` otherwise, saying which of the two did not happen."""
+    t0 = time.monotonic()
+    about = f"server {client.url}"
+    before = usage(probe, about)
+    client.unload(model, unload_dependents=unload_dependents)
+    client.wait_unloaded(model, t0 + timeout_s, t0)
+    need = 0.9 * expect_release_bytes if expect_release_bytes else None
+
+    def back(now: dict[str, int]) -> bool:
+        return need is None or sum(before.get(d, 0) - now.get(d, 0) for d in before) >= need
+
+    left = max(0.0, t0 + timeout_s - time.monotonic())
+    after = settle(probe, timeout_s=left, until=back, about=about)
+    result = MeasuredUnload(model, time.monotonic() - t0, before, after.reading)
+    if not after.settled:
+        if need is not None and result.released_bytes < need:
+            what = f"released {result.released_bytes} of {expect_release_bytes} bytes"
+        else:
+            what = "memory still falling"
+        raise UnloadTimeout(
+            f"{about}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
+            still_loaded=False,
+            result=result,
+        )
+    return result
+
+
 def measured_unload(
     client: ControlClient,
     probe: MemoryProbe,
@@ -381,22 +420,20 @@ def measured_unload(
     *,
     unload_dependents: bool = False,
     timeout_s: float = 120.0,
-) -> UnloadResult:
+) -> MeasuredUnload:
     """Unload ``model`` and wait until the index and the memory say it is gone.
 
     Memory the measured load added that did not come back is recorded as leaked for the server.
     """
-    from tritonops.triton.client import UnloadTimeout
-
     held = ledger.data()["servers"].get(client.name, {}).get(model, {})
     expect = sum(int(r["footprint_bytes"]) for r in held.values()) or None
     try:
-        res = client.unload(
-            model, unload_dependents=unload_dependents, wait=True, timeout_s=timeout_s,
-            memory_probe=probe, expect_release_bytes=expect,
+        res = unload_and_wait(
+            client, probe, model, unload_dependents=unload_dependents, timeout_s=timeout_s,
+            expect_release_bytes=expect,
         )  # fmt: skip
     except UnloadTimeout as e:
-        if not e.still_loaded and expect:
+        if not e.still_loaded and expect and isinstance(e.result, MeasuredUnload):
             leaked = max(0, expect - e.result.released_bytes)
             ledger.record_leak(client.name, model, leaked)
             ledger.forget_load(client.name, model)

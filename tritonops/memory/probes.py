@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -23,12 +23,18 @@ from typing import Any, Protocol, runtime_checkable
 import psutil
 
 from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.triton import client as triton_client
 
 log = logging.getLogger(__name__)
 
 HOST_DEVICE = "host"
 # How long the metrics probe waits for a just-started Triton's first memory poll.
 FIRST_POLL_WAIT_S = 5.0
+# A memory reading has settled when this many consecutive samples...
+SETTLE_SAMPLES = 3
+# ...lie within this many bytes of each other.
+SETTLE_TOLERANCE_BYTES = 2 << 20
+SETTLE_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -338,10 +344,8 @@ class MetricsProbe:
         self.gpu_type = gpu_type
 
     def _scrape(self) -> list[tuple[str, dict[str, str], float]]:
-        from tritonops.triton.client import fetch_metrics
-
         try:
-            return parse_prometheus(fetch_metrics(self.metrics_url, self.timeout_s))
+            return parse_prometheus(triton_client.fetch_metrics(self.metrics_url, self.timeout_s))
         except TritonError as e:
             raise MemoryProbeError(str(e)) from None
 
@@ -480,26 +484,46 @@ def probe_for_server(
     raise MemoryProbeError(f"server {url}: no memory probe works: {'; '.join(errors) or 'none applicable'}")
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A usage reading per device; ``settled`` is False when the deadline came first."""
+
+    reading: dict[str, int]
+    settled: bool
+
+
 def settle(
     probe: MemoryProbe,
     *,
-    samples: int = 3,
-    tolerance_bytes: int = 2 << 20,
-    interval_s: float = 0.2,
     timeout_s: float = 10.0,
-) -> dict[str, int]:
-    """A usage reading once it stops moving (``samples`` readings within ``tolerance_bytes``)."""
+    until: Callable[[dict[str, int]], bool] | None = None,
+    about: str = "",
+) -> Settled:
+    """The one settle loop: read ``probe`` until ``SETTLE_SAMPLES`` readings lie within
+    ``SETTLE_TOLERANCE_BYTES`` of each other (and ``until(reading)`` holds, when given), or
+    ``timeout_s`` passes (then the last reading, ``settled=False``). ``about`` names the server in
+    the MemoryProbeError a failing probe becomes."""
     deadline = time.monotonic() + timeout_s
-    seen: list[dict[str, int]] = []
+    seen: list[int] = []
     while True:
-        now = probe.usage()
-        seen.append(now)
-        last = seen[-samples:]
-        if len(last) == samples and max(sum(s.values()) for s in last) - min(sum(s.values()) for s in last) <= (
-            tolerance_bytes
-        ):
-            return now
+        now = usage(probe, about)
+        seen.append(sum(now.values()))
+        last = seen[-SETTLE_SAMPLES:]
+        stable = len(last) == SETTLE_SAMPLES and max(last) - min(last) <= SETTLE_TOLERANCE_BYTES
+        if stable and (until is None or until(now)):
+            return Settled(now, True)
         if time.monotonic() >= deadline:
-            log.info("memory still moving after %.0fs; using the last reading", timeout_s)
-            return now
-        time.sleep(interval_s)
+            log.info("%s memory still moving after %.0fs; using the last reading", about or "probe", timeout_s)
+            return Settled(now, False)
+        time.sleep(SETTLE_INTERVAL_S)
+
+
+def usage(probe: MemoryProbe, about: str = "") -> dict[str, int]:
+    """``probe.usage()``, any failure a MemoryProbeError naming ``about`` (the server)."""
+    try:
+        return dict(probe.usage())
+    except MemoryProbeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - probes wrap psutil, NVML and HTTP, each with its own errors
+        where = f"{about}: " if about else ""
+        raise MemoryProbeError(f"{where}memory probe failed: {type(e).__name__}: {e}") from e

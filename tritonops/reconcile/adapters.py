@@ -9,16 +9,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
-from tritonops.memory.probes import MemoryProbe, probe_for_server
-from tritonops.reconcile.ports import DeviceMem, IndexEntry
-from tritonops.reconcile.triton_config import warmup_inputs
-from tritonops.triton.client import ControlClient
+from tritonops.memory.probes import DeviceMemory, MemoryProbe, probe_for_server
+from tritonops.repo.model_config import warmup_inputs
+from tritonops.triton.client import ControlClient, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ class ControlAdapter:
         self.probe = probe
         self.ledger = ledger
 
-    def index(self) -> list[IndexEntry]:
-        return [IndexEntry(m.name, m.version, m.state, m.reason) for m in self.client.index()]
+    def index(self) -> list[ModelState]:
+        return self.client.index()
 
     def last_inference_ms(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -81,8 +81,12 @@ class ProbeMemory:
     def __init__(self, probe: MemoryProbe) -> None:
         self.probe = probe
 
-    def devices(self) -> list[DeviceMem]:
-        return [DeviceMem(d.device, d.total_bytes, d.used_bytes) for d in self.probe.devices()]
+    def devices(self) -> list[DeviceMemory]:
+        # Reconcile budgets with total - used (NVML's own free also leaves out driver-reserved memory);
+        # kept as it was when reconcile had a type of its own for this.
+        return [
+            dataclasses.replace(d, free_bytes=max(0, d.total_bytes - d.used_bytes)) for d in self.probe.devices()
+        ]
 
 
 class LedgerFootprint:

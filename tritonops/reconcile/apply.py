@@ -19,7 +19,7 @@ from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
 from tritonops.reconcile.ports import ServerControl
 from tritonops.reconcile.state import DesiredState
 from tritonops.reconcile.store import Owned, Quarantine
-from tritonops.reconcile.triton_config import config_for_versions, parse_config
+from tritonops.repo.model_config import config_dict, override_json
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ class _GateError(TritonOpsError):
 
 def _ready_versions(ctl: ServerControl, model: str) -> list[int]:
     return sorted(
-        r.version for r in ctl.index() if r.model == model and r.state == "READY" and r.version is not None
+        r.version for r in ctl.index() if r.name == model and r.state == "READY" and r.version is not None
     )
 
 
 def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) -> None:
-    rows = [r for r in ctl.index() if r.model == model and r.version == version]
+    rows = [r for r in ctl.index() if r.name == model and r.version == version]
     if not rows or rows[0].state != "READY":
         why = rows[0].reason if rows else "not in the repository index"
         raise _GateError(
@@ -114,21 +114,21 @@ def _load(
     dm = desired.models.get(a.model)
     if dm is None or dm.version != a.version:
         raise _GateError(f"model {a.model!r} version {a.version} is no longer the published version")
-    config = parse_config(dm.config_text, f"{desired.region}/{a.model}/config.pbtxt")
+    config = config_dict(dm.config_text, f"{desired.region}/{a.model}/config.pbtxt")
     old = list(a.from_versions)
     if a.kind == "reload" and a.strategy != AVAILABILITY and a.version not in old:
         ctl.unload(a.model)  # resource-preserving: free the old copy before loading the new one
     meta: dict[str, Any] = {"version": a.version, "digest": dm.digest, "size_bytes": dm.size_bytes}
     try:
         if a.kind == "reload" and a.strategy == AVAILABILITY and a.version not in old:
-            measured = ctl.load(a.model, config_for_versions(config, a.model, [*old, a.version]), **meta)
+            measured = ctl.load(a.model, override_json(config, a.model, [*old, a.version]), **meta)
             _gate(ctl, a.model, a.version, config)
             # Switching to the new version alone only drops the old one: not a footprint to measure.
-            ctl.load(a.model, config_for_versions(config, a.model, [a.version]), **meta, measure=False)
+            ctl.load(a.model, override_json(config, a.model, [a.version]), **meta, measure=False)
         else:
             measured = ctl.load(
                 a.model,
-                config_for_versions(config, a.model, [a.version]),
+                override_json(config, a.model, [a.version]),
                 **meta,
                 measure=a.version not in old,
             )
@@ -148,8 +148,8 @@ def _restore(ctl: ServerControl, model: str, old: list[int], config: dict[str, A
     try:
         if old:
             if _ready_versions(ctl, model) != sorted(old):
-                ctl.load(model, config_for_versions(config, model, old))
-        elif any(r.model == model and r.state in ("READY", "UNAVAILABLE") for r in ctl.index()):
+                ctl.load(model, override_json(config, model, old))
+        elif any(r.name == model and r.state in ("READY", "UNAVAILABLE") for r in ctl.index()):
             ctl.unload(model)
         return _ready_versions(ctl, model)
     except TritonOpsError as e:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonops.config import Placement
-from tritonops.errors import PlanError
+from tritonops.errors import PlanError, UnsafePlanError
+from tritonops.guard import Breach, ChangeGuard
 from tritonops.reconcile.state import ActualState, DesiredState, LoadedModel
 
 FORMAT_VERSION = 1
@@ -34,6 +35,7 @@ RESOURCE = "resource-preserving"
 # (once it has at least MIN_EXISTING), and removing all of them always does.
 MAX_REMOVE_FRACTION = 0.5
 MIN_EXISTING = 4
+UNLOAD_GUARD = ChangeGuard(MAX_REMOVE_FRACTION, min_existing=MIN_EXISTING, refuse_all=True)
 
 
 @dataclass(frozen=True)
@@ -172,13 +174,14 @@ class Plan:
             return
         for server, before in sorted(self.loaded_before.items()):
             removed = sum(1 for a in self.actions if a.server == server and a.kind in ("unload", "evict"))
-            if before and removed == before:
-                raise PlanError(
+            breach = UNLOAD_GUARD.breach(removed, before)
+            if breach is Breach.ALL:
+                raise UnsafePlanError(
                     f"region {self.region!r} server {server!r}: plan unloads all {before} models tritonops "
                     "loaded there; re-run with --force if that is intended"
                 )
-            if before >= MIN_EXISTING and removed / before > MAX_REMOVE_FRACTION:
-                raise PlanError(
+            if breach is Breach.TOO_MANY:
+                raise UnsafePlanError(
                     f"region {self.region!r} server {server!r}: plan unloads {removed} of {before} models "
                     f"(more than {MAX_REMOVE_FRACTION:.0%}); re-run with --force if that is intended"
                 )

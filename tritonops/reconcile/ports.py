@@ -1,8 +1,10 @@
 """The few things reconcile needs from Triton and from memory probes, as small Protocols.
 
-The planner never touches them (it is pure); ``state.gather_actual`` and ``apply`` take them as
-arguments, so tests and other stages can pass the real adapters (``reconcile.adapters``, over
-``tritonops.triton.client``) or a fake where nothing real can run (NVML without a GPU).
+Their values are the stages' own types (``ModelState`` from the Triton client, ``DeviceMemory`` from
+the probes): one type per concept. The planner never touches them (it is pure);
+``state.gather_actual`` and ``apply`` take them as arguments, so tests and other stages can pass
+the real adapters (``reconcile.adapters``, over ``tritonops.triton.client``) or a fake where nothing
+real can run (NVML without a GPU).
 """
 
 from __future__ import annotations
@@ -10,28 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """One row of Triton's repository index."""
-
-    model: str
-    version: int | None
-    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING ...
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class DeviceMem:
-    """Memory of one device of a server (a GPU, or "host" for CPU-only servers)."""
-
-    device: str
-    total_bytes: int
-    used_bytes: int
-
-    @property
-    def free_bytes(self) -> int:
-        return max(0, self.total_bytes - self.used_bytes)
+from tritonops.memory.probes import DeviceMemory
+from tritonops.triton.client import ModelState
 
 
 class ServerControl(Protocol):
@@ -39,7 +21,7 @@ class ServerControl(Protocol):
 
     name: str
 
-    def index(self) -> list[IndexEntry]: ...
+    def index(self) -> list[ModelState]: ...
 
     def last_inference_ms(self) -> dict[str, int]:
         """Model -> last inference time (ms since the epoch; 0 = never), from Triton's statistics."""
@@ -72,7 +54,7 @@ class ServerControl(Protocol):
 class MemoryPort(Protocol):
     """Measured memory of one server's devices."""
 
-    def devices(self) -> list[DeviceMem]: ...
+    def devices(self) -> list[DeviceMemory]: ...
 
 
 class FootprintPort(Protocol):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config
-from tritonops.errors import PlanError, TritonOpsError
+from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
@@ -203,7 +203,7 @@ def apply_plan_file(
         started = time.time()
         desired, actual, _ = _states(ctx)
         if actual.fingerprint(desired) != plan.fingerprint:
-            raise PlanError(
+            raise StalePlanError(
                 f"region {ctx.region!r}: plan {plan.digest[:12]} is stale (servers or published models "
                 "changed "
                 "since it was made); run `tritonops plan` again"

@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, StoreError, TritonOpsError
-from tritonops.reconcile.ports import DeviceMem, FootprintPort, MemoryPort, ServerControl
+from tritonops.memory.probes import DeviceMemory
+from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -233,7 +234,7 @@ class ServerActual:
     reachable: bool
     error: str = ""
     loaded: dict[str, LoadedModel] = field(default_factory=dict)  # owned models only
-    devices: list[DeviceMem] = field(default_factory=list)
+    devices: list[DeviceMemory] = field(default_factory=list)
     # Footprint of owned models the devices' ``used_bytes`` already include (to turn used into budget).
     unowned_ready: list[str] = field(default_factory=list)
 
@@ -295,11 +296,11 @@ def gather_actual(
             continue
         sa = ServerActual(name, True)
         for r in rows:
-            if r.model not in owned_set:
+            if r.name not in owned_set:
                 if r.state == "READY":
-                    sa.unowned_ready.append(r.model)
+                    sa.unowned_ready.append(r.name)
                 continue
-            lm = sa.loaded.setdefault(r.model, LoadedModel(r.model, {}, 0, stats.get(r.model, 0)))
+            lm = sa.loaded.setdefault(r.name, LoadedModel(r.name, {}, 0, stats.get(r.name, 0)))
             if r.version is not None:
                 lm.versions[r.version] = r.state
         for m, lm in list(sa.loaded.items()):

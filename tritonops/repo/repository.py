@@ -34,7 +34,13 @@ from tritonops.repo.manifest import (
     sha256_bytes,
     write_index,
 )
-from tritonops.repo.pbtxt import config_to_text, parse_config_text, read_config
+from tritonops.repo.model_config import (
+    config_to_text,
+    live_versions,
+    parse_config_text,
+    read_config,
+    set_specific_versions,
+)
 from tritonops.repo.validate import (
     MODEL_NAME_RE,
     OBJECT_KEY_RE,
@@ -202,8 +208,7 @@ def _resolve_config(
         not given and which == "specific" and list(cfg.version_policy.specific.versions) == [prev_latest]
     )
     if rolling:
-        cfg.ClearField("version_policy")
-        cfg.version_policy.specific.versions.append(new_version)
+        set_specific_versions(cfg, [new_version])
     return cfg
 
 
@@ -334,17 +339,6 @@ def set_version_metadata(root: Path, model: str, version: int, key: str, value: 
         man.save(mpath)
 
 
-def _live_versions(cfg: mc.ModelConfig | None, versions: list[int]) -> list[int]:
-    if cfg is None or not cfg.HasField("version_policy"):
-        return sorted(versions)[-1:]
-    which = cfg.version_policy.WhichOneof("policy_choice")
-    if which == "specific":
-        return sorted(v for v in cfg.version_policy.specific.versions if v in versions)
-    if which == "latest":
-        return sorted(versions)[-max(cfg.version_policy.latest.num_versions, 1) :]
-    return sorted(versions)
-
-
 def _config_or_none(path: Path) -> mc.ModelConfig | None:
     try:
         return read_config(path)
@@ -370,7 +364,7 @@ def list_repository(root: Path) -> list[dict[str, Any]]:
                 "platform": cfg.platform if cfg else None,
                 "backend": (cfg.backend or None) if cfg else None,
                 "digest": man.digest,
-                "live_versions": _live_versions(cfg, list(man.versions)),
+                "live_versions": live_versions(cfg, list(man.versions)),
                 "size": sum(v.size for v in man.versions.values()),
                 "versions": [
                     {
@@ -407,7 +401,7 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
         ):
             man = ModelManifest.load(md / MANIFEST_NAME)
             versions = sorted(man.versions)
-            live = set(_live_versions(_config_or_none(md / CONFIG_NAME), versions))
+            live = set(live_versions(_config_or_none(md / CONFIG_NAME), versions))
             pinned = {n for n, v in man.versions.items() if v.metadata.get("pinned") is True}
             kept = set(versions[-keep:]) | live | pinned
             gone = [n for n in versions if n not in kept]

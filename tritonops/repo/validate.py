@@ -29,7 +29,7 @@ from tritonops.repo.manifest import (
     RepoIndex,
     sha256_file,
 )
-from tritonops.repo.pbtxt import line_of
+from tritonops.repo.model_config import line_of
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tritonops.config import Config
-from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
+from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
+from tritonops.guard import ChangeGuard
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_DELETE_FRACTION = 0.25
+DELETE_GUARD = ChangeGuard(DEFAULT_MAX_DELETE_FRACTION)
 DEFAULT_WORKERS = 16
 # Test hook: SIGKILL this process after this many object writes (proves the publish order).
 KILL_AFTER_PUTS_ENV = "TRITONOPS_TEST_KILL_AFTER_PUTS"
@@ -111,7 +113,6 @@ class ModelPlan:
     config_bytes: bytes = b""
     write_config: bool = False
     write_manifest: bool = False
-    fallback: str | None = None
 
     @property
     def touched(self) -> bool:
@@ -247,22 +248,10 @@ def published_config(config_text: str, versions: list[int], source: str) -> byte
     ``specific`` keeps those of its list that are complete, ``all`` keeps every complete version.
     The result only ever names versions present in the bucket.
     """
-    from tritonops.repo.pbtxt import config_to_text, parse_config_text
+    from tritonops.repo.model_config import config_to_text, live_versions, parse_config_text, set_specific_versions
 
     cfg = parse_config_text(config_text, source)
-    have = sorted(versions)
-    choice = cfg.version_policy.WhichOneof("policy_choice")
-    if choice == "all":
-        keep = have
-    elif choice == "specific":
-        wanted = set(cfg.version_policy.specific.versions)
-        keep = [n for n in have if n in wanted]
-    else:  # latest, or no policy (Triton's default is latest 1)
-        k = cfg.version_policy.latest.num_versions if choice == "latest" else 1
-        keep = have[-max(k, 1) :] if have else []
-    cfg.ClearField("version_policy")
-    cfg.version_policy.specific.SetInParent()
-    cfg.version_policy.specific.versions.extend(keep)
+    set_specific_versions(cfg, live_versions(cfg, versions))
     return config_to_text(cfg).encode()
 
 
@@ -301,9 +290,7 @@ class _PutCounter:
         with self._lock:
             self.n += 1
             if self.kill_after is not None and self.n >= self.kill_after:
-                log.warning(
-                    "%s=%s: killing myself after %s writes", KILL_AFTER_PUTS_ENV, self.kill_after, self.n
-                )
+                log.warning("%s=%s: killing myself after %s writes", KILL_AFTER_PUTS_ENV, self.kill_after, self.n)
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -321,9 +308,7 @@ def _load_remote_index(store: ObjectStore, notes: list[str]) -> RepoIndex | None
         return None
 
 
-def _load_remote_manifest(
-    store: ObjectStore, model: str, raw: bytes | None
-) -> tuple[ModelManifest | None, str]:
+def _load_remote_manifest(store: ObjectStore, model: str, raw: bytes | None) -> tuple[ModelManifest | None, str]:
     """(manifest, why-not). Raises StoreError if it names keys outside the prefix."""
     source = f"{store.url}/{model}/{MANIFEST_NAME}"
     if raw is None:
@@ -360,9 +345,7 @@ def _plan_model(
                 o = listing.get(key) if listing is not None else None
                 if o is not None and o.size == f.size:
                     need_head.append((key, f.sha256))
-        heads = dict(
-            zip([k for k, _ in need_head], pool.map(store.head, [k for k, _ in need_head]), strict=True)
-        )
+        heads = dict(zip([k for k, _ in need_head], pool.map(store.head, [k for k, _ in need_head]), strict=True))
         for n, v in sorted(local.versions.items()):
             for f in v.files:
                 key = f"{model}/{n}/{f.path}"
@@ -483,7 +466,6 @@ def plan_region(
                     remote, why = None, f"remote manifest lists {len(missing)} missing objects"
             mp = ModelPlan(m, allowed[m], remote)
             if remote is None and (in_index or fetched[m] is not None):
-                mp.fallback = why
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
                 _plan_model(mp, store, root, opts, model_listing, pool)
@@ -495,9 +477,7 @@ def plan_region(
         for m in prune_candidates:
             remote, why = _load_remote_manifest(store, m, fetched[m])
             if remote is None:
-                plan.notes.append(
-                    f"model {m}: not pruned ({why}; cannot tell which keys tritonops published)"
-                )
+                plan.notes.append(f"model {m}: not pruned ({why}; cannot tell which keys tritonops published)")
                 continue
             plan.prune_models[m] = remote
 
@@ -517,14 +497,10 @@ def plan_region(
 
     # Files published in the region before this sync, for the prune guard.
     before = sum(len(v.files) for m in plan.unchanged_models for v in allowed[m].versions.values())
-    before += sum(
-        len(v.files) for mp in plan.models if mp.remote is not None for v in mp.remote.versions.values()
-    )
+    before += sum(len(v.files) for mp in plan.models if mp.remote is not None for v in mp.remote.versions.values())
     before += sum(len(v.files) for man in plan.prune_models.values() for v in man.versions.values())
     # ... plus each model's config and manifest: deletes count them too.
-    before += 2 * (
-        len(plan.unchanged_models) + sum(1 for mp in plan.models if mp.remote) + len(plan.prune_models)
-    )
+    before += 2 * (len(plan.unchanged_models) + sum(1 for mp in plan.models if mp.remote) + len(plan.prune_models))
     plan.published_files_before = before
     plan.models.sort(key=lambda p: p.model)
     return plan
@@ -543,11 +519,9 @@ def check_plan(plan: RegionPlan, opts: SyncOptions) -> None:
     deletes = plan.delete_keys()
     if not deletes:
         return
-    limit = opts.max_delete
-    if limit is None:
-        limit = max(1, int(plan.published_files_before * DEFAULT_MAX_DELETE_FRACTION))
-    if len(deletes) > limit and not opts.force:
-        raise PlanError(
+    limit = DELETE_GUARD.limit(plan.published_files_before) if opts.max_delete is None else opts.max_delete
+    if DELETE_GUARD.breach(len(deletes), plan.published_files_before, limit=limit) and not opts.force:
+        raise UnsafePlanError(
             f"region {plan.region}: --prune would delete {len(deletes)} of the "
             f"{plan.published_files_before} objects tritonops published (limit {limit}, --max-delete); "
             "pass --force to delete them anyway"
@@ -622,7 +596,7 @@ def verify_region(
     Also checks each config's sha256 metadata and that its version_policy names only listed
     versions. Returns the number of objects checked.
     """
-    from tritonops.repo.pbtxt import parse_config_text
+    from tritonops.repo.model_config import parse_config_text
 
     jobs: list[tuple[str, str, int]] = []
     for m in sorted(index.models):
@@ -790,9 +764,7 @@ def _apply(
                 if not mp.prune_versions:
                     continue
                 assert mp.target is not None and mp.final is not None
-                st.delete(
-                    f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files
-                )
+                st.delete(f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files)
                 _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.final.dumps(), counter)
             for m, man in sorted(plan.prune_models.items()):
                 keys = _model_keys(m, man)

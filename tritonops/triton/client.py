@@ -1,19 +1,18 @@
 """A Triton model-control client that does one thing per call and tells the truth about state.
 
 One interface over ``tritonclient.http`` and ``tritonclient.grpc``: health, metadata, repository index,
-load (with config and file overrides), unload (optionally waiting until the index AND the memory
-probe say the model is gone), statistics and the metrics scrape. Every call has a client-side
-timeout; every failure becomes one ``TritonError`` line naming the server and the model.
+load (with config and file overrides), unload (optionally waiting until the index says the model is
+gone; waiting for its memory is ``tritonops.memory``'s job), statistics and the metrics scrape. Every
+call has a client-side timeout; every failure becomes one ``TritonError`` line naming the server and
+the model.
 
 Triton loads a model twice when two load calls for it overlap, so :meth:`ControlClient.load`
 joins a load of the same model already in flight on the same server (in this process) instead of
-issuing a second one.
+issuing a second one. ``LOADS`` is that one registry; ``tritonops.memory``'s measured loads use it too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import socket
 import threading
@@ -22,15 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.errors import TritonError, TritonTimeout, TritonUnreachable
 
 if TYPE_CHECKING:
     from tritonops.config import ServerConfig
-    from tritonops.memory.probes import MemoryProbe
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +37,6 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_LOAD_TIMEOUT_S = 600.0
 DEFAULT_UNLOAD_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.1
-# Memory counts as "back" after an unload when the reading is stable to within this much...
-SETTLE_TOLERANCE_BYTES = 2 << 20
-# ...over this many consecutive samples.
-SETTLE_SAMPLES = 3
 
 T = TypeVar("T")
 
@@ -68,20 +62,15 @@ class ModelState:
 
 @dataclass
 class UnloadResult:
-    """What an unload observed. ``released_bytes`` is per probe device (empty without a probe)."""
+    """What an unload observed (``tritonops.memory.MeasuredUnload`` adds the memory it released)."""
 
     model: str
     seconds: float
-    before_bytes: dict[str, int] = field(default_factory=dict)
-    after_bytes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def released_bytes(self) -> int:
-        return sum(self.before_bytes.get(d, 0) - self.after_bytes.get(d, 0) for d in self.before_bytes)
 
 
 class UnloadTimeout(TritonError):
-    """``unload(wait=True)`` gave up: the model is still listed as loaded, or its memory is not back."""
+    """An unload waited in vain: the model is still listed as loaded (``still_loaded``), or, raised by
+    ``tritonops.memory``, it is gone from the index but its memory is not back."""
 
     def __init__(self, message: str, *, still_loaded: bool, result: UnloadResult) -> None:
         super().__init__(message)
@@ -89,10 +78,68 @@ class UnloadTimeout(TritonError):
         self.result = result
 
 
-# -- in-flight loads, shared by every client in this process -------------------------------------
+# -- loads in flight, shared by every client in this process -------------------------------------
 
-_inflight_lock = threading.Lock()
-_inflight: dict[tuple[str, str], tuple[Future[None], tuple[Any, ...]]] = {}
+
+@dataclass
+class _Flight:
+    future: Future[Any]
+    args: tuple[Any, ...]
+    owner: int  # thread id: a load may call into a load of the same key it runs itself
+
+
+class LoadsInFlight:
+    """The one registry of model loads in flight per (server key, model), for this process.
+
+    ``run`` runs ``fn`` unless a load of the same key is already running: then it waits, and returns
+    that load's result (``joined=True``) when its ``args`` match and ``accept(result)`` holds, else
+    runs its own after it. A thread that already runs a key runs nested calls for it directly.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], _Flight] = {}
+
+    def run(
+        self,
+        key: tuple[str, str],
+        args: tuple[Any, ...],
+        fn: Callable[[], T],
+        accept: Callable[[Any], bool] = lambda _r: True,
+    ) -> tuple[T, bool]:
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                cur = self._running.get(key)
+                if cur is None:
+                    mine = _Flight(Future(), args, me)
+                    self._running[key] = mine
+                    break
+                if cur.owner == me:
+                    return fn(), False
+            log.info("server %s: load of model %r already in flight; waiting for it", *key)
+            try:
+                result = cur.future.result()
+            except TritonError:
+                if cur.args == args:
+                    raise  # the first caller's error is this call's error too
+                continue
+            if cur.args == args and accept(result):
+                return result, True
+        try:
+            out = fn()
+        except BaseException as e:
+            mine.future.set_exception(e)
+            raise
+        else:
+            mine.future.set_result(out)
+            return out, False
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+
+
+LOADS = LoadsInFlight()
 
 
 def _parse_index_version(v: Any) -> int | None:
@@ -327,27 +374,30 @@ class ControlClient:
         except TritonError:
             raise
         except Exception as e:  # noqa: BLE001 - tritonclient, gevent, grpc and sockets all raise their own
-            raise TritonError(f"{about}: {what} failed: {self._describe(e, timeout_s)}") from e
+            kind, reason = self._describe(e, timeout_s)
+            raise kind(f"{about}: {what} failed: {reason}") from e
 
-    def _describe(self, e: BaseException, timeout_s: float) -> str:
+    def _describe(self, e: BaseException, timeout_s: float) -> tuple[type[TritonError], str]:
+        """The error type a failure becomes (a timeout, an unreachable server, or Triton's refusal) and its reason."""
         from tritonclient.utils import InferenceServerException
 
+        timed_out = f"timed out after {timeout_s:g}s"
         if isinstance(e, InferenceServerException):
             msg = (e.message() or "").strip()
             status = str(e.status() or "")
             low = (msg + " " + status).lower()
             if "deadline exceeded" in low or "timed out" in low or "timeout" in low:
-                return f"timed out after {timeout_s:g}s"
+                return TritonTimeout, timed_out
             if "unavailable" in status.lower() or "failed to connect" in low or "connection refused" in low:
-                return f"server unreachable ({_one_line(msg)})"
-            return _one_line(msg) or type(e).__name__
+                return TritonUnreachable, f"server unreachable ({_one_line(msg)})"
+            return TritonError, _one_line(msg) or type(e).__name__
         if isinstance(e, (socket.timeout, TimeoutError)) or "timeout" in type(e).__name__.lower():
-            return f"timed out after {timeout_s:g}s"
+            return TritonTimeout, timed_out
         if isinstance(e, ConnectionRefusedError):
-            return "server unreachable (connection refused)"
+            return TritonUnreachable, "server unreachable (connection refused)"
         if isinstance(e, OSError):
-            return f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
-        return f"{type(e).__name__}: {_one_line(str(e))}"
+            return TritonUnreachable, f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
+        return TritonError, f"{type(e).__name__}: {_one_line(str(e))}"
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -406,47 +456,22 @@ class ControlClient:
         """
         if files and config is None:
             raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
-        args = (config, tuple(sorted((files or {}).items())))
-        key = (self.key, model)
-        while True:
-            with _inflight_lock:
-                current = _inflight.get(key)
-                if current is None:
-                    mine: Future[None] = Future()
-                    _inflight[key] = (mine, args)
-                    break
-            fut, their_args = current
-            log.info("server %s: load of model %r already in flight; waiting for it", self.url, model)
-            if their_args == args:
-                fut.result()  # re-raises the first caller's TritonError
-                return
-            with contextlib.suppress(TritonError):
-                fut.result()
-        try:
-            self._do_load(model, config, files)
-        except BaseException as e:
-            mine.set_exception(e)
-            raise
-        else:
-            mine.set_result(None)
-        finally:
-            with _inflight_lock:
-                _inflight.pop(key, None)
+        LOADS.run((self.key, model), load_args(config, files), lambda: self._do_load(model, config, files))
 
     def _do_load(self, model: str, config: str | None, files: dict[str, bytes] | None) -> None:
         t0 = time.monotonic()
         try:
             self._backend.load(model, config, files, self.load_timeout_s)
         except Exception as e:  # noqa: BLE001
-            reason = self._describe(e, self.load_timeout_s)
-            if not reason.startswith(("timed out", "server unreachable")):
+            kind, reason = self._describe(e, self.load_timeout_s)
+            if kind is TritonError:
                 # Say plainly when the model is simply not in the repository; keep Triton's words too.
                 names = {m.name for m in self._safe_index()}
                 if names and model not in names:
                     raise TritonError(
                         f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
                     ) from e
-            raise TritonError(f"server {self.url}: load of model {model!r} failed: {reason}") from e
+            raise kind(f"server {self.url}: load of model {model!r} failed: {reason}") from e
         log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
 
     def _safe_index(self) -> list[ModelState]:
@@ -462,84 +487,41 @@ class ControlClient:
         unload_dependents: bool = False,
         wait: bool = False,
         timeout_s: float = DEFAULT_UNLOAD_TIMEOUT_S,
-        memory_probe: MemoryProbe | None = None,
-        expect_release_bytes: int | None = None,
     ) -> UnloadResult:
         """Ask Triton to unload ``model`` (Triton answers before the model is gone).
 
-        With ``wait=True`` returns only when the index shows no version READY/LOADING/UNLOADING and,
-        given a ``memory_probe``, the memory is back: usage dropped by at least 90% of
-        ``expect_release_bytes`` when known, else stopped falling. Raises ``UnloadTimeout`` after
-        ``timeout_s`` otherwise, saying which of the two did not happen.
+        With ``wait=True`` returns only when the index shows no version READY/LOADING/UNLOADING;
+        raises ``UnloadTimeout`` after ``timeout_s`` otherwise. Whether its memory came back is
+        ``tritonops.memory.measured_unload``'s question.
         """
         t0 = time.monotonic()
-        before: dict[str, int] = {}
-        if wait and memory_probe is not None:
-            before = _usage(memory_probe, self.url)
         self._call(
             "unload",
             lambda: self._backend.unload(model, unload_dependents, self.timeout_s),
             self.timeout_s,
             model,
         )
-        result = UnloadResult(model=model, seconds=0.0, before_bytes=before)
-        if not wait:
-            result.seconds = time.monotonic() - t0
-            return result
-        deadline = t0 + timeout_s
+        if wait:
+            self.wait_unloaded(model, t0 + timeout_s, t0)
+        return UnloadResult(model=model, seconds=time.monotonic() - t0)
+
+    def wait_unloaded(self, model: str, deadline: float, t0: float) -> None:
+        """Poll the index until no version of ``model`` is READY/LOADING/UNLOADING, or raise at ``deadline``."""
         while True:
             states = self.model_states(model)
             busy = [m for m in states if m.state in (READY, LOADING, UNLOADING)]
             if not states:  # loaded from an override only: the index does not list it
                 busy = [ModelState(model, v, READY) for v in self.loaded_versions(model)]
             if not busy:
-                break
+                return
             if time.monotonic() >= deadline:
-                result.seconds = time.monotonic() - t0
                 listed = ", ".join(f"v{m.version}={m.state}" for m in busy)
                 raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} still {listed} {timeout_s:g}s after unload",
+                    f"server {self.url}: model {model!r} still {listed} {deadline - t0:g}s after unload",
                     still_loaded=True,
-                    result=result,
+                    result=UnloadResult(model, time.monotonic() - t0),
                 )
             time.sleep(POLL_INTERVAL_S)
-        if memory_probe is not None:
-            result.after_bytes = self._wait_memory_back(memory_probe, before, expect_release_bytes, deadline)
-            result.seconds = time.monotonic() - t0
-            need = 0.9 * expect_release_bytes if expect_release_bytes else None
-            if result.after_bytes.get("__timeout__"):
-                result.after_bytes.pop("__timeout__")
-                if need is not None and result.released_bytes < need:
-                    what = f"released {result.released_bytes} of {expect_release_bytes} bytes"
-                else:
-                    what = "memory still falling"
-                raise UnloadTimeout(
-                    f"server {self.url}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
-                    still_loaded=False,
-                    result=result,
-                )
-        result.seconds = time.monotonic() - t0
-        return result
-
-    def _wait_memory_back(
-        self, probe: MemoryProbe, before: dict[str, int], expect: int | None, deadline: float
-    ) -> dict[str, int]:
-        samples: list[dict[str, int]] = []
-        while True:
-            now = _usage(probe, self.url)
-            samples.append(now)
-            released = sum(before.get(d, 0) - now.get(d, 0) for d in before)
-            stable = len(samples) >= SETTLE_SAMPLES and all(
-                abs(sum(s.values()) - sum(now.values())) <= SETTLE_TOLERANCE_BYTES for s in samples[-SETTLE_SAMPLES:]
-            )
-            if expect:
-                if released >= 0.9 * expect and stable:
-                    return now
-            elif stable:
-                return now
-            if time.monotonic() >= deadline:
-                return {**now, "__timeout__": 1}
-            time.sleep(POLL_INTERVAL_S * 2)
 
     # -- statistics and metrics ------------------------------------------------------------------
 
@@ -580,25 +562,17 @@ def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str
     except urllib.error.HTTPError as e:
         raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
     except TimeoutError:
-        raise TritonError(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
+        raise TritonTimeout(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise TritonError(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
+        raise TritonUnreachable(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
 
 
-def _usage(probe: MemoryProbe, url: str) -> dict[str, int]:
-    try:
-        return dict(probe.usage())
-    except MemoryProbeError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise MemoryProbeError(f"server {url}: memory probe failed: {type(e).__name__}: {e}") from e
+def load_args(config: str | None, files: dict[str, bytes] | None) -> tuple[Any, ...]:
+    """What makes two loads of one model the same load (``LOADS`` joins only equal ones)."""
+    return (config, tuple(sorted((files or {}).items())))
 
 
 def _one_line(s: str) -> str:
     return " ".join(s.split())
 
-
-def dumps_config(config: Mapping[str, Any]) -> str:
-    """A config override for :meth:`ControlClient.load` (Triton takes the model config as JSON)."""
-    return json.dumps(config)

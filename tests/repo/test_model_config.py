@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
-from tritonops.repo.pbtxt import config_to_text, parse_config_text, read_config
+from tritonops.repo.model_config import config_to_text, parse_config_text, read_config
 
 
 def test_max_batch_size_zero_is_written_explicitly() -> None:

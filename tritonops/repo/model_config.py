@@ -1,0 +1,156 @@
+"""Triton's model config, in one place: config.pbtxt read and written with Triton's own schema
+(``model_config_pb2``), the version policy (which versions it makes live, and rewriting it), the
+JSON form Triton's load API takes as an override, and warmup inputs generated from it.
+
+Parsing with the real protobuf schema means an unknown or misspelt field is an error here, as it
+is in Triton, instead of a key silently ignored by a hand-written parser.
+
+Writing has one trap: ModelConfig is proto3, and protobuf's text format leaves out every scalar
+equal to its zero value. ``max_batch_size: 0`` is the one that matters to a reader (it says "this
+model does not batch, dims are the full shape"), so it is always written explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from tritonops.errors import RepositoryError, TritonError
+
+ModelConfig = model_config_pb2.ModelConfig
+
+
+def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
+    """Parse config.pbtxt text; a RepositoryError names ``source`` and the line on bad text."""
+    cfg = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, cfg)
+    except text_format.ParseError as e:
+        line = e.GetLine()
+        # ParseError's message starts with "line:col : "; keep only the reason.
+        reason = re.sub(r"^\d+:\d+\s*:\s*", "", str(e))
+        where = f"{source}:{line}" if line else source
+        raise RepositoryError(f"{where}: invalid config.pbtxt: {reason}") from None
+    return cfg
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    """Read and parse a config.pbtxt file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RepositoryError(f"{path}: config.pbtxt missing") from None
+    except UnicodeDecodeError as e:
+        raise RepositoryError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_config_text(text, str(path))
+
+
+def config_to_text(cfg: model_config_pb2.ModelConfig) -> str:
+    """Text format, with ``max_batch_size: 0`` kept explicit (protobuf would drop it)."""
+    text = text_format.MessageToString(cfg)
+    if cfg.max_batch_size == 0:
+        # Put it after the top-level name/platform lines, where people look for it.
+        lines = text.splitlines(keepends=True)
+        at = 0
+        while at < len(lines) and re.match(r"^(name|platform): ", lines[at]):
+            at += 1
+        lines.insert(at, "max_batch_size: 0\n")
+        text = "".join(lines)
+    return text
+
+
+def line_of(text: str, pattern: str, start: int = 1) -> int | None:
+    """1-based line of the first line (from ``start``) matching the regex ``pattern``; None if none."""
+    rx = re.compile(pattern)
+    for i, line in enumerate(text.splitlines(), 1):
+        if i >= start and rx.search(line):
+            return i
+    return None
+
+
+def config_dict(text: str, source: str = "config.pbtxt") -> dict[str, Any]:
+    """config.pbtxt -> the JSON form Triton's load API accepts (proto field names)."""
+    msg = parse_config_text(text, source)  # the one parser: same errors everywhere
+    return dict(json_format.MessageToDict(msg, preserving_proto_field_name=True))
+
+
+# -- version policy ----------------------------------------------------------------------------------
+
+
+def live_versions(cfg: model_config_pb2.ModelConfig | None, versions: list[int]) -> list[int]:
+    """Which of ``versions`` the config's version policy makes live (sorted).
+
+    No policy is Triton's default, ``latest 1``; ``specific`` keeps those of its list present,
+    ``latest {k}`` the k highest, ``all`` every one.
+    """
+    have = sorted(versions)
+    which = cfg.version_policy.WhichOneof("policy_choice") if cfg is not None else None
+    if cfg is None or which is None:
+        return have[-1:]
+    if which == "specific":
+        wanted = set(cfg.version_policy.specific.versions)
+        return [v for v in have if v in wanted]
+    if which == "latest":
+        return have[-max(cfg.version_policy.latest.num_versions, 1) :]
+    return have
+
+
+def set_specific_versions(cfg: model_config_pb2.ModelConfig, versions: list[int]) -> None:
+    """Rewrite the config's version policy to ``specific`` over exactly ``versions``."""
+    cfg.ClearField("version_policy")
+    cfg.version_policy.specific.SetInParent()
+    cfg.version_policy.specific.versions.extend(versions)
+
+
+def override_json(config: dict[str, Any], model: str, versions: list[int]) -> str:
+    """A load-time config override (JSON) pinning ``model`` to ``versions``."""
+    c = dict(config)
+    c["name"] = model
+    c["version_policy"] = {"specific": {"versions": sorted(versions)}}
+    return json.dumps(c, sort_keys=True)
+
+
+# -- warmup ------------------------------------------------------------------------------------------
+
+_NP = {
+    "TYPE_BOOL": np.bool_,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
+    """One small request from the config's inputs: variable dims become 1, batch size 1, zeros."""
+    out = []
+    batched = int(config.get("max_batch_size", 0) or 0) > 0
+    for inp in config.get("input", []):
+        dtype = str(inp.get("data_type", "TYPE_FP32"))
+        shape = [max(1, int(d)) for d in inp.get("dims", [])]
+        if batched:
+            shape = [1, *shape]
+        np_type = _NP.get(dtype)
+        if np_type is None:
+            raise TritonError(f"input {inp.get('name')!r}: data_type {dtype} has no warmup generator")
+        arr = (
+            np.array([b"0"] * int(np.prod(shape)), dtype=np.object_).reshape(shape)
+            if np_type is np.object_
+            else np.zeros(shape, dtype=np_type)
+        )
+        out.append((str(inp["name"]), dtype.removeprefix("TYPE_").replace("STRING", "BYTES"), arr))
+    return out
