@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.memory.probes import MemoryProbe, settle
-from tritonops.repo.manifest import atomic_write_bytes, utc_now
 
 if TYPE_CHECKING:
     from tritonops.triton.client import ControlClient, UnloadResult

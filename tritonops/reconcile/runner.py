@@ -16,6 +16,7 @@ from typing import Any
 
 from tritonops.config import Config
 from tritonops.errors import PlanError, TritonOpsError
+from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
@@ -30,7 +31,6 @@ from tritonops.reconcile.state import (
     read_published,
 )
 from tritonops.reconcile.store import Journal, Owned, Quarantine, region_dir
-from tritonops.repo.manifest import atomic_write_bytes, utc_now
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1

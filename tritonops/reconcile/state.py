@@ -16,15 +16,9 @@ from urllib.parse import urlparse
 
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, StoreError, TritonOpsError
+from tritonops.fileio import atomic_write_bytes
 from tritonops.reconcile.ports import DeviceMem, FootprintPort, MemoryPort, ServerControl
-from tritonops.repo.manifest import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    MANIFEST_NAME,
-    ModelManifest,
-    RepoIndex,
-    atomic_write_bytes,
-)
+from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tritonops.errors import StoreError
-from tritonops.repo.manifest import atomic_write_bytes, sha256_file
+from tritonops.fileio import atomic_write_bytes, sha256_file
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 
 COPY_CHUNK_BYTES = 1 << 20

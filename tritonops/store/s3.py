@@ -28,7 +28,7 @@ import botocore.exceptions
 
 from tritonops.config import RegionConfig
 from tritonops.errors import StoreError
-from tritonops.repo.manifest import sha256_file
+from tritonops.fileio import sha256_file
 from tritonops.store._boto import s3_client
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 

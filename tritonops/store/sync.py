@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from tritonops.config import Config
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
+from tritonops.fileio import sha256_bytes
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -48,7 +49,6 @@ from tritonops.repo.manifest import (
     RepoIndex,
     VersionEntry,
     load_model_manifests,
-    sha256_bytes,
 )
 from tritonops.store import open_store
 from tritonops.store.base import ObjectInfo, ObjectStore, check_key
