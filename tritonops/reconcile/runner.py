@@ -22,6 +22,7 @@ from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
+from tritonops.reconcile.records import Journal, Owned, Quarantine, region_dir
 from tritonops.reconcile.state import (
     ActualState,
     DesiredState,
@@ -30,7 +31,6 @@ from tritonops.reconcile.state import (
     gather_actual,
     read_published,
 )
-from tritonops.reconcile.store import Journal, Owned, Quarantine, region_dir
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1

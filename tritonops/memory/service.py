@@ -1,4 +1,4 @@
-"""What ``tritonops load|unload|mem|status`` do, as library functions returning plain dicts.
+"""The service layer behind ``tritonops load|unload|mem|status``: library functions returning plain dicts.
 
 Servers are named by a configured server name or by URL (``http://host:port``, ``grpc://host:port``
 or a bare ``host:port``, taken as HTTP). A URL that matches a configured server gets its metrics URL
