@@ -25,7 +25,7 @@ from tritonops.repo.manifest import (
     RepoIndex,
     VersionEntry,
 )
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 CONFIG_TMPL = """\
 backend: "python"

@@ -15,7 +15,7 @@ from tritonops.config import Config, ModelRule
 from tritonops.dev.smoke import SMOKE_MODEL_PY
 from tritonops.fileio import sha256_file
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, VersionEntry, scan_files, write_index
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 PY_CONFIG = """\
 name: "{name}"

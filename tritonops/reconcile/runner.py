@@ -87,8 +87,8 @@ def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
     return Context(cfg, region, ports or default_ports(cfg, region), region_dir(cfg.state_path, region))
 
 
-def _states(ctx: Context, s3: Any | None = None) -> tuple[DesiredState, ActualState, Published]:
-    published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3, ctx.dir / "published-cache")
+def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
+    published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
     actual = gather_actual(
         desired,

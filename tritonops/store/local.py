@@ -33,6 +33,12 @@ class FileStore:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"{self.url}: folder is not writable")
 
+    def create(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot create folder: {e.strerror}") from None
+
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
