@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,7 +329,6 @@ def start_triton(
     repository_url: str,
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
-    extra_args: list[str] | None = None,
 ) -> TritonServer:
     """Start the real tritonserver (python backend, CPU) in explicit model-control mode on loopback."""
     http, grpc, metrics = free_port(), free_port(), free_port()
@@ -344,7 +343,6 @@ def start_triton(
         "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
         "--strict-readiness=false", "--exit-timeout-secs=5", "--log-verbose=0",
     ]  # fmt: skip
-    argv += extra_args or []
     env = dict(os.environ)
     env.update(extra_env or {})
     libs = str(triton_libs_dir())
@@ -606,11 +604,3 @@ def down(state_dir: Path) -> list[str]:
     _state_file(state_dir).unlink(missing_ok=True)
     return stopped
 
-
-@contextlib.contextmanager
-def running_stack(state_dir: Path, repository: Path, **kw: Any) -> Iterator[StackState]:
-    state = up(state_dir, repository, **kw)
-    try:
-        yield state
-    finally:
-        down(state_dir)

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +81,9 @@ class Context:
         self.journal = Journal(self.dir / "journal.jsonl")
 
 
-def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
+def context(cfg: Config, region: str) -> Context:
     cfg.region(region)  # unknown region -> ConfigError naming the file
-    return Context(cfg, region, ports or default_ports(cfg, region), region_dir(cfg.state_path, region))
+    return Context(cfg, region, default_ports(cfg, region), region_dir(cfg.state_path, region))
 
 
 def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
@@ -220,10 +219,3 @@ def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = Non
         plan.raise_if_unsafe(force)
         return _execute(ctx, plan, desired, started, metrics_file)
 
-
-def ports_for(
-    controls: Mapping[str, ServerControl],
-    memories: Mapping[str, MemoryPort | None] | None = None,
-    footprint: FootprintPort | None = None,
-) -> Ports:
-    return Ports(dict(controls), dict(memories or {}), footprint or SizeGuess())

@@ -207,8 +207,6 @@ class ServerActual:
     error: str = ""
     loaded: dict[str, LoadedModel] = field(default_factory=dict)  # owned models only
     devices: list[DeviceMem] = field(default_factory=list)
-    # Footprint of owned models the devices' ``used_bytes`` already include (to turn used into budget).
-    unowned_ready: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -269,8 +267,6 @@ def gather_actual(
         sa = ServerActual(name, True)
         for r in rows:
             if r.model not in owned_set:
-                if r.state == "READY":
-                    sa.unowned_ready.append(r.model)
                 continue
             lm = sa.loaded.setdefault(r.model, LoadedModel(r.model, {}, 0, stats.get(r.model, 0)))
             if r.version is not None:

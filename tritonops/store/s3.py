@@ -57,7 +57,7 @@ _TRANSIENT_CODES = {
 }  # fmt: skip
 
 
-def boto_session(region: RegionConfig) -> boto3.Session:
+def _boto_session(region: RegionConfig) -> boto3.Session:
     bs = botocore.session.Session(profile=region.profile)
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
@@ -80,7 +80,7 @@ def s3_client(region: RegionConfig, max_pool_connections: int = 32) -> Any:
     }
     if region.endpoint_url:
         cfg_kwargs["s3"] = {"addressing_style": "path"}
-    session = boto_session(region)
+    session = _boto_session(region)
     return session.client(
         "s3",
         endpoint_url=region.endpoint_url,

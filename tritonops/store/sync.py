@@ -690,7 +690,6 @@ def sync_region(
     opts: SyncOptions,
     manifests: list[ModelManifest] | None = None,
     progress: SyncProgress | None = None,
-    store: ObjectStore | None = None,
     on_step: StepFn | None = None,
 ) -> SyncSummary:
     """Publish the local repository to one region. See the module docstring for the order.
@@ -701,8 +700,7 @@ def sync_region(
     root = cfg.repository_path
     if manifests is None:
         manifests = load_local(root)
-    own_store = store is None
-    st = store or open_store(rcfg, region, max_workers=opts.workers)
+    st = open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
@@ -739,8 +737,7 @@ def sync_region(
                 summary.verified_files = verify_region(st, plan.final_index, mans, pool)
         return summary
     finally:
-        if own_store:
-            st.close()
+        st.close()
 
 
 def _apply(
