@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from tritonops.config import Config, RegionConfig, dump_config  # noqa: E402
 from tritonops.dev import stack  # noqa: E402
-from tritonops.repo.manifest import ModelManifest, VersionEntry, scan_files, sha256_file, write_index  # noqa: E402
+from tritonops.fileio import sha256_file  # noqa: E402
+from tritonops.repo.manifest import ModelManifest, VersionEntry, scan_files, write_index  # noqa: E402
 
 TOOLS = ("tritonops", "s5cmd", "aws", "rclone")
 BIN = Path(sys.executable).parent

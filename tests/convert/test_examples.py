@@ -19,7 +19,7 @@ from tritonops.convert.accuracy import gate
 from tritonops.convert.recipe import TargetKind, TargetSpec
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.repo.repository import validate_repository
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 SUFFIXES = {
     "onnx": "",

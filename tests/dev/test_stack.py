@@ -17,7 +17,7 @@ from tests.conftest import REGIONS, Stack
 from tritonops.cli import app
 from tritonops.dev import stack
 from tritonops.dev.smoke import check_server, publish_smoke_model
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 
 def test_model_in_a_regions_bucket_loads_and_answers(dev_stack: Stack, unique) -> None:

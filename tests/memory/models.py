@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tritonops.config import RegionConfig
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 MIB = 1 << 20
 

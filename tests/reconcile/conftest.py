@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import REGIONS, Stack
 from tritonops.config import Config, RegionConfig, load_config
 from tritonops.dev import stack
+from tritonops.fileio import sha256_bytes
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -23,9 +24,8 @@ from tritonops.repo.manifest import (
     ModelManifest,
     RepoIndex,
     VersionEntry,
-    sha256_bytes,
 )
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 CONFIG_TMPL = """\
 backend: "python"

@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tritonops.config import RegionConfig, parse_config
+from tritonops.fileio import atomic_write_bytes, sha256_bytes
 from tritonops.reconcile.ports import SizeGuess
 from tritonops.reconcile.state import desired_state, read_published
-from tritonops.repo.manifest import (
-    FileEntry,
-    ModelManifest,
-    RepoIndex,
-    VersionEntry,
-    atomic_write_bytes,
-    sha256_bytes,
-)
+from tritonops.repo.manifest import FileEntry, ModelManifest, RepoIndex, VersionEntry
 
 
 def publish(root: Path, model: str, versions: list[int]) -> ModelManifest:

@@ -86,7 +86,7 @@ def serve_and_infer(
     the model on the region's real Triton, infer once, and return (output, repository index rows)."""
     import tritonclient.http as httpclient
 
-    from tritonops.store._boto import s3_client
+    from tritonops.store.s3 import s3_client
 
     rcfg = stack.config.region(region)
     s3 = s3_client(rcfg)
@@ -126,7 +126,7 @@ def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") 
 
     from tritonops.repo.model_config import config_to_text, read_config
     from tritonops.repo.repository import list_repository
-    from tritonops.store._boto import s3_client
+    from tritonops.store.s3 import s3_client
 
     rcfg = stack.config.region(region)
     s3 = s3_client(rcfg)

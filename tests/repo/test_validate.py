@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tests.repo.conftest import make_onnx_model, make_python_model, python_config
 from tritonops.cli import app
-from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, sha256_file, write_index
+from tritonops.fileio import sha256_file
+from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, write_index
 from tritonops.repo.repository import add_version
 from tritonops.repo.validate import Problem, validate_repository
 

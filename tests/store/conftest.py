@@ -13,15 +13,9 @@ import pytest
 from tests.conftest import Stack
 from tritonops.config import Config, ModelRule
 from tritonops.dev.smoke import SMOKE_MODEL_PY
-from tritonops.repo.manifest import (
-    MANIFEST_NAME,
-    ModelManifest,
-    VersionEntry,
-    scan_files,
-    sha256_file,
-    write_index,
-)
-from tritonops.store._boto import s3_client
+from tritonops.fileio import sha256_file
+from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, VersionEntry, scan_files, write_index
+from tritonops.store.s3 import s3_client
 
 PY_CONFIG = """\
 name: "{name}"

@@ -115,3 +115,21 @@ def test_file_store_sync(tmp_path: Path) -> None:
     (dest / "fm" / "1" / "model.py").write_bytes(b"# tampered\n")
     with pytest.raises(StoreError, match="verify failed: .*fm/1/model.py"):
         sync(cfg, ["local"], SyncOptions(verify=True))
+
+
+def test_create_makes_a_missing_bucket_or_folder_once(dev_stack: Stack, tmp_path: Path) -> None:
+    rc = dev_stack.config.region("eu-west-1")
+    fresh = rc.model_copy(update={"bucket": f"s3://created-{os.getpid()}-{os.urandom(3).hex()}/p"})
+    local = RegionConfig(bucket=f"file://{tmp_path / 'a' / 'b'}")
+    for region in (fresh, local):
+        store = open_store(region, "eu-west-1")
+        try:
+            with pytest.raises(StoreError):
+                store.check()
+            store.create()
+            store.create()  # a second call finds it and changes nothing
+            store.check()
+            store.put_bytes("m/x", b"x", hashlib.sha256(b"x").hexdigest())
+            assert store.get("m/x") == b"x" and store.get("m/y") is None
+        finally:
+            store.close()

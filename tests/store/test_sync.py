@@ -18,7 +18,7 @@ from tritonops.cli import app
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
 from tritonops.repo.manifest import ModelManifest, RepoIndex
 from tritonops.repo.model_config import parse_config_text
-from tritonops.store.sync import KILL_AFTER_PUTS_ENV, SyncOptions, sync
+from tritonops.store.sync import SyncOptions, sync
 
 EU = "eu-west-1"
 US = "us-east-1"
@@ -229,6 +229,11 @@ def test_plan_errors_leave_the_bucket_alone(env: Env, unique) -> None:
         sync(env.config, [], SyncOptions())
 
 
+def kill_after(env: Env, k: int) -> list[str]:
+    """A sync of EU in a subprocess that SIGKILLs itself after ``k`` object writes (tests/store/kill_after.py)."""
+    return [sys.executable, "-m", "tests.store.kill_after", str(env.config_path), EU, str(k)]
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_point_leaves_nothing_incomplete_loadable(env: Env, unique) -> None:
     a, b, c = unique("ka"), unique("kb"), unique("kc")
@@ -257,9 +262,7 @@ def test_sigkill_at_any_point_leaves_nothing_incomplete_loadable(env: Env, uniqu
     base_env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     killed_at = []
     for k in (1, 3, 5, 6, 7, 9, 11):
-        proc = subprocess.run(
-            cmd, env={**base_env, KILL_AFTER_PUTS_ENV: str(k)}, capture_output=True, timeout=120
-        )
+        proc = subprocess.run(kill_after(env, k), env=base_env, capture_output=True, timeout=120)
         if proc.returncode == -9:
             killed_at.append(k)
         loadable = loadable_versions_are_complete(env)
@@ -293,10 +296,7 @@ def test_sigkill_fresh_each_time_then_rerun_converges(env: Env, unique) -> None:
             }
         )
         e = Env(fresh, _write_config(fresh, env.config_path.with_name(f"k{k}.yaml")), env.repo, env.stack)
-        cmd = [sys.executable, "-m", "tritonops", "--config", str(e.config_path), "sync", "--region", EU]
-        proc = subprocess.run(
-            cmd, env={**base_env, KILL_AFTER_PUTS_ENV: str(k)}, capture_output=True, timeout=120
-        )
+        proc = subprocess.run(kill_after(e, k), env=base_env, capture_output=True, timeout=120)
         assert proc.returncode == -9
         assert all(v == [1, 2] or v == [1] for v in loadable_versions_are_complete(e).values())
         [s] = run_sync(e, "--region", EU)

@@ -14,7 +14,7 @@ from tests.memory.models import ALLOC_MODEL_PY, publish_alloc_model
 from tritonops.cli import app
 from tritonops.dev.stack import free_port
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, VersionEntry, scan_files
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 REGION = "eu-west-1"
 MIB = 1 << 20

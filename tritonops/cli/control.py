@@ -44,9 +44,9 @@ def load_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Load a model on a Triton server and record its measured memory footprint."""
-    from tritonops.memory import report
+    from tritonops.memory import service
 
-    data = report.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
+    data = service.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
         err = data["error_ratio"]
@@ -77,9 +77,9 @@ def unload_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Unload a model; by default wait until Triton lists it unavailable and its memory is back."""
-    from tritonops.memory import report
+    from tritonops.memory import service
 
-    data = report.unload_model(
+    data = service.unload_model(
         _optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout,
         wait_s=wait_s, dependents=dependents, wait=not no_wait,
     )  # fmt: skip
@@ -114,9 +114,9 @@ def mem_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show a server's memory: devices, measured footprint of each loaded model, leaks."""
-    from tritonops.memory import report
+    from tritonops.memory import service
 
-    data = report.memory_report(_optional_config(), server, protocol=protocol, probe=probe, timeout_s=timeout)
+    data = service.memory_report(_optional_config(), server, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
         for s in data["servers"]:
@@ -144,9 +144,9 @@ def status_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show every server of a region: health, models, versions and states, memory."""
-    from tritonops.memory import report
+    from tritonops.memory import service
 
-    data = report.region_status(get_config(), region, timeout_s=timeout)
+    data = service.region_status(get_config(), region, timeout_s=timeout)
 
     def render(c: Console) -> None:
         t = Table("server", "ready", "model", "version", "state", "reason")

@@ -14,6 +14,8 @@ import numpy as np
 
 from tritonops.config import RegionConfig
 from tritonops.errors import TritonError
+from tritonops.fileio import sha256_bytes
+from tritonops.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,14 @@ class SmokeResult:
 
 
 def publish_smoke_model(region: RegionConfig, model: str = SMOKE_MODEL) -> None:
-    from tritonops.store._boto import s3_client
-
-    client = s3_client(region)
-    base = f"{region.prefix}/{model}" if region.prefix else model
-    # Version file first, then the config that makes it loadable.
-    client.put_object(Bucket=region.bucket_name, Key=f"{base}/1/model.py", Body=SMOKE_MODEL_PY.encode())
-    client.put_object(Bucket=region.bucket_name, Key=f"{base}/config.pbtxt", Body=SMOKE_CONFIG.encode())
+    store = open_store(region)
+    try:
+        # Version file first, then the config that makes it loadable.
+        for key, text in ((f"{model}/1/model.py", SMOKE_MODEL_PY), (f"{model}/config.pbtxt", SMOKE_CONFIG)):
+            data = text.encode()
+            store.put_bytes(key, data, sha256_bytes(data))
+    finally:
+        store.close()
 
 
 def check_server(region_name: str, region: RegionConfig, model: str = SMOKE_MODEL) -> list[SmokeResult]:

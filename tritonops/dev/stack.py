@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ import psutil
 
 from tritonops.config import Config, RegionConfig, ServerConfig, dump_config, load_config, parse_config
 from tritonops.errors import StackError
+from tritonops.fileio import sha256_bytes
+from tritonops.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ DEV_PROFILE = "tritonops-dev"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 BUCKET_MARKER = "README.tritonops"
+BUCKET_MARKER_TEXT = b"Model repository published by tritonops. Do not edit by hand.\n"
 
 
 # -- binaries ---------------------------------------------------------------------------------
@@ -271,8 +274,8 @@ def start_s3(
     """Start a real S3-compatible server on 127.0.0.1: ``moto_server`` (in memory) or ``rclone serve s3``.
 
     moto is the default for the stack: with ``rclone serve s3`` (1.75) Triton's S3 client reliably
-    loads once per server and then times out (curl code 28) on later loads. rclone is kept for boto3
-    traffic (benchmarks), where it is fast and stores objects on disk.
+    loads once per server and then times out (curl code 28) on later loads. rclone is kept for S3
+    client traffic (benchmarks), where it is fast and stores objects on disk.
     """
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -301,19 +304,12 @@ def start_s3(
 
 def ensure_bucket(region: RegionConfig) -> None:
     """Create the region's bucket if missing and seed its prefix (Triton refuses an empty repository path)."""
-    from tritonops.store._boto import s3_client
-
-    client = s3_client(region)
+    store = open_store(region)
     try:
-        client.head_bucket(Bucket=region.bucket_name)
-    except client.exceptions.ClientError:
-        client.create_bucket(Bucket=region.bucket_name)
-    key = f"{region.prefix}/{BUCKET_MARKER}" if region.prefix else BUCKET_MARKER
-    client.put_object(
-        Bucket=region.bucket_name,
-        Key=key,
-        Body=b"Model repository published by tritonops. Do not edit by hand.\n",
-    )
+        store.create()
+        store.put_bytes(BUCKET_MARKER, BUCKET_MARKER_TEXT, sha256_bytes(BUCKET_MARKER_TEXT))
+    finally:
+        store.close()
 
 
 # -- Triton -----------------------------------------------------------------------------------
@@ -333,7 +329,6 @@ def start_triton(
     repository_url: str,
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
-    extra_args: list[str] | None = None,
 ) -> TritonServer:
     """Start the real tritonserver (python backend, CPU) in explicit model-control mode on loopback."""
     http, grpc, metrics = free_port(), free_port(), free_port()
@@ -348,7 +343,6 @@ def start_triton(
         "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
         "--strict-readiness=false", "--exit-timeout-secs=5", "--log-verbose=0",
     ]  # fmt: skip
-    argv += extra_args or []
     env = dict(os.environ)
     env.update(extra_env or {})
     libs = str(triton_libs_dir())
@@ -610,11 +604,3 @@ def down(state_dir: Path) -> list[str]:
     _state_file(state_dir).unlink(missing_ok=True)
     return stopped
 
-
-@contextlib.contextmanager
-def running_stack(state_dir: Path, repository: Path, **kw: Any) -> Iterator[StackState]:
-    state = up(state_dir, repository, **kw)
-    try:
-        yield state
-    finally:
-        down(state_dir)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.memory.probes import MemoryProbe, settle, usage
-from tritonops.repo.manifest import atomic_write_bytes, utc_now
 from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 from tritonops.errors import TritonOpsError
 from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
 from tritonops.reconcile.ports import ServerControl
+from tritonops.reconcile.records import Owned, Quarantine
 from tritonops.reconcile.state import DesiredState
-from tritonops.reconcile.store import Owned, Quarantine
 from tritonops.repo.model_config import config_dict, override_json
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tritonops.repo.manifest import atomic_write_bytes
+from tritonops.fileio import atomic_write_bytes
 
 
 def _esc(v: str) -> str:

@@ -9,18 +9,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config
 from tritonops.errors import PlanError, StalePlanError, TritonOpsError
+from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
+from tritonops.reconcile.records import Journal, Owned, Quarantine, region_dir
 from tritonops.reconcile.state import (
     ActualState,
     DesiredState,
@@ -29,8 +30,6 @@ from tritonops.reconcile.state import (
     gather_actual,
     read_published,
 )
-from tritonops.reconcile.store import Journal, Owned, Quarantine, region_dir
-from tritonops.repo.manifest import atomic_write_bytes, utc_now
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -82,13 +81,13 @@ class Context:
         self.journal = Journal(self.dir / "journal.jsonl")
 
 
-def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
+def context(cfg: Config, region: str) -> Context:
     cfg.region(region)  # unknown region -> ConfigError naming the file
-    return Context(cfg, region, ports or default_ports(cfg, region), region_dir(cfg.state_path, region))
+    return Context(cfg, region, default_ports(cfg, region), region_dir(cfg.state_path, region))
 
 
-def _states(ctx: Context, s3: Any | None = None) -> tuple[DesiredState, ActualState, Published]:
-    published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3, ctx.dir / "published-cache")
+def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
+    published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
     actual = gather_actual(
         desired,
@@ -220,10 +219,3 @@ def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = Non
         plan.raise_if_unsafe(force)
         return _execute(ctx, plan, desired, started, metrics_file)
 
-
-def ports_for(
-    controls: Mapping[str, ServerControl],
-    memories: Mapping[str, MemoryPort | None] | None = None,
-    footprint: FootprintPort | None = None,
-) -> Ports:
-    return Ports(dict(controls), dict(memories or {}), footprint or SizeGuess())

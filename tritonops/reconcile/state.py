@@ -8,24 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
-from tritonops.errors import RepositoryError, StoreError, TritonOpsError
+from tritonops.errors import RepositoryError, TritonOpsError
+from tritonops.fileio import atomic_write_bytes
 from tritonops.memory.probes import DeviceMemory
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl
-from tritonops.repo.manifest import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    MANIFEST_NAME,
-    ModelManifest,
-    RepoIndex,
-    atomic_write_bytes,
-)
+from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
+from tritonops.store import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +116,24 @@ def _policy(
     return ServerPolicy(s.name, sorted(set(wanted)), s.memory_budget_bytes, s.headroom_bytes)
 
 
-def read_published(
-    rcfg: RegionConfig, region: str, s3: Any | None = None, cache_dir: Path | None = None
-) -> Published:
+def read_published(rcfg: RegionConfig, region: str, cache_dir: Path | None = None) -> Published:
     """One GET for the index, then a manifest and a config per model whose digest is not in ``cache_dir``
     (a published model digest covers its config and every version, so a cached copy is exact): a run
     with nothing changed costs one GET. Corrupt manifests are reported, not raised."""
-    get = _getter(rcfg, s3)
+    store = open_store(rcfg, region)
+    try:
+        return _read_published(store, rcfg, region, cache_dir)
+    finally:
+        store.close()
+
+
+def _read_published(store: ObjectStore, rcfg: RegionConfig, region: str, cache_dir: Path | None) -> Published:
+    def get(key: str) -> bytes:
+        data = store.get(key)
+        if data is None:
+            raise FileNotFoundError(key)
+        return data
+
     where = f"region {region!r} ({rcfg.bucket})"
     try:
         raw = get(INDEX_NAME)
@@ -182,37 +186,6 @@ def _cache_put(cache_dir: Path | None, model: str, digest: str, man: ModelManife
     atomic_write_bytes(cache_dir / f"{model}.json", json.dumps(doc, sort_keys=True).encode())
 
 
-def _getter(rcfg: RegionConfig, s3: Any | None) -> Callable[[str], bytes]:
-    u = urlparse(rcfg.bucket)
-    if u.scheme == "file":
-        root = Path(u.path)
-
-        def get_file(key: str) -> bytes:
-            try:
-                return (root / key).read_bytes()
-            except FileNotFoundError:
-                raise FileNotFoundError(key) from None
-
-        return get_file
-    if s3 is None:
-        from tritonops.store._boto import s3_client
-
-        s3 = s3_client(rcfg)
-    prefix = rcfg.prefix
-
-    def get_s3(key: str) -> bytes:
-        full = f"{prefix}/{key}" if prefix else key
-        try:
-            return bytes(s3.get_object(Bucket=rcfg.bucket_name, Key=full)["Body"].read())
-        except Exception as e:  # botocore raises ClientError subclasses; keep the dependency local
-            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(key) from None
-            raise StoreError(f"{rcfg.bucket}/{key}: cannot read ({type(e).__name__}: {e})") from None
-
-    return get_s3
-
-
 # -- actual ------------------------------------------------------------------------------------
 
 
@@ -235,8 +208,6 @@ class ServerActual:
     error: str = ""
     loaded: dict[str, LoadedModel] = field(default_factory=dict)  # owned models only
     devices: list[DeviceMemory] = field(default_factory=list)
-    # Footprint of owned models the devices' ``used_bytes`` already include (to turn used into budget).
-    unowned_ready: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -297,8 +268,6 @@ def gather_actual(
         sa = ServerActual(name, True)
         for r in rows:
             if r.name not in owned_set:
-                if r.state == "READY":
-                    sa.unowned_ready.append(r.name)
                 continue
             lm = sa.loaded.setdefault(r.name, LoadedModel(r.name, {}, 0, stats.get(r.name, 0)))
             if r.version is not None:

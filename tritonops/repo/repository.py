@@ -23,15 +23,13 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
+from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, sha256_bytes
 from tritonops.repo.manifest import (
     CONFIG_NAME,
-    HASH_CHUNK_BYTES,
     MANIFEST_NAME,
     FileEntry,
     ModelManifest,
     VersionEntry,
-    atomic_write_bytes,
-    sha256_bytes,
     write_index,
 )
 from tritonops.repo.model_config import (

@@ -21,14 +21,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
-from tritonops.repo.manifest import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    MANIFEST_NAME,
-    ModelManifest,
-    RepoIndex,
-    sha256_file,
-)
+from tritonops.fileio import sha256_file
+from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 from tritonops.repo.model_config import line_of
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,8 @@
-"""Object stores (S3 on boto3, file://) and the sync engine that publishes a repository to them."""
+"""Object stores (S3, file://) and the sync engine that publishes a repository to them.
+
+Every reader and writer of a bucket goes through :class:`ObjectStore` from :func:`open_store`;
+only ``store/s3.py`` talks to S3 itself.
+"""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def check_key(key: str, where: str = "") -> str:
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """What sync needs from a bucket. Implementations: :class:`S3Store`, :class:`FileStore`."""
+    """Every read and write of a bucket goes through this. Implementations: :class:`S3Store`, :class:`FileStore`."""
 
     @property
     def url(self) -> str:
@@ -52,6 +52,10 @@ class ObjectStore(Protocol):
 
     def check(self) -> None:
         """Raise StoreError with one line if the store cannot be used (missing bucket, access denied)."""
+        ...
+
+    def create(self) -> None:
+        """Create the bucket (or folder) if it does not exist; the local stack uses it for its buckets."""
         ...
 
     def get(self, key: str) -> bytes | None:

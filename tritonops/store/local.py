@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tritonops.errors import StoreError
-from tritonops.repo.manifest import atomic_write_bytes, sha256_file
+from tritonops.fileio import atomic_write_bytes, sha256_file
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 
 COPY_CHUNK_BYTES = 1 << 20
@@ -32,6 +32,12 @@ class FileStore:
             raise StoreError(f"{self.url}: folder does not exist")
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"{self.url}: folder is not writable")
+
+    def create(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot create folder: {e.strerror}") from None
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -5,6 +5,10 @@ files go up as multipart uploads whose parts are sent in parallel while a separa
 the file, so the sha256 check costs no extra wall time. Every object carries the sha256 of its
 bytes as metadata (``x-amz-meta-sha256``), which is what ``sync --verify`` compares.
 
+Clients use path-style addressing for S3-compatible endpoints, and checksums only when required:
+boto3's newer default (a CRC32 trailer on every upload) is refused or mangled by several
+S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to boto3.
+
 Retries: botocore's adaptive mode (throttling, 5xx, connection errors, with backoff) covers each
 request; :func:`_with_retries` adds a whole-file retry with backoff on top, because a multipart
 upload whose completion fails must be restarted as a whole.
@@ -24,12 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import botocore.exceptions
+import botocore.session
+from botocore.config import Config as BotoConfig
 
 from tritonops.config import RegionConfig
 from tritonops.errors import StoreError
-from tritonops.repo.manifest import sha256_file
-from tritonops.store._boto import s3_client
+from tritonops.fileio import sha256_file
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,9 @@ PART_BYTES = 16 << 20  # >= 5 MiB, the S3 minimum for every part but the last
 FILE_RETRIES = 3
 BACKOFF_BASE_S = 0.5
 SHA256_META = "sha256"
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 60
+MAX_ATTEMPTS = 5
 
 T = TypeVar("T")
 
@@ -46,6 +55,38 @@ _TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
     "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
 }  # fmt: skip
+
+
+def _boto_session(region: RegionConfig) -> boto3.Session:
+    bs = botocore.session.Session(profile=region.profile)
+    if region.credentials_file is not None:
+        bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
+    return boto3.Session(botocore_session=bs)
+
+
+def s3_client(region: RegionConfig, max_pool_connections: int = 32) -> Any:
+    """A boto3 S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
+
+    The library reads and writes buckets through :class:`S3Store`; tests use this client to look
+    at a bucket independently of the code under test.
+    """
+    cfg_kwargs: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
+        "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"},
+        "max_pool_connections": max_pool_connections,
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+    }
+    if region.endpoint_url:
+        cfg_kwargs["s3"] = {"addressing_style": "path"}
+    session = _boto_session(region)
+    return session.client(
+        "s3",
+        endpoint_url=region.endpoint_url,
+        region_name=region.s3_region or "us-east-1",
+        config=BotoConfig(**cfg_kwargs),
+    )
 
 
 def _md5_b64(data: bytes | memoryview) -> str:
@@ -156,6 +197,17 @@ class S3Store:
 
     def check(self) -> None:
         self._call("check", "", lambda: self._client.head_bucket(Bucket=self.bucket))
+
+    def create(self) -> None:
+        def go() -> None:
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                self._client.create_bucket(Bucket=self.bucket)
+
+        self._call("create", "", go)
 
     def get(self, key: str) -> bytes | None:
         full = self._key(key)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -40,6 +38,7 @@ from typing import Any, Protocol
 
 from tritonops.config import Config
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
+from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
 from tritonops.repo.manifest import (
     CONFIG_NAME,
@@ -49,7 +48,6 @@ from tritonops.repo.manifest import (
     RepoIndex,
     VersionEntry,
     load_model_manifests,
-    sha256_bytes,
 )
 from tritonops.store import open_store
 from tritonops.store.base import ObjectInfo, ObjectStore, check_key
@@ -60,8 +58,9 @@ FORMAT_VERSION = 1
 DEFAULT_MAX_DELETE_FRACTION = 0.25
 DELETE_GUARD = ChangeGuard(DEFAULT_MAX_DELETE_FRACTION)
 DEFAULT_WORKERS = 16
-# Test hook: SIGKILL this process after this many object writes (proves the publish order).
-KILL_AFTER_PUTS_ENV = "TRITONOPS_TEST_KILL_AFTER_PUTS"
+# Called with each object's key right after it is written, one call at a time (the tests kill the
+# process from here to prove the publish order).
+StepFn = Callable[[str], None]
 
 
 class SyncProgress(Protocol):
@@ -277,21 +276,17 @@ def load_local(root: Path) -> list[ModelManifest]:
     return validate_local(root, models=())
 
 
-class _PutCounter:
-    """Counts object writes; with the test hook set, SIGKILLs the process after K of them."""
+class _Steps:
+    """Reports every object write to ``on_step``, one call at a time (writes come from worker threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_step: StepFn | None) -> None:
         self._lock = threading.Lock()
-        self.n = 0
-        raw = os.environ.get(KILL_AFTER_PUTS_ENV)
-        self.kill_after = int(raw) if raw else None
+        self._on_step = on_step
 
-    def tick(self) -> None:
-        with self._lock:
-            self.n += 1
-            if self.kill_after is not None and self.n >= self.kill_after:
-                log.warning("%s=%s: killing myself after %s writes", KILL_AFTER_PUTS_ENV, self.kill_after, self.n)
-                os.kill(os.getpid(), signal.SIGKILL)
+    def done(self, key: str) -> None:
+        if self._on_step is not None:
+            with self._lock:
+                self._on_step(key)
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -548,7 +543,7 @@ def _upload_all(
     store: ObjectStore,
     plan: RegionPlan,
     pool: ThreadPoolExecutor,
-    counter: _PutCounter,
+    steps: _Steps,
     progress: SyncProgress | None,
 ) -> None:
     def one(u: Upload) -> None:
@@ -558,7 +553,7 @@ def _upload_all(
                 f"{u.path}: model {u.model!r} version {u.version}: sha256 {digest[:12]}... differs from the "
                 f"manifest ({u.sha256[:12]}...); the file changed during sync: nothing points at it, rerun"
             )
-        counter.tick()
+        steps.done(u.key)
         if progress:
             progress.file_done()
 
@@ -566,12 +561,12 @@ def _upload_all(
     _run_parallel(pool, one, sorted(plan.uploads, key=lambda u: -u.size))
 
 
-def _put_pointer(store: ObjectStore, key: str, data: bytes, counter: _PutCounter) -> None:
+def _put_pointer(store: ObjectStore, key: str, data: bytes, steps: _Steps) -> None:
     store.put_bytes(key, data, sha256_bytes(data))
-    counter.tick()
+    steps.done(key)
 
 
-def _withdraw_changed(store: ObjectStore, plan: RegionPlan, root: Path, counter: _PutCounter) -> None:
+def _withdraw_changed(store: ObjectStore, plan: RegionPlan, root: Path, steps: _Steps) -> None:
     """--force on a changed version: unpublish it (config + manifest) before replacing its files."""
     for mp in plan.models:
         if not mp.changed_versions or mp.remote is None:
@@ -579,12 +574,12 @@ def _withdraw_changed(store: ObjectStore, plan: RegionPlan, root: Path, counter:
         keep = {n: v for n, v in mp.remote.versions.items() if n not in mp.changed_versions}
         text = (root / mp.model / CONFIG_NAME).read_text(encoding="utf-8")
         cfg_bytes = published_config(text, sorted(keep), str(root / mp.model / CONFIG_NAME))
-        _put_pointer(store, f"{mp.model}/{CONFIG_NAME}", cfg_bytes, counter)
+        _put_pointer(store, f"{mp.model}/{CONFIG_NAME}", cfg_bytes, steps)
         _put_pointer(
             store,
             f"{mp.model}/{MANIFEST_NAME}",
             ModelManifest(mp.model, keep, mp.remote.config_sha256).dumps(),
-            counter,
+            steps,
         )
 
 
@@ -671,16 +666,17 @@ def sync_region(
     opts: SyncOptions,
     manifests: list[ModelManifest] | None = None,
     progress: SyncProgress | None = None,
-    store: ObjectStore | None = None,
+    on_step: StepFn | None = None,
 ) -> SyncSummary:
-    """Publish the local repository to one region. See the module docstring for the order."""
+    """Publish the local repository to one region. See the module docstring for the order.
+
+    ``on_step`` is called with each object's key right after it is written."""
     t0 = time.monotonic()
     rcfg = cfg.region(region)
     root = cfg.repository_path
     if manifests is None:
         manifests = load_local(root)
-    own_store = store is None
-    st = store or open_store(rcfg, region, max_workers=opts.workers)
+    st = open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
@@ -708,7 +704,7 @@ def sync_region(
         if opts.dry_run:
             summary.seconds = time.monotonic() - t0
             return summary
-        _apply(st, plan, root, opts, progress, {m.model: m for m in manifests})
+        _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
         summary.seconds = time.monotonic() - t0
         if opts.verify:
             with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-verify") as pool:
@@ -717,8 +713,7 @@ def sync_region(
                 summary.verified_files = verify_region(st, plan.final_index, mans, pool)
         return summary
     finally:
-        if own_store:
-            st.close()
+        st.close()
 
 
 def _apply(
@@ -728,32 +723,33 @@ def _apply(
     opts: SyncOptions,
     progress: SyncProgress | None,
     local: dict[str, ModelManifest],
+    on_step: StepFn | None,
 ) -> None:
-    counter = _PutCounter()
+    steps = _Steps(on_step)
     uploads = plan.uploads
     if progress is not None and uploads:
         progress.start(plan.region, len(uploads), sum(u.size for u in uploads))
     try:
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-put") as pool:
             # 0. --force: withdraw changed versions before their files are replaced.
-            _withdraw_changed(st, plan, root, counter)
+            _withdraw_changed(st, plan, root, steps)
             # 1. version files, verified.
-            _upload_all(st, plan, pool, counter, progress)
+            _upload_all(st, plan, pool, steps, progress)
 
             # 2. per model: config (complete versions only), then manifest.
             def pointers(mp: ModelPlan) -> None:
                 assert mp.target is not None
                 if mp.write_config:
-                    _put_pointer(st, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, counter)
+                    _put_pointer(st, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, steps)
                 if mp.write_manifest:
-                    _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), counter)
+                    _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), steps)
 
             _run_parallel(pool, pointers, plan.models)
             # 3. the index, last.
             assert plan.new_index is not None and plan.final_index is not None
             new_index_bytes = plan.new_index.dumps()
             if new_index_bytes != _index_bytes_or_none(plan.remote_index):
-                _put_pointer(st, INDEX_NAME, new_index_bytes, counter)
+                _put_pointer(st, INDEX_NAME, new_index_bytes, steps)
             # 4. prune, only after the new state is up and (with deletes pending) verified.
             deletes = plan.delete_keys()
             if not deletes:
@@ -764,14 +760,16 @@ def _apply(
                 if not mp.prune_versions:
                     continue
                 assert mp.target is not None and mp.final is not None
-                st.delete(f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files)
-                _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.final.dumps(), counter)
+                st.delete(
+                    f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files
+                )
+                _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.final.dumps(), steps)
             for m, man in sorted(plan.prune_models.items()):
                 keys = _model_keys(m, man)
                 st.delete(keys[:1])  # config first: nothing can load the model any more
                 st.delete(keys[1:-1])
                 st.delete(keys[-1:])
-            _put_pointer(st, INDEX_NAME, plan.final_index.dumps(), counter)
+            _put_pointer(st, INDEX_NAME, plan.final_index.dumps(), steps)
     finally:
         if progress is not None and uploads:
             progress.finish()
@@ -783,8 +781,11 @@ def sync(
     opts: SyncOptions,
     progress: SyncProgress | None = None,
     on_summary: Callable[[SyncSummary], None] | None = None,
+    on_step: StepFn | None = None,
 ) -> list[SyncSummary]:
-    """Publish the repository to each region in turn. Stops at the first error."""
+    """Publish the repository to each region in turn. Stops at the first error.
+
+    ``on_step`` is called with each object's key right after it is written (see :func:`sync_region`)."""
     for r in regions:
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
@@ -794,7 +795,7 @@ def sync(
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
     for r in regions:
-        s = sync_region(cfg, r, opts, manifests=manifests, progress=progress)
+        s = sync_region(cfg, r, opts, manifests=manifests, progress=progress, on_step=on_step)
         out.append(s)
         if on_summary is not None:
             on_summary(s)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonops.repo.manifest import atomic_write_bytes
+from tritonops.fileio import atomic_write_bytes
 
 QUARANTINE_FAILURES = 3
 QUARANTINE_WINDOW_S = 15 * 60

@@ -11,7 +11,7 @@ import pytest
 from tritonops.errors import LockHeldError
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.metrics import render
-from tritonops.reconcile.store import Journal, Owned, Quarantine
+from tritonops.reconcile.records import Journal, Owned, Quarantine
 
 
 def test_three_failures_within_the_window_quarantine_until_expiry(tmp_path: Path) -> None:

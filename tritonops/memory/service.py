@@ -1,4 +1,4 @@
-"""What ``tritonops load|unload|mem|status`` do, as library functions returning plain dicts.
+"""The service layer behind ``tritonops load|unload|mem|status``: library functions returning plain dicts.
 
 Servers are named by a configured server name or by URL (``http://host:port``, ``grpc://host:port``
 or a bare ``host:port``, taken as HTTP). A URL that matches a configured server gets its metrics URL
@@ -16,6 +16,7 @@ from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, Trit
 from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_load, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
+from tritonops.store import open_store
 from tritonops.triton.client import READY, ControlClient
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,18 @@ def _probe(server: ServerConfig, client: ControlClient, prefer: str | None) -> M
 
 def bucket_versions(region: RegionConfig, model: str) -> dict[int, tuple[str, int]]:
     """version -> (digest, size) from the model's manifest in the region's bucket; {} when it has none."""
-    if not region.bucket.startswith("s3://"):
-        path = Path(region.bucket.removeprefix("file://")) / model / MANIFEST_NAME
-        try:
-            m = ModelManifest.load(path)
-        except RepositoryError:
-            return {}
-    else:
-        from tritonops.store._boto import s3_client
-
-        key = f"{region.prefix}/{model}/{MANIFEST_NAME}" if region.prefix else f"{model}/{MANIFEST_NAME}"
-        try:
-            body = s3_client(region).get_object(Bucket=region.bucket_name, Key=key)["Body"].read()
-            m = ModelManifest.loads(body, f"{region.bucket}/{model}/{MANIFEST_NAME}")
-        except RepositoryError:
-            raise
-        except Exception as e:  # noqa: BLE001 - NoSuchKey, or a store we cannot read: predict without it
-            log.info("no manifest for model %r in %s (%s): predicting from nothing", model, region.bucket, e)
-            return {}
+    key = f"{model}/{MANIFEST_NAME}"
+    store = open_store(region)
+    try:
+        raw = store.get(key)
+    except StoreError as e:  # a store we cannot read: predict without it
+        log.info("no manifest for model %r in %s (%s): predicting from nothing", model, region.bucket, e)
+        return {}
+    finally:
+        store.close()
+    if raw is None:
+        return {}
+    m = ModelManifest.loads(raw, f"{region.bucket}/{key}")
     return {n: (v.digest, v.size) for n, v in m.versions.items()}
 
 
