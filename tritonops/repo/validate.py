@@ -21,6 +21,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
+from tritonops.repo import triton_rules
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -155,16 +156,7 @@ def check_config(
         )
     elif cfg.platform and cfg.backend and PLATFORM_BACKEND[cfg.platform] != cfg.backend:
         c.add(f"backend: {cfg.backend!r} does not match platform {cfg.platform!r}", r"^\s*backend:")
-    elif (
-        cfg.backend
-        and not cfg.platform
-        and cfg.backend not in DEFAULT_MODEL_FILENAME
-        and not cfg.default_model_filename
-    ):
-        c.add(
-            f"backend: {cfg.backend!r} has no default model file name; set default_model_filename",
-            r"^\s*backend:",
-        )
+    # A custom backend (e.g. identity) needs no default_model_filename: the backend finds its files.
 
     # max_batch_size
     mbs = cfg.max_batch_size
@@ -291,6 +283,9 @@ def check_config(
         for o in cfg.output:
             if o.name not in produced:
                 c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
+
+    for f in triton_rules.check(cfg, config_path, version_dirs=version_dirs):
+        c.add(f.message, f.pattern)
 
     # version folders: the model file Triton looks for, and the ONNX graph.
     want = expected_model_filename(cfg)
