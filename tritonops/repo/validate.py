@@ -367,6 +367,8 @@ def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
             full = ([-1] + dims) if batch else dims
             if not gdims and etype == 0:
                 continue  # graph without shape information: nothing to compare
+            if not gdims and full == [1]:
+                continue  # a scalar graph tensor: a non-batching config says dims [ 1 ]
             if len(full) != len(gdims):
                 extra = " (max_batch_size > 0 adds the batch dimension)" if batch else ""
                 out.append(
