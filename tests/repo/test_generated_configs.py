@@ -102,3 +102,28 @@ def test_convert_config(gname: str, runtime: str, tmp_path: Path) -> None:
         assert_valid(tmp_path, f"m{mbs}", cfg, files)
         scalar_outs = [o for o in cfg.output if list(o.dims) == [1] and o.HasField("reshape")]
         assert not (mbs == 0 and scalar_outs), "an empty reshape on a non-batching model"
+
+
+def test_repo_add_refuses_an_ensemble_triton_rejects(tmp_path: Path) -> None:
+    """`repo add` checks an ensemble against the models already in the repository."""
+    from tests.repo.conftest import make_python_model, python_config
+    from tritonops.errors import RepositoryError
+    from tritonops.repo.repository import add_version
+
+    root = tmp_path / "repo"
+    add_version(root, "add", make_python_model(tmp_path / "src"), config=python_config(tmp_path / "c.pbtxt", mbs=8))
+    ens = (
+        'platform: "ensemble"\nmax_batch_size: 8\n'
+        'input [ { name: "IN" data_type: TYPE_INT32 dims: [ 4 ] } ]\n'
+        'output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'ensemble_scheduling { step [ { model_name: "add" model_version: -1 '
+        'input_map { key: "INPUT0" value: "IN" } output_map { key: "OUTPUT0" value: "OUT" } } ] }\n'
+    )
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / ".keep").write_text("")
+    (tmp_path / "e.pbtxt").write_text(ens)
+    with pytest.raises(RepositoryError, match="inconsistent data type: TYPE_INT32"):
+        add_version(root, "e", tmp_path / "e", config=tmp_path / "e.pbtxt")
+    assert not (root / "e").exists()
+    (tmp_path / "e.pbtxt").write_text(ens.replace("TYPE_INT32", "TYPE_FP32"))
+    add_version(root, "e", tmp_path / "e", config=tmp_path / "e.pbtxt")

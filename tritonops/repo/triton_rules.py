@@ -23,6 +23,7 @@ from tritonops.repo import ensemble_rules
 from tritonops.repo.rule_finding import Finding, name_pattern
 
 WILDCARD = -1
+STAGING_PREFIX = ".tritonops-"  # validate.STAGING_PREFIX, which imports this module
 SeqCtl = mc.ModelSequenceBatching.Control
 BOOLEAN_CONTROLS = (SeqCtl.CONTROL_SEQUENCE_START, SeqCtl.CONTROL_SEQUENCE_END, SeqCtl.CONTROL_SEQUENCE_READY)
 CORRID_TYPES = (mc.TYPE_UINT64, mc.TYPE_INT64, mc.TYPE_UINT32, mc.TYPE_INT32, mc.TYPE_STRING)
@@ -51,8 +52,14 @@ def check(
         out.extend(rule(cfg))
     out.extend(runtime_rule(cfg, model_dir, list(version_dirs)))
     if cfg.platform == "ensemble" or cfg.HasField("ensemble_scheduling"):
-        out.extend(ensemble_rules.check(cfg, model_dir.parent, load_config))
+        out.extend(ensemble_rules.check(cfg, repository_root(model_dir), load_config))
     return out
+
+
+def repository_root(model_dir: Path) -> Path:
+    """The repository a model folder belongs to; `repo add` validates inside a staging folder in it."""
+    root = model_dir.parent
+    return root.parent if root.name.startswith(STAGING_PREFIX) else root
 
 
 # --- inputs and outputs (ValidateIOShape, ValidateModelInput/Output) ---------------------------
