@@ -91,9 +91,12 @@ def _fill_io(
     if dims:
         io.dims.extend(dims)
     else:
-        # Per-sample scalar (e.g. a class label of shape [batch]): Triton needs dims, reshape drops them.
+        # A scalar: Triton needs dims. Per sample (shape [batch]), reshape: [ ] drops the 1; a
+        # non-batching model cannot have an empty reshape (Triton: "scalar tensors are not
+        # supported"), and its backends take dims [ 1 ] for a scalar graph tensor.
         io.dims.append(1)
-        io.reshape.SetInParent()
+        if batching:
+            io.reshape.SetInParent()
 
 
 def make_config(

@@ -146,9 +146,10 @@ def generate_onnx_config(model: str, onnx_path: Path) -> mc.ModelConfig:
             io.name = name
             io.data_type = ONNX_TO_TRITON[etype]
             io.dims.extend(dims)
-            if not dims:  # a scalar: Triton needs dims, reshape makes it a scalar again
+            if not dims:
+                # A scalar: Triton needs dims. max_batch_size is 0 here, where an empty reshape is
+                # refused ("scalar tensors are not supported"): dims [ 1 ] alone.
                 io.dims.append(1)
-                io.reshape.SetInParent()
     return cfg
 
 

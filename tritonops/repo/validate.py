@@ -22,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
 from tritonops.fileio import sha256_file
+from tritonops.repo import triton_rules
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 from tritonops.repo.model_config import line_of
 
@@ -149,16 +150,7 @@ def check_config(
         )
     elif cfg.platform and cfg.backend and PLATFORM_BACKEND[cfg.platform] != cfg.backend:
         c.add(f"backend: {cfg.backend!r} does not match platform {cfg.platform!r}", r"^\s*backend:")
-    elif (
-        cfg.backend
-        and not cfg.platform
-        and cfg.backend not in DEFAULT_MODEL_FILENAME
-        and not cfg.default_model_filename
-    ):
-        c.add(
-            f"backend: {cfg.backend!r} has no default model file name; set default_model_filename",
-            r"^\s*backend:",
-        )
+    # A custom backend (e.g. identity) needs no default_model_filename: the backend finds its files.
 
     # max_batch_size
     mbs = cfg.max_batch_size
@@ -286,6 +278,9 @@ def check_config(
             if o.name not in produced:
                 c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
 
+    for f in triton_rules.check(cfg, config_path, version_dirs=version_dirs):
+        c.add(f.message, f.pattern)
+
     # version folders: the model file Triton looks for, and the ONNX graph.
     want = expected_model_filename(cfg)
     if want:
@@ -366,6 +361,8 @@ def check_onnx(cfg: mc.ModelConfig, onnx_path: Path, c: _Ctx) -> list[Problem]:
             full = ([-1] + dims) if batch else dims
             if not gdims and etype == 0:
                 continue  # graph without shape information: nothing to compare
+            if not gdims and full == [1]:
+                continue  # a scalar graph tensor: a non-batching config says dims [ 1 ]
             if len(full) != len(gdims):
                 extra = " (max_batch_size > 0 adds the batch dimension)" if batch else ""
                 out.append(
