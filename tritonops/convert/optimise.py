@@ -201,6 +201,35 @@ def load_npz(path: Path, specs: list[TensorSpec], field: str) -> Feeds:
     return out
 
 
+# Operators an onnxruntime-quantised graph holds where something was actually quantised.
+QUANTISED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QAttention",
+        "QGemm",
+    }
+)
+
+
+def require_quantised(kind: TargetKind, fp32: Path, dst: Path) -> None:
+    """The quantisers leave a graph with nothing they handle (a tree ensemble, a graph of only
+    element-wise ops) unchanged: an "int8" target that is the fp32 graph is refused, in one line."""
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    if any(op in QUANTISED_OPS or op.startswith("QLinear") for op in ops):
+        return
+    source_ops = sorted({n.op_type for n in onnx.load(str(fp32)).graph.node})
+    raise ConversionError(
+        f"target {kind.value}: no operator in the graph can be quantised to int8 "
+        f"(it has {', '.join(source_ops)}); drop the target or mark it optional"
+    )
+
+
 def build_onnx_target(
     kind: TargetKind, fp32: Path, dst: Path, calibration: Feeds | None, batch_dynamic: bool
 ) -> dict[str, Any]:
@@ -210,8 +239,11 @@ def build_onnx_target(
     if kind is TargetKind.onnx_fp16:
         return to_fp16(fp32, dst)
     if kind is TargetKind.onnx_int8_dynamic:
-        return to_int8_dynamic(fp32, dst)
-    if kind is TargetKind.onnx_int8_static:
+        info = to_int8_dynamic(fp32, dst)
+    elif kind is TargetKind.onnx_int8_static:
         assert calibration is not None
-        return to_int8_static(fp32, dst, calibration, batch_dynamic)
-    raise AssertionError(kind)
+        info = to_int8_static(fp32, dst, calibration, batch_dynamic)
+    else:
+        raise AssertionError(kind)
+    require_quantised(kind, fp32, dst)
+    return info

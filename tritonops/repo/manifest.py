@@ -76,7 +76,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def canonical_json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
 @dataclass(frozen=True)

@@ -243,9 +243,11 @@ def add_version(
             )
     for extra in (source, metadata):
         try:
-            json.dumps(extra or {})
+            json.dumps(extra or {}, allow_nan=False)  # JSON has no NaN: a manifest must stay JSON
         except (TypeError, ValueError) as e:
-            raise RepositoryError(f"{model}: source/metadata must be JSON-serialisable ({e})") from None
+            raise RepositoryError(
+                f"{model}: source/metadata must be JSON-serialisable, without NaN or Infinity ({e})"
+            ) from None
 
     with repo_lock(root):
         model_dir = root / model
