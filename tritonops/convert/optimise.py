@@ -217,17 +217,33 @@ QUANTISED_OPS = frozenset(
 )
 
 
-def require_quantised(kind: TargetKind, fp32: Path, dst: Path) -> None:
-    """The quantisers leave a graph with nothing they handle (a tree ensemble, a graph of only
-    element-wise ops) unchanged: an "int8" target that is the fp32 graph is refused, in one line."""
-    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
-    if any(op in QUANTISED_OPS or op.startswith("QLinear") for op in ops):
-        return
-    source_ops = sorted({n.op_type for n in onnx.load(str(fp32)).graph.node})
-    raise ConversionError(
+def _nothing_to_quantise(kind: TargetKind, graph: Path) -> ConversionError:
+    ops = sorted({n.op_type for n in onnx.load(str(graph)).graph.node})
+    return ConversionError(
         f"target {kind.value}: no operator in the graph can be quantised to int8 "
-        f"(it has {', '.join(source_ops)}); drop the target or mark it optional"
+        f"(it has {', '.join(ops)}); drop the target or mark it optional"
     )
+
+
+def check_quantisable(kind: TargetKind, fp32: Path) -> None:
+    """Before quantising: a graph with no operator onnxruntime's quantiser handles (a tree ensemble:
+    only ai.onnx.ml ops) makes it fail obscurely ("Failed to find proper ai.onnx domain")."""
+    from onnxruntime.quantization import registry
+
+    handled = set(registry.IntegerOpsRegistry)
+    if kind is TargetKind.onnx_int8_static:
+        handled |= set(registry.QDQRegistry) | set(registry.QLinearOpsRegistry)
+    nodes = onnx.load(str(fp32)).graph.node
+    if not any(n.op_type in handled and n.domain in ("", "ai.onnx", "com.microsoft") for n in nodes):
+        raise _nothing_to_quantise(kind, fp32)
+
+
+def require_quantised(kind: TargetKind, fp32: Path, dst: Path) -> None:
+    """After quantising: a graph whose only handled ops were left alone is the fp32 graph under
+    an int8 name; refused in one line."""
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    if not any(op in QUANTISED_OPS or op.startswith("QLinear") for op in ops):
+        raise _nothing_to_quantise(kind, fp32)
 
 
 def build_onnx_target(
@@ -238,6 +254,7 @@ def build_onnx_target(
         return {}
     if kind is TargetKind.onnx_fp16:
         return to_fp16(fp32, dst)
+    check_quantisable(kind, fp32)
     if kind is TargetKind.onnx_int8_dynamic:
         info = to_int8_dynamic(fp32, dst)
     elif kind is TargetKind.onnx_int8_static:

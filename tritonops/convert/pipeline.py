@@ -128,7 +128,7 @@ class Check:
 _ORT_OP_PATTERNS = (
     # onnxruntime has no kernel for this operator at this opset (e.g. opset 1-6 ops).
     (re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'"),
-     "onnxruntime cannot run operator {0} (opset {1}, node '{2}')"),
+     "onnxruntime cannot run operator {0} at opset {1} (node '{2}')"),
     (re.compile(r"(?:([\w.]+):)?(\w+)\((-?\d+)\) is not a registered function/op"),
      "onnxruntime does not know operator {1} (domain '{0}')"),
     (re.compile(r"No Op registered for (\w+) with domain_version of (\d+)"),
@@ -144,7 +144,7 @@ def describe_failure(e: BaseException) -> str:
     for pattern, template in _ORT_OP_PATTERNS:
         m = pattern.search(text)
         if m:
-            return template.format(*(g or "" for g in m.groups()))
+            return template.format(*(g or "" for g in m.groups())).replace(" (node '')", "")
     first = text.splitlines()[0] if text else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
