@@ -204,8 +204,10 @@ def test_a_manifest_never_holds_a_bare_nan(tmp_path: Path) -> None:
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "model.py").write_text("# placeholder\n")
     cfg = tmp_path / "config.pbtxt"
-    cfg.write_text('name: "m"\nbackend: "python"\ninput [{name: "x" data_type: TYPE_FP32 dims: [1]}]\n'
-                   'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n')
+    cfg.write_text(
+        'name: "m"\nbackend: "python"\ninput [{name: "x" data_type: TYPE_FP32 dims: [1]}]\n'
+        'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n'
+    )
     with pytest.raises(RepositoryError, match="without NaN or Infinity"):
         add_version(tmp_path / "repo", "m", tmp_path / "v", config=cfg, metadata={"err": float("nan")})
     assert not (tmp_path / "repo" / "m").exists()
@@ -351,7 +353,11 @@ def test_other_bundled_classifiers_pass_fp32_with_the_defaults(tmp_path: Path, l
     recipe = write_recipe(
         tmp_path,
         {
-            "source": {"kind": "sklearn", "factory": "clf:build", "inputs": [{"name": "input", "shape": ["batch", x.shape[1]]}]},
+            "source": {
+                "kind": "sklearn",
+                "factory": "clf:build",
+                "inputs": [{"name": "input", "shape": ["batch", x.shape[1]]}],
+            },
             "targets": ["onnx"],
             "validation": {"data": "val.npz"},
             "triton": {"max_batch_size": 16},
