@@ -123,6 +123,7 @@ class Check:
     batch_size: int | None  # rows per request along the sample axis (None: one request)
     feeds: Feeds
     ref: dict[str, np.ndarray]
+    samples: int  # distinct samples (the feeds wrap them to a multiple of the batch size)
 
 
 _ORT_OP_PATTERNS = (
@@ -175,7 +176,8 @@ def _checks(
                 f"{recipe.path}: validation.dims: the source fails at {accuracy.point_label(point)} "
                 f"(set the sizes to check in validation.dims): {describe_failure(e)}"
             ) from None
-        out.append(Check(point, size, feeds, ref))
+        distinct = len(next(iter(data.values()))) if data is not None else v.samples
+        out.append(Check(point, size, feeds, ref, distinct))
     return out
 
 
@@ -252,7 +254,7 @@ def _build_target(
         name: t.effective_tolerance(o["kind"]).model_dump(exclude_none=True) for name, o in outputs.items()
     }
     res.accuracy = {
-        "samples": len(next(iter(checks[0].feeds.values()))),
+        "samples": checks[0].samples,
         "shapes": [
             {"dims": c.point, "outputs": {e.name: e.to_json() for e in errs}}
             for c, (_, errs) in zip(checks, per_point, strict=True)
