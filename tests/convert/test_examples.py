@@ -70,13 +70,15 @@ def test_every_example_yields_fp32_fp16_int8_versions_within_tolerance(converted
             assert acc and tol, model
             for out, errs in acc.items():
                 assert errs["violations"] == [], (model, out, errs)
-                for k, limit in tol.items():
+                assert errs["kind"] == (
+                    "labels" if out == "label" else ("probabilities" if out == "probabilities" else "scores")
+                )
+                assert {s_["dims"]["batch"] for s_ in v.metadata["accuracy"]["shapes"]} == {1, 8, 64}
+                for k, limit in tol[out].items():
                     if k != "mismatch" and out != "label":
                         assert errs[k] <= limit, (model, out, k, errs[k], limit)
             sp = v.metadata["speed"]["batches"]
-            assert set(sp) == {"1", "32"} and all(
-                b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in sp.values()
-            )
+            assert set(sp) == {"1", "32"} and all(b["p50_ms"] > 0 and b["throughput_per_s"] > 0 for b in sp.values())
     assert validate_repository(converted.root) == []
     code, _, err = run_cli("repo", "validate", str(converted.root))
     assert code == 0, err

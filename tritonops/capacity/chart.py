@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tritonops.repo.manifest import atomic_write_bytes
+from tritonops.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

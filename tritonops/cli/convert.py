@@ -17,6 +17,9 @@ from tritonops.errors import AccuracyError, ConversionError
 if TYPE_CHECKING:
     from tritonops.convert import ConvertReport
 
+# Written, but a target the recipe marks optional failed or was rejected (README: Exit codes).
+EXIT_OPTIONAL_FAILED = 4
+
 
 def _worst(acc: dict[str, Any], key: str) -> float | None:
     vals = [o.get(key) for o in acc.get("outputs", {}).values() if o.get(key) is not None]
@@ -26,6 +29,24 @@ def _worst(acc: dict[str, Any], key: str) -> float | None:
 def _speed(sp: dict[str, Any], batch: str, key: str) -> str:
     b = sp.get("batches", {}).get(batch)
     return "-" if not b else (f"{b[key]:.3f}" if key.endswith("_ms") else f"{b[key]:,.0f}")
+
+
+def _error_figure(o: dict[str, Any]) -> str:
+    """One figure per output: mismatch for labels, the normalised max error otherwise."""
+    key = "mismatch" if o.get("kind") == "labels" else "norm_max"
+    v = o.get(key)
+    return f"{key} {'n/a' if v is None else f'{v:.2e}'}" + (" !" if o.get("violations") else "")
+
+
+def _shapes_table(report: ConvertReport) -> Table:
+    t = Table("model", "target", "shape", "errors per output", title="accuracy at each shape checked")
+    for rr in report.recipes:
+        for r in rr.targets:
+            for sh in r.accuracy.get("shapes", []):
+                label = " ".join(f"{k}={v}" for k, v in sh["dims"].items()) or "static"
+                figures = "; ".join(f"{n}: {_error_figure(o)}" for n, o in sh["outputs"].items())
+                t.add_row(r.model, r.target, label, figures)
+    return t
 
 
 def _render(report: ConvertReport, c: Console) -> None:
@@ -56,6 +77,7 @@ def _render(report: ConvertReport, c: Console) -> None:
                 _speed(r.speed, "32", "throughput_per_s"),
             )
     c.print(t)
+    c.print(_shapes_table(report))
     for rr in report.recipes:
         for r in rr.targets:
             if r.reason and r.status in ("rejected", "failed"):
@@ -109,6 +131,11 @@ def convert_cmd(
     else:
         report = convert(recipes, targets=target, repo=repo, select=select, runtime=runtime)
     emit(output, report.to_json(), lambda c: _render(report, c))
+    if report.written and report.problems():
+        # Optional targets failed: the others are written; a distinct exit code says so.
+        for p in report.problems():
+            console.print(f"warning: not written: {p}", markup=False, highlight=False)
+        raise typer.Exit(code=EXIT_OPTIONAL_FAILED)
     if not report.written:
         problems = report.problems()
         if problems:

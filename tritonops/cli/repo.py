@@ -39,14 +39,25 @@ def add_cmd(
             "--config", help="config.pbtxt to use (default: keep the model's, or generate from model.onnx)."
         ),
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="For an ONNX model, as `convert --runtime`: onnxruntime (platform onnxruntime_onnx) or "
+            "onnxruntime-python (adds convert's model.py, backend python: the local stack).",
+        ),
+    ] = None,
     repo: RepoOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Add version N+1 of a model from files; existing versions are never rewritten."""
-    from tritonops.repo.repository import add_version
+    from tritonops.repo.repository import add_onnx_version, add_version
 
     root = _root(repo)
-    entry = add_version(root, model, from_, config=config)
+    if runtime is not None:
+        entry = add_onnx_version(root, model, from_, runtime=runtime, config=config)
+    else:
+        entry = add_version(root, model, from_, config=config)
     data = {"repository": str(root), "model": model, **entry.to_json(), "version": entry.version}
 
     def render(c: Console) -> None:

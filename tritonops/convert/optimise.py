@@ -201,6 +201,45 @@ def load_npz(path: Path, specs: list[TensorSpec], field: str) -> Feeds:
     return out
 
 
+# Operators an onnxruntime-quantised graph holds where something was actually quantised.
+QUANTISED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QAttention",
+        "QGemm",
+    }
+)
+
+
+def _nothing_to_quantise(kind: TargetKind, graph: Path) -> ConversionError:
+    ops = sorted({n.op_type for n in onnx.load(str(graph)).graph.node})
+    return ConversionError(
+        f"target {kind.value}: no operator in the graph can be quantised to int8 "
+        f"(it has {', '.join(ops)}); drop the target or mark it optional"
+    )
+
+
+def check_quantisable(kind: TargetKind, fp32: Path) -> None:
+    """Before quantising: a graph with no ai.onnx operator at all (a tree ensemble: only ai.onnx.ml
+    ops) makes the quantiser fail obscurely ("Failed to find proper ai.onnx domain")."""
+    if not any(n.domain in ("", "ai.onnx") for n in onnx.load(str(fp32)).graph.node):
+        raise _nothing_to_quantise(kind, fp32)
+
+
+def require_quantised(kind: TargetKind, fp32: Path, dst: Path) -> None:
+    """After quantising: a graph whose only handled ops were left alone is the fp32 graph under
+    an int8 name; refused in one line."""
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    if not any(op in QUANTISED_OPS or op.startswith("QLinear") for op in ops):
+        raise _nothing_to_quantise(kind, fp32)
+
+
 def build_onnx_target(
     kind: TargetKind, fp32: Path, dst: Path, calibration: Feeds | None, batch_dynamic: bool
 ) -> dict[str, Any]:
@@ -209,9 +248,13 @@ def build_onnx_target(
         return {}
     if kind is TargetKind.onnx_fp16:
         return to_fp16(fp32, dst)
+    check_quantisable(kind, fp32)
     if kind is TargetKind.onnx_int8_dynamic:
-        return to_int8_dynamic(fp32, dst)
-    if kind is TargetKind.onnx_int8_static:
+        info = to_int8_dynamic(fp32, dst)
+    elif kind is TargetKind.onnx_int8_static:
         assert calibration is not None
-        return to_int8_static(fp32, dst, calibration, batch_dynamic)
-    raise AssertionError(kind)
+        info = to_int8_static(fp32, dst, calibration, batch_dynamic)
+    else:
+        raise AssertionError(kind)
+    require_quantised(kind, fp32, dst)
+    return info

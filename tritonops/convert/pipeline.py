@@ -2,12 +2,17 @@
 
 Nothing reaches the repository until every recipe's every target has been built and has passed
 its gate (or, with ``select="fastest"``, until the fastest passing target is known): a rejected
-target means a non-zero exit and an unchanged repository, with the numbers in the report.
+target means a non-zero exit and an unchanged repository, with the numbers in the report. A target
+the recipe marks ``optional`` is the exception: its failure is reported, the others are written.
+
+The gate runs every target at each dynamic dimension's minimum, typical and maximum size
+(accuracy.shape_points), against the source run at the same shapes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from tritonops.convert import optimise, speed
-from tritonops.convert.accuracy import gate
-from tritonops.convert.export import Exported, Feeds, Runner, example_feeds, export, input_specs, ort_runner
+from tritonops.convert import accuracy, optimise, speed
+from tritonops.convert.accuracy import Dim, gate
+from tritonops.convert.export import Exported, Feeds, example_feeds, export, input_specs, ort_runner
 from tritonops.convert.model_folder import make_config, stage_version
 from tritonops.convert.recipe import Recipe, TargetKind, TargetSpec, TensorSpec, load_recipe
 from tritonops.errors import ConversionError, TritonOpsError
@@ -41,11 +46,13 @@ class TargetResult:
     speed: dict[str, Any] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
     file: Path | None = None
+    optional: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "model": self.model,
+            "optional": self.optional,
             "status": self.status,
             "reason": self.reason,
             "version": self.version,
@@ -87,12 +94,13 @@ class ConvertReport:
     def ok(self) -> bool:
         return self.written
 
-    def problems(self) -> list[str]:
+    def problems(self, *, optional: bool | None = None) -> list[str]:
+        """Rejected or failed targets, one line each; ``optional`` filters on the recipe's mark."""
         return [
-            f"{t.model} ({t.target}): {t.status}: {t.reason}"
+            f"{t.model} ({t.target}{', optional' if t.optional else ''}): {t.status}: {t.reason}"
             for r in self.recipes
             for t in r.targets
-            if t.status in ("rejected", "failed")
+            if t.status in ("rejected", "failed") and (optional is None or t.optional == optional)
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -107,13 +115,70 @@ def _data(
     return example_feeds(specs, samples, seed)
 
 
-def _run_chunked(run: Runner, feeds: Feeds, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    """Run over all samples; in chunks of the static first dimension when there is no batch dim."""
-    n = len(next(iter(feeds.values())))
-    static = [s.shape[0] for s in specs if 0 not in s.dynamic_dims]
-    step = int(static[0]) if static else n
-    parts = [run({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, n - step + 1, step)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+@dataclass
+class Check:
+    """One shape point of the gate: its sizes, the inputs, and the source's outputs on them."""
+
+    point: dict[str, int]
+    batch_size: int | None  # rows per request along the sample axis (None: one request)
+    feeds: Feeds
+    ref: dict[str, np.ndarray]
+    samples: int  # distinct samples (the feeds wrap them to a multiple of the batch size)
+
+
+_ORT_OP_PATTERNS = (
+    # onnxruntime has no kernel for this operator at this opset (e.g. opset 1-6 ops).
+    (re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'"),
+     "onnxruntime cannot run operator {0} at opset {1} (node '{2}')"),
+    (re.compile(r"(?:([\w.]+):)?(\w+)\((-?\d+)\) is not a registered function/op"),
+     "onnxruntime does not know operator {1} (domain '{0}')"),
+    (re.compile(r"No Op registered for (\w+) with domain_version of (\d+)"),
+     "unknown operator {0} (opset {1})"),
+    (re.compile(r"Unrecognized attribute: (\w+) for operator (\w+)"),
+     "operator {1} has an attribute onnxruntime does not know ({0}): an old or unsupported opset"),
+)
+
+
+def describe_failure(e: BaseException) -> str:
+    """A converter's or runtime's exception as one line, naming the operator when it names one."""
+    text = str(e).strip()
+    for pattern, template in _ORT_OP_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            return template.format(*(g or "" for g in m.groups())).replace(" (node '')", "")
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _export(recipe: Recipe, out: Path) -> Exported:
+    try:
+        return export(recipe, out)
+    except TritonOpsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - onnxruntime refusing the source graph: one line, not a traceback
+        raise ConversionError(f"{recipe.path}: source: {describe_failure(e)}") from None
+
+
+def _checks(
+    recipe: Recipe, exp: Exported, specs: list[TensorSpec], dims: list[Dim], data: Feeds | None
+) -> list[Check]:
+    """The source's outputs at every shape point (min / typical / max of each dynamic dim)."""
+    v = recipe.validation
+    batch = accuracy.batch_dim(specs)
+    out = []
+    for point in accuracy.shape_points(dims):
+        feeds = accuracy.feeds_at(specs, point, batch, v.samples, data, v.seed)
+        size = point[batch] if batch else None
+        try:
+            ref = accuracy.run_at(exp.run_source, feeds, size)
+        except Exception as e:  # noqa: BLE001 - the user's model at a size it does not take
+            raise ConversionError(
+                f"{recipe.path}: validation.dims: the source fails at {accuracy.point_label(point)} "
+                f"(set the sizes to check in validation.dims): {describe_failure(e)}"
+            ) from None
+        distinct = len(next(iter(data.values()))) if data is not None else v.samples
+        out.append(Check(point, size, feeds, ref, distinct))
+    return out
 
 
 def _targets(recipe: Recipe, only: list[TargetKind] | None) -> list[TargetSpec]:
@@ -146,8 +211,7 @@ def _build_target(
     specs: list[TensorSpec],
     work: Path,
     calibration: Feeds | None,
-    val: Feeds,
-    ref: dict[str, np.ndarray],
+    checks: list[Check],
 ) -> None:
     from tritonops.convert import tensorrt
 
@@ -175,12 +239,29 @@ def _build_target(
         res.file = dst
         res.size_bytes = dst.stat().st_size
         run = ort_runner(dst)
-    got = _run_chunked(run, val, specs)
-    tol = t.effective_tolerance()
-    res.tolerance = tol.model_dump(exclude_none=True)
-    errs = gate(ref, got, tol)
-    res.accuracy = {"samples": len(next(iter(val.values()))), "outputs": {e.name: e.to_json() for e in errs}}
-    bad = [f"{e.name}: {v}" for e in errs for v in e.violations]
+    per_point = []
+    for c in checks:
+        try:
+            got = accuracy.run_at(run, c.feeds, c.batch_size)
+        except Exception as e:  # noqa: BLE001 - a target that cannot run at a size its source takes
+            raise ConversionError(
+                f"{res.model}: target {t.kind.value} fails at {accuracy.point_label(c.point)}: "
+                f"{describe_failure(e)}"
+            ) from None
+        per_point.append((c.point, gate(c.ref, got, t.effective_tolerance)))
+    outputs = accuracy.worst(per_point)
+    res.tolerance = {
+        name: t.effective_tolerance(o["kind"]).model_dump(exclude_none=True) for name, o in outputs.items()
+    }
+    res.accuracy = {
+        "samples": checks[0].samples,
+        "shapes": [
+            {"dims": c.point, "outputs": {e.name: e.to_json() for e in errs}}
+            for c, (_, errs) in zip(checks, per_point, strict=True)
+        ],
+        "outputs": outputs,
+    }
+    bad = [f"{name}: {v}" for name, o in outputs.items() for v in o["violations"]]
     if bad:
         res.status = "rejected"
         res.reason = "beyond tolerance: " + "; ".join(bad)
@@ -201,12 +282,13 @@ def _convert_one(
 ) -> RecipeResult:
     name = recipe.destination.model
     progress(f"{name}: exporting the {recipe.source.kind} source")
-    exp = export(recipe, work / "fp32.onnx")
+    exp = _export(recipe, work / "fp32.onnx")
     specs = input_specs(recipe, exp)
     targets = _targets(recipe, only)
-    val = _data(
-        recipe, recipe.validation.data, recipe.validation.samples, recipe.validation.seed, specs, "validation"
-    )
+    v = recipe.validation
+    data = optimise.load_npz(recipe.resolve(v.data), specs, f"{recipe.path}: validation.data") if v.data else None
+    dims = accuracy.dim_ranges(specs, v.dims, recipe.triton.max_batch_size, data, f"{recipe.path}: validation")
+    checks = _checks(recipe, exp, specs, dims, data)
     calibration = None
     if any(t.kind.needs_calibration for t in targets):
         calibration = _data(
@@ -217,28 +299,25 @@ def _convert_one(
             specs,
             "calibration",
         )
-    ref = _run_chunked(exp.run_source, val, specs)
-    missing = sorted(set(ref) - {o.name for o in exp.outputs})
+    missing = sorted(set(checks[0].ref) - {o.name for o in exp.outputs})
     if missing:
         raise ConversionError(
             f"{recipe.path}: source outputs {missing} are not outputs of the exported graph"
         )
     results = []
     for t in targets:
-        res = TargetResult(t.kind.value, recipe.model_name(t))
+        res = TargetResult(t.kind.value, recipe.model_name(t), optional=t.optional)
         results.append(res)
         progress(f"{name}: building {t.kind.value}")
         try:
-            _build_target(recipe, t, res, exp, specs, work, calibration, val, ref)
+            _build_target(recipe, t, res, exp, specs, work, calibration, checks)
         except TritonOpsError as e:
             res.status, res.reason = "failed", str(e)
         except Exception as e:  # noqa: BLE001 - a converter's own error: reported per target, one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            res.status, res.reason = "failed", f"{type(e).__name__}: {first}"
+            res.status, res.reason = "failed", describe_failure(e)
         log.info("%s %s: %s %s", name, t.kind.value, res.status, res.reason or "")
-    return RecipeResult(
-        str(recipe.path), str(recipe.repository_path(repo)), runtime, exp.info, results, exp, recipe
-    )
+    info = {**exp.info, "dims": {d.name: d.to_json() for d in dims}}
+    return RecipeResult(str(recipe.path), str(recipe.repository_path(repo)), runtime, info, results, exp, recipe)
 
 
 def _select_fastest(results: list[RecipeResult]) -> None:
@@ -362,7 +441,9 @@ def convert(
             _select_fastest(results)
             if any(not any(t.status == "passed" for t in rr.targets) for rr in results):
                 return report
-        elif report.problems():
+        elif report.problems(optional=False) or any(
+            not any(t.status == "passed" for t in rr.targets) for rr in results
+        ):
             return report
         _preflight(results)
         for rr in results:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tritonops.demand.settings import DemandSettings, JsonSource, PrometheusSource, TritonSource
 from tritonops.demand.sources import DemandError, StatsClient, read_json, read_prometheus, read_triton
-from tritonops.repo.manifest import atomic_write_bytes, utc_now
+from tritonops.fileio import atomic_write_bytes, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ CONFIG_NAME = "config.pbtxt"
 
 
 def canonical_json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
 @dataclass(frozen=True)

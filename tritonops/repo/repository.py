@@ -247,9 +247,11 @@ def add_version(
             )
     for extra in (source, metadata):
         try:
-            json.dumps(extra or {})
+            json.dumps(extra or {}, allow_nan=False)  # JSON has no NaN: a manifest must stay JSON
         except (TypeError, ValueError) as e:
-            raise RepositoryError(f"{model}: source/metadata must be JSON-serialisable ({e})") from None
+            raise RepositoryError(
+                f"{model}: source/metadata must be JSON-serialisable, without NaN or Infinity ({e})"
+            ) from None
 
     with repo_lock(root):
         model_dir = root / model
@@ -297,6 +299,62 @@ def add_version(
             shutil.rmtree(staging, ignore_errors=True)
     log.info("added %s version %s (%s files, %s bytes)", model, n, len(entries), entry.size)
     return entry
+
+
+RUNTIMES = {"onnxruntime": "platform onnxruntime_onnx", "onnxruntime-python": "backend python"}
+
+
+def _served_by(cfg: mc.ModelConfig) -> str:
+    return f"backend {cfg.backend}" if cfg.backend else f"platform {cfg.platform}"
+
+
+def add_onnx_version(
+    root: Path,
+    model: str,
+    files_from: Path,
+    *,
+    runtime: str,
+    config: Path | None = None,
+) -> VersionEntry:
+    """``repo add --runtime``: a user's ONNX model laid out and configured as ``convert`` does.
+
+    ``onnxruntime``: model.onnx under ``platform: "onnxruntime_onnx"``. ``onnxruntime-python``:
+    model.onnx plus convert's generated model.py under ``backend: "python"`` (the local stack's
+    Triton has only the python backend). ``files_from`` is an .onnx file, or a folder holding
+    model.onnx (its other files are copied too). Then :func:`add_version`.
+    """
+    # Lazy: convert pulls in onnx; the layout and model.py are convert's own, reused, not copied.
+    from tritonops.convert.model_folder import ONNX_FILE, stage_version
+
+    if runtime not in RUNTIMES:
+        raise RepositoryError(f"--runtime: unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+    files_from = Path(files_from)
+    onnx_file = files_from / ONNX_FILE if files_from.is_dir() else files_from
+    if not onnx_file.is_file() or onnx_file.suffix != ".onnx":
+        raise RepositoryError(
+            f"{files_from}: --runtime {runtime} needs an .onnx file, or a folder with {ONNX_FILE}"
+        )
+    existing = Path(root) / model / CONFIG_NAME
+    cfg: mc.ModelConfig | Path | None = config
+    if config is None and existing.is_file():
+        current = read_config(existing)
+        if _served_by(current) != RUNTIMES[runtime]:
+            raise RepositoryError(
+                f"{existing}: {model} is served by {_served_by(current)}, not {RUNTIMES[runtime]} "
+                f"(--runtime {runtime}); pass --config to change it"
+            )
+    elif config is None:
+        generated = generate_onnx_config(model, onnx_file)
+        if runtime == "onnxruntime-python":
+            generated.ClearField("platform")
+            generated.backend = "python"
+        cfg = generated
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}runtime-") as tmp:
+        folder = Path(tmp) / model
+        if files_from.is_dir():
+            shutil.copytree(files_from, folder, ignore=shutil.ignore_patterns(ONNX_FILE))
+        stage_version(folder, onnx_file, runtime)
+        return add_version(root, model, folder, config=cfg)
 
 
 def _commit(model_dir: Path, smodel: Path, n: int, text: str, manifest: ModelManifest) -> None:
