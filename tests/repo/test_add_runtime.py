@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from tritonops.store._boto import s3_client
+from tritonops.store.s3 import s3_client
 
 from tests.conftest import Stack
 from tests.convert.conftest import run_cli
