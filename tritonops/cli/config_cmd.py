@@ -8,6 +8,7 @@ from rich.table import Table
 
 from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config
+from tritonops.config import check_local
 
 config_app = typer.Typer(help="Check and show tritonops.yaml.")
 app.add_typer(config_app, name="config")
@@ -17,6 +18,7 @@ app.add_typer(config_app, name="config")
 def validate_cmd(output: OutputOpt = OutputFormat.table) -> None:
     """Validate tritonops.yaml and show the regions, servers and model rules it defines."""
     cfg = get_config()
+    check_local(cfg)
     data = {
         "config": str(cfg.source),
         "repository": str(cfg.repository_path),

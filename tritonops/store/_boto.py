@@ -12,8 +12,10 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ProfileNotFound
 
 from tritonops.config import RegionConfig
+from tritonops.errors import StoreError
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
@@ -24,7 +26,12 @@ def boto_session(region: RegionConfig) -> boto3.Session:
     bs = botocore.session.Session(profile=region.profile)
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
-    return boto3.Session(botocore_session=bs)
+    try:
+        return boto3.Session(botocore_session=bs)
+    except ProfileNotFound:
+        # botocore names neither the bucket nor the file it looked in.
+        where = region.credentials_file or "~/.aws/credentials and ~/.aws/config"
+        raise StoreError(f"{region.bucket}: profile {region.profile!r} not found in {where}") from None
 
 
 def s3_client(region: RegionConfig, max_pool_connections: int = 32) -> Any:
