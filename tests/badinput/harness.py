@@ -66,7 +66,7 @@ def assert_refused(res: Any, names: Iterable[str], code: int | None = None, repo
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
     line = lines[0]
-    assert line.startswith("error: "), line
+    assert report or line.startswith("error: "), line
     assert "internal error" not in line, line
     where = res.stdout if report else line
     for n in names:
