@@ -292,6 +292,7 @@ def add_version(
             raise RepositoryError(f"{model}: source/metadata must be JSON-serialisable ({e})") from None
 
     with repo_lock(root):
+        _sweep_staging(root)
         model_dir = root / model
         manifest: ModelManifest | None = None
         if (model_dir / MANIFEST_NAME).exists():
@@ -337,6 +338,13 @@ def add_version(
             shutil.rmtree(staging, ignore_errors=True)
     log.info("added %s version %s (%s files, %s bytes)", model, n, len(entries), entry.size)
     return entry
+
+
+def _sweep_staging(root: Path) -> None:
+    """Remove staging folders of writers that died (SIGKILL, power loss): we hold the only lock."""
+    for p in root.glob(f"{STAGING_PREFIX}staging-*"):
+        log.info("removing %s, left by an interrupted writer", p)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _commit(model_dir: Path, smodel: Path, n: int, text: str, manifest: ModelManifest) -> None:
