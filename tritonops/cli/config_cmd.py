@@ -47,7 +47,7 @@ def validate_cmd(output: OutputOpt = OutputFormat.table) -> None:
         c.print(t)
         if len(cfg.models) > MODEL_ROWS_MAX:
             # A row per rule is unreadable (and rich takes ~40 s for 200k rows): count rules per kind.
-            groups = Counter((", ".join(v["regions"]), v["placement"]) for v in data["models"].values())
+            groups = Counter((", ".join(cfg.allowed_regions(m)), cfg.placement(m).value) for m in cfg.models)
             g = Table("allowed regions", "placement", "models")
             for (regions, placement), n in sorted(groups.items()):
                 g.add_row(regions, placement, str(n))
