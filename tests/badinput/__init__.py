@@ -1,11 +1,11 @@
-"""The bad-input corpus (issue 13): 278 cases, each refused with a non-zero exit, ONE line naming
+"""The bad-input corpus (issue 13): 249 cases, each refused with a non-zero exit, ONE line naming
 the culprit, no traceback, and nothing written (tree hash of the repository and source, and of the
 bucket listing where a bucket is involved, before and after). harness.py holds those assertions.
 
 | file | category | cases |
 | --- | --- | --- |
-| test_config_yaml.py | tritonops.yaml: schema, URLs (`..` in buckets), names, references | 52 |
-| test_config_yaml.py | tritonops.yaml: paths on this machine (repository, state_dir, credentials_file, profile) | 7 |
+| test_config_yaml.py | tritonops.yaml: schema, URLs (`..` in buckets), names, references, YAML syntax | 51 |
+| test_config_yaml.py | tritonops.yaml: paths on this machine (repository, state_dir, credentials_file, profile) | 6 |
 | test_config_yaml.py | tritonops.yaml: encoding (non-UTF-8, binary), a folder, a missing file | 8 |
 | test_recipes.py | recipes: schema of source, inputs, targets, triton, destination, data, speed | 45 |
 | test_recipes.py | recipes: YAML syntax and encoding | 4 |
