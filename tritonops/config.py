@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tritonops.errors import ConfigError
+from tritonops.validation import KeyedError, format_validation_error, load_yaml
 
 CONFIG_ENV = "TRITONOPS_CONFIG"
 DEFAULT_CONFIG_NAME = "tritonops.yaml"
@@ -74,6 +75,8 @@ class RegionConfig(_Strict):
     @classmethod
     def _bucket(cls, v: str) -> str:
         u = urlparse(v)
+        if any(seg in (".", "..") for seg in f"{u.netloc}/{u.path}".split("/")):
+            raise ValueError("a '.' or '..' path segment is not allowed (object keys are literal, not resolved)")
         if u.scheme == "s3" and u.netloc:
             return v.rstrip("/")
         if u.scheme == "file" and u.path:
@@ -154,16 +157,16 @@ class Config(_Strict):
     def _references(self) -> Config:
         for model, rule in self.models.items():
             if not _MODEL_NAME.match(model):
-                raise _KeyedError(f"models.{model}", "not a valid Triton model name")
+                raise KeyedError(f"models.{model}", "not a valid Triton model name")
             for i, rname in enumerate(rule.regions or []):
                 if rname not in self.regions:
-                    raise _KeyedError(f"models.{model}.regions[{i}]", f"unknown region {rname!r}")
+                    raise KeyedError(f"models.{model}.regions[{i}]", f"unknown region {rname!r}")
         for rname, region in self.regions.items():
             for i, server in enumerate(region.servers):
                 for j, m in enumerate(server.models):
                     mrule = self.models.get(m)
                     if mrule is not None and mrule.regions is not None and rname not in mrule.regions:
-                        raise _KeyedError(
+                        raise KeyedError(
                             f"regions.{rname}.servers[{i}].models[{j}]",
                             f"model {m!r} is not allowed in region {rname!r} (models.{m}.regions)",
                         )
@@ -208,43 +211,6 @@ class Config(_Strict):
         return self.rule(model).placement
 
 
-class _KeyedError(ValueError):
-    """A validation error that knows its own key path (raised from model-level validators)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _format_validation_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    ctx_err = first.get("ctx", {}).get("error")
-    if isinstance(ctx_err, _KeyedError):
-        return f"{source}: {ctx_err.key}: {ctx_err.message}"
-    key = _key_path(tuple(first["loc"]))
-    msg = first["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    more = len(err.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {key}: {msg}{suffix}"
-
-
 def parse_config(data: Any, source: Path | None = None) -> Config:
     """Validate already-loaded YAML data; errors name the file and the key path."""
     label = str(source) if source else "<config>"
@@ -255,7 +221,7 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(label, e)) from None
+        raise ConfigError(format_validation_error(label, e)) from None
     return cfg.model_copy(update={"source": source.absolute() if source else None})
 
 
@@ -272,20 +238,46 @@ def load_config(path: Path | None = None) -> Config:
     """Read and validate tritonops.yaml (``--config``, then ``$TRITONOPS_CONFIG``, then ``./tritonops.yaml``)."""
     p = find_config_path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except FileNotFoundError:
         hint = "" if path or os.environ.get(CONFIG_ENV) else f" (pass --config or set {CONFIG_ENV})"
         raise ConfigError(f"{p}: config file not found{hint}") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{p}: malformed YAML: {where}{problem}") from None
+    data = load_yaml(p, raw, ConfigError)
+    if data is None:
+        raise ConfigError(f"{p}: (top level): the file is empty (an empty config is almost always a mistake)")
     return parse_config(data, p)
+
+
+def check_local(cfg: Config) -> None:
+    """What ``config validate`` checks beyond the schema: the paths and profiles it names exist here.
+
+    Not part of loading, since ``repo add`` creates a missing repository and other commands need
+    only some regions. Raises ConfigError naming the file and key of the first problem.
+    """
+    src = cfg.source or "<config>"
+    repo = cfg.repository_path
+    if not repo.is_dir():
+        why = "is not a folder" if repo.exists() else "does not exist"
+        raise ConfigError(f"{src}: repository: {repo} {why} (create it with `tritonops repo add`)")
+    state = cfg.state_path
+    if state.exists() and not state.is_dir():
+        raise ConfigError(f"{src}: state_dir: {state} is a file, not a folder")
+    for name, region in sorted(cfg.regions.items()):
+        key = f"regions.{name}"
+        creds = region.credentials_file.expanduser() if region.credentials_file else None
+        if creds is not None and not creds.is_file():
+            raise ConfigError(f"{src}: {key}.credentials_file: {creds} does not exist or is not a file")
+        if region.profile is not None:
+            import botocore.session  # only here: loading a config must stay cheap
+
+            bs = botocore.session.Session()
+            if creds is not None:
+                bs.set_config_variable("credentials_file", str(creds))
+            if region.profile not in bs.available_profiles:
+                where = creds or "~/.aws/credentials and ~/.aws/config"
+                raise ConfigError(f"{src}: {key}.profile: profile {region.profile!r} not found in {where}")
 
 
 def dump_config(cfg: Config) -> str:

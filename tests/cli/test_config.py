@@ -96,7 +96,9 @@ def test_missing_config_file_says_how_to_pass_one(tmp_path: Path, monkeypatch: p
 def test_config_found_via_env_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_cfg = _write(tmp_path, GOOD)
     other = tmp_path / "cwd"
-    other.mkdir()
+    # config validate also checks that each config's repository exists.
+    (tmp_path / "model_repos" / "prod").mkdir(parents=True)
+    (other / "model_repos" / "default").mkdir(parents=True)
     (other / "tritonops.yaml").write_text("regions: {}\n")
     monkeypatch.chdir(other)
     monkeypatch.setenv("TRITONOPS_CONFIG", str(env_cfg))

@@ -89,8 +89,8 @@ def test_a_chosen_version_policy_is_kept(repo_root: Path, tmp_path: Path) -> Non
         ("empty folder", "folder holds no files"),
         ("missing source", "no such file or folder"),
         ("missing model file", "has no model.py"),
-        ("symlinked folder", "symlinked folder"),
-        ("broken symlink", "broken symlink"),
+        ("symlinked folder", "loop: symlink .* refused"),
+        ("broken symlink", "w.bin: symlink .* refused"),
     ],
 )
 def test_nothing_is_written_when_add_fails(repo_root: Path, tmp_path: Path, case: str, message: str) -> None:
@@ -126,14 +126,14 @@ def test_nothing_is_written_when_add_fails(repo_root: Path, tmp_path: Path, case
     assert not [p for p in repo_root.iterdir() if p.name.startswith(".tritonops-staging")]
 
 
-def test_symlinked_files_are_copied_as_bytes(repo_root: Path, tmp_path: Path) -> None:
+def test_symlinked_files_are_refused_not_followed(repo_root: Path, tmp_path: Path) -> None:
+    # A link inside the source could point anywhere (/etc/shadow): refused, named, nothing copied.
     src = make_python_model(tmp_path / "src")
-    (tmp_path / "weights.bin").write_bytes(b"w" * 100)
-    os.symlink(tmp_path / "weights.bin", src / "weights.bin")
-    add_version(repo_root, "m", src, config=python_config(tmp_path / "c.pbtxt"))
-    copied = repo_root / "m" / "1" / "weights.bin"
-    assert not copied.is_symlink() and copied.read_bytes() == b"w" * 100
-    assert validate_repository(repo_root) == []
+    (tmp_path / "secret").write_bytes(b"w" * 100)
+    os.symlink(tmp_path / "secret", src / "weights.bin")
+    with pytest.raises(RepositoryError, match=r"weights.bin: symlink \(to .*secret\) refused"):
+        add_version(repo_root, "m", src, config=python_config(tmp_path / "c.pbtxt"))
+    assert not (repo_root / "m").exists()
 
 
 def test_refuses_a_model_folder_tritonops_did_not_create(repo_root: Path, tmp_path: Path) -> None:

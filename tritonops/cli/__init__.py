@@ -32,12 +32,40 @@ def _is_click_flow(e: BaseException) -> bool:
     return type(e).__module__.split(".")[0] in ("click", "typer")
 
 
+# click's usage error, reached through typer's public API (typer vendors its own click).
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+USAGE_EXIT_CODE = 2
+
+
+def _usage_exit(e: Exception) -> typer.Exit:
+    """A usage error as one line (no usage block, no box): `error: tritonops repo add: Missing argument...`."""
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    _print_error(f"{where}{' '.join(msg.split())}{hint}")
+    return typer.Exit(code=USAGE_EXIT_CODE)
+
+
 class _Group(typer.core.TyperGroup):
     """Turns known errors into one line and an exit code, everywhere below the root."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        # The root's own options are parsed here, before invoke.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _UsageError as e:
+            if STATE.debug:
+                raise
+            raise _usage_exit(e) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except _UsageError as e:
+            if STATE.debug:
+                raise
+            raise _usage_exit(e) from None
         except TritonOpsError as e:
             if STATE.debug:
                 raise
@@ -51,7 +79,12 @@ class _Group(typer.core.TyperGroup):
         except Exception as e:  # noqa: BLE001 - last line of defence: no traceback without --debug
             if STATE.debug or _is_click_flow(e):
                 raise
-            _print_error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+            if isinstance(e, OSError) and e.filename is not None:
+                # A file the user can fix (permissions, a full disk, a path that is a file): name it.
+                where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+                _print_error(f"{where}: {e.strerror or e}")
+            else:
+                _print_error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
             raise typer.Exit(code=1) from None
 
 

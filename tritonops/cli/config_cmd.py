@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config
+from tritonops.config import check_local
+
+MODEL_ROWS_MAX = 200
 
 config_app = typer.Typer(help="Check and show tritonops.yaml.")
 app.add_typer(config_app, name="config")
@@ -17,6 +22,7 @@ app.add_typer(config_app, name="config")
 def validate_cmd(output: OutputOpt = OutputFormat.table) -> None:
     """Validate tritonops.yaml and show the regions, servers and model rules it defines."""
     cfg = get_config()
+    check_local(cfg)
     data = {
         "config": str(cfg.source),
         "repository": str(cfg.repository_path),
@@ -39,7 +45,15 @@ def validate_cmd(output: OutputOpt = OutputFormat.table) -> None:
         for name, r in sorted(cfg.regions.items()):
             t.add_row(name, r.bucket, r.endpoint_url or "(AWS)", ", ".join(s.name for s in r.servers))
         c.print(t)
-        if cfg.models:
+        if len(cfg.models) > MODEL_ROWS_MAX:
+            # A row per rule is unreadable (and rich takes ~40 s for 200k rows): count rules per kind.
+            groups = Counter((", ".join(cfg.allowed_regions(m)), cfg.placement(m).value) for m in cfg.models)
+            g = Table("allowed regions", "placement", "models")
+            for (regions, placement), n in sorted(groups.items()):
+                g.add_row(regions, placement, str(n))
+            c.print(g)
+            c.print(f"{len(cfg.models)} model rules (one row per model: -o json)", highlight=False)
+        elif cfg.models:
             m = Table("model", "allowed regions", "placement")
             for name in sorted(cfg.models):
                 m.add_row(name, ", ".join(cfg.allowed_regions(name)), cfg.placement(name).value)

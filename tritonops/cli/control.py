@@ -12,6 +12,7 @@ from rich.table import Table
 from tritonops.cli import app
 from tritonops.cli._common import STATE, OutputFormat, OutputOpt, emit, get_config, human_bytes
 from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
+from tritonops.errors import MemoryProbeError, TritonError
 
 ServerOpt = Annotated[
     str,
@@ -23,6 +24,25 @@ ProbeOpt = Annotated[
     typer.Option("--probe", help="Memory source: nvml, metrics or host (default: the best that works)."),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds allowed for each control call.", min=0.1)]
+
+
+PROBES = ("nvml", "metrics", "host")
+
+
+def _check_probe(probe: str | None) -> None:
+    # Checked before any server is asked: `mem` reports a probe failure as data and exits 0.
+    if probe is not None and probe not in PROBES:
+        raise MemoryProbeError(f"--probe: unknown memory probe {probe!r} ({', '.join(PROBES)})")
+
+
+def _check_in_index(cfg: Config | None, server_ref: str, model: str, protocol: str | None, timeout: float) -> None:
+    """Refuse to unload a model the server does not know: Triton accepts it and nothing happens."""
+    from tritonops.memory import service
+
+    server, _ = service.resolve_server(cfg, server_ref)
+    client = service.client_for(server, protocol, timeout)
+    if model not in {m.name for m in client.index()}:
+        raise TritonError(f"model {model!r}: not in the repository index of server {server.name} ({client.url})")
 
 
 def _optional_config() -> Config | None:
@@ -46,6 +66,7 @@ def load_cmd(
     """Load a model on a Triton server and record its measured memory footprint."""
     from tritonops.memory import service
 
+    _check_probe(probe)
     data = service.load_model(_optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:
@@ -79,8 +100,11 @@ def unload_cmd(
     """Unload a model; by default wait until Triton lists it unavailable and its memory is back."""
     from tritonops.memory import service
 
+    _check_probe(probe)
+    cfg = _optional_config()
+    _check_in_index(cfg, server, model, protocol, timeout)
     data = service.unload_model(
-        _optional_config(), server, model, protocol=protocol, probe=probe, timeout_s=timeout,
+        cfg, server, model, protocol=protocol, probe=probe, timeout_s=timeout,
         wait_s=wait_s, dependents=dependents, wait=not no_wait,
     )  # fmt: skip
 
@@ -116,6 +140,7 @@ def mem_cmd(
     """Show a server's memory: devices, measured footprint of each loaded model, leaks."""
     from tritonops.memory import service
 
+    _check_probe(probe)
     data = service.memory_report(_optional_config(), server, protocol=protocol, probe=probe, timeout_s=timeout)
 
     def render(c: Console) -> None:

@@ -13,10 +13,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tritonops.errors import ConversionError
+from tritonops.validation import format_validation_error, load_yaml
 
 RECIPE_FORMAT_VERSION = 1
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -367,27 +367,18 @@ class Recipe(_Strict):
         return self.resolve(self.destination.repository)
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            parts.append(f"[{p}]")
-        elif p in ("torch", "sklearn", "onnx") and parts and parts[-1] == "source":
-            continue  # the discriminator tag pydantic adds is noise to a user
-        else:
-            parts.append(("." if parts else "") + str(p))
-    return "".join(parts) or "<root>"
+# pydantic puts a tagged union's tag in the error location: noise to a user.
+_SOURCE_TAGS = ("torch", "sklearn", "onnx")
 
 
 def parse_recipe(data: Any, path: Path) -> Recipe:
     if not isinstance(data, dict):
-        raise ConversionError(f"{path}: expected a mapping at the top level")
+        got = "an empty file" if data is None else type(data).__name__
+        raise ConversionError(f"{path}: (top level): expected a mapping, got {got}")
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        raise ConversionError(f"{path}: {_key_path(tuple(first['loc']))}: {msg}") from None
+        raise ConversionError(format_validation_error(path, e, skip=_SOURCE_TAGS)) from None
     return recipe
 
 
@@ -399,9 +390,6 @@ def load_recipe(path: Path) -> Recipe:
         raise ConversionError(f"{path}: recipe not found") from None
     except OSError as e:
         raise ConversionError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConversionError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = load_yaml(path, raw, ConversionError)
     recipe = parse_recipe(data, path)
     return recipe.model_copy(update={"path": path.resolve(), "sha256": hashlib.sha256(raw).hexdigest()})

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,43 +84,86 @@ def repo_lock(root: Path) -> Iterator[None]:
 
 
 def copy_hashed(src: Path, dst: Path, rel: str, chunk_bytes: int = HASH_CHUNK_BYTES) -> FileEntry:
-    """Copy one file and hash it in the same pass; memory stays at one chunk whatever the size."""
+    """Copy one file and hash it in the same pass; memory stays at one chunk whatever the size.
+
+    The source is opened without following a symlink and without blocking (a FIFO swapped in
+    after the walk would hang a plain open), and must still be a regular file once open.
+    """
     h = hashlib.sha256()
     size = 0
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while True:
-            b = fin.read(chunk_bytes)
-            if not b:
-                break
-            h.update(b)
-            fout.write(b)
-            size += len(b)
-        fout.flush()
-        os.fsync(fout.fileno())
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise RepositoryError(f"{src}: cannot read: {e.strerror}") from None
+    with open(fd, "rb") as fin:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RepositoryError(f"{src}: not a regular file (it changed while being added)")
+        with open(dst, "wb") as fout:
+            while True:
+                b = fin.read(chunk_bytes)
+                if not b:
+                    break
+                h.update(b)
+                fout.write(b)
+                size += len(b)
+            fout.flush()
+            os.fsync(fout.fileno())
     return FileEntry(rel, size, h.hexdigest())
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def _refuse_unless_regular(p: Path, st: os.stat_result) -> None:
+    """One line naming ``p`` if it is anything but a regular file or a folder (checked with lstat)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise RepositoryError(
+            f"{p}: symlink (to {os.readlink(p)}) refused: a version holds only regular files "
+            "(copy the file in instead)"
+        )
+    for test, kind in _SPECIAL_KINDS:
+        if test(st.st_mode):
+            raise RepositoryError(f"{p}: {kind} refused: a version holds only regular files")
+
+
+def _walk_error(e: OSError) -> None:
+    raise RepositoryError(f"{e.filename}: cannot read folder: {e.strerror}")
+
+
 def _source_files(files_from: Path) -> list[tuple[Path, str]]:
-    """(absolute source, relative path in the version) for every file to add; symlinks are copied as bytes."""
-    if not files_from.exists():
-        raise RepositoryError(f"{files_from}: no such file or folder")
-    if files_from.is_file():
+    """(absolute source, relative path in the version) for every file to add.
+
+    Only regular files and folders are accepted. Every symlink inside the source is refused, so
+    nothing from outside the source (``/etc/shadow``) can end up in a version; the source path
+    itself may be a link, since the user named it. FIFOs, sockets and devices are refused: each
+    entry is lstat'ed, never opened, before it is copied.
+    """
+    try:
+        st = os.stat(files_from)
+    except FileNotFoundError:
+        raise RepositoryError(f"{files_from}: no such file or folder") from None
+    except OSError as e:
+        raise RepositoryError(f"{files_from}: cannot read: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse_unless_regular(files_from, st)
         return [(files_from, files_from.name)]
     out = []
-    # Symlinked files are copied as bytes (the version must not depend on anything outside it);
-    # symlinked folders are refused rather than followed (loops, and trees outside the source).
-    for dirpath, dirnames, filenames in os.walk(files_from, followlinks=False):
-        for d in sorted(dirnames):
-            if (Path(dirpath) / d).is_symlink():
-                raise RepositoryError(f"{Path(dirpath) / d}: symlinked folder; copy its contents in instead")
+    for dirpath, dirnames, filenames in os.walk(files_from, onerror=_walk_error, followlinks=False):
         dirnames.sort()
-        for name in sorted(filenames):
+        for name in sorted(dirnames + filenames):
             p = Path(dirpath) / name
-            if p.is_file():
+            lst = os.lstat(p)
+            _refuse_unless_regular(p, lst)
+            if stat.S_ISREG(lst.st_mode):
+                if not os.access(p, os.R_OK):
+                    raise RepositoryError(f"{p}: cannot read: permission denied")
                 out.append((p, p.relative_to(files_from).as_posix()))
-            elif p.is_symlink():
-                raise RepositoryError(f"{p}: broken symlink")
     if not out:
         raise RepositoryError(
             f"{files_from}: folder holds no files (an empty version; an ensemble's version needs a "
@@ -254,6 +298,7 @@ def add_version(
             ) from None
 
     with repo_lock(root):
+        _sweep_staging(root)
         model_dir = root / model
         manifest: ModelManifest | None = None
         if (model_dir / MANIFEST_NAME).exists():
@@ -355,6 +400,13 @@ def add_onnx_version(
             shutil.copytree(files_from, folder, ignore=shutil.ignore_patterns(ONNX_FILE))
         stage_version(folder, onnx_file, runtime)
         return add_version(root, model, folder, config=cfg)
+
+
+def _sweep_staging(root: Path) -> None:
+    """Remove staging folders of writers that died (SIGKILL, power loss): we hold the only lock."""
+    for p in root.glob(f"{STAGING_PREFIX}staging-*"):
+        log.info("removing %s, left by an interrupted writer", p)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _commit(model_dir: Path, smodel: Path, n: int, text: str, manifest: ModelManifest) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +453,32 @@ def check_tree(root: Path, top: Path) -> list[Problem]:
     return out
 
 
+def check_special_files(top: Path) -> list[Problem]:
+    """FIFOs, sockets, devices and symlinks under a model folder (lstat only: a FIFO is never opened).
+
+    ``repo add`` writes only regular files, so anything else was put there by hand; sync would
+    publish a link's target or hang on a FIFO. Links escaping the repository are also named by
+    check_tree; here every link inside a model folder is.
+    """
+    kinds = (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
+    out: list[Problem] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _is_staging(d))
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            mode = os.lstat(p).st_mode
+            for test, kind in kinds:
+                if test(mode):
+                    out.append(Problem(str(p), f"{kind}: a repository holds only regular files and folders"))
+    return out
+
+
 def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path) -> list[Problem]:
     """Every version's bytes equal what the manifest recorded when the version was created."""
     mpath = model_dir / MANIFEST_NAME
@@ -573,6 +600,7 @@ def validate_repository(root: Path, models: Collection[str] | None = None) -> li
     for md in selected:
         if md.is_symlink():
             continue  # reported by check_tree if it escapes
+        out += check_special_files(md)
         out += validate_model_dir(root, md, known)
     out += _check_index(root, model_dirs)
     return out

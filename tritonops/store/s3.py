@@ -61,7 +61,12 @@ def _boto_session(region: RegionConfig) -> boto3.Session:
     bs = botocore.session.Session(profile=region.profile)
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
-    return boto3.Session(botocore_session=bs)
+    try:
+        return boto3.Session(botocore_session=bs)
+    except botocore.exceptions.ProfileNotFound:
+        # botocore names neither the bucket nor the file it looked in.
+        where = region.credentials_file or "~/.aws/credentials and ~/.aws/config"
+        raise StoreError(f"{region.bucket}: profile {region.profile!r} not found in {where}") from None
 
 
 def s3_client(region: RegionConfig, max_pool_connections: int = 32) -> Any:
