@@ -35,6 +35,10 @@ class ControlAdapter:
     def index(self) -> list[ModelState]:
         return self.client.index()
 
+    def statistics(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Triton's per-model statistics (the demand stage's Triton source reads them)."""
+        return self.client.statistics(model)
+
     def last_inference_ms(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.client.statistics():
