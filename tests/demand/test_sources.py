@@ -10,7 +10,7 @@ from threading import Thread
 
 import pytest
 
-from tests.demand.conftest import Exporter, Prometheus
+from tests.promstack import Exporter, Prometheus
 from tritonops.demand.read import read_demand, state_path
 from tritonops.demand.settings import DemandSettings, JsonSource, PrometheusSource
 from tritonops.demand.sources import DemandError, read_json, read_prometheus
