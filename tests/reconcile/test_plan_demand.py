@@ -47,8 +47,9 @@ def test_loads_the_most_requested_that_fit_with_their_figures() -> None:
     doc = p.to_json()
     assert doc["demand"]["sources"] == REPORT["sources"] and doc["actions"][0]["figures"]["load_source"] == "estimate"
     # the rest wait, each with the figures behind it in the note
-    waiting = {n.model: n.message for n in p.notes if n.kind == "deferred"}
-    assert set(waiting) == {"m00", "m02", "m05"} and "no demand" in waiting["m02"]
+    waiting = {n.model: n.message for n in p.notes if n.kind == "waiting"}  # not drift: demand leaves them out
+    assert set(waiting) == {"m00", "m02", "m05"} and "no demand" in waiting["m02"] and "cut line" in waiting["m05"]
+    assert not [n for n in p.notes if n.kind == "deferred"]
     assert Plan.from_json(json.loads(json.dumps(doc))).digest == p.digest
 
 
@@ -82,7 +83,8 @@ def test_pinned_models_stay_and_load_outside_the_cap() -> None:
 def test_incomplete_demand_never_evicts_on_demand() -> None:
     d = with_demand(desired(od(2), {"s1": None}, budget=10 * MB), {"m01": 500}, complete=False)
     p = make_plan(d, actual({"s1": {"m00": ([1], 10 * MB, 0)}}))
-    assert p.actions == [] and [n.model for n in p.notes if n.kind == "deferred"] == ["m01"]
+    assert p.actions == [] and [n.model for n in p.notes if n.kind == "waiting"] == ["m01"]
+    assert "demand incomplete" in p.notes[0].message
     assert p.to_json()["demand"]["complete"] is False
 
 

@@ -529,9 +529,15 @@ class _ServerPlanner:
         self.load(dm, reason, self.figures(p))
 
     def wait_note(self, p: Placed) -> None:
+        """``deferred`` (counted as drift): it would be loaded but for room or the cap on loads;
+        ``waiting``: placement by demand leaves it out (its demand does not justify the memory)."""
         dm = self.desired.models[p.model]
         if self.desired.demand is None:
-            msg = self.no_room(dm) + " (on-demand models wait for room)"
-        else:
-            msg = f"model {p.model!r} version {dm.version} not loaded on server {self.name!r}: {p.reason}"
-        self.notes.append(Note("deferred", self.name, p.model, msg))
+            self.notes.append(
+                Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
+            )
+            return
+        msg = f"model {p.model!r} version {dm.version} not loaded on server {self.name!r}: {p.reason}"
+        if not self.driven:
+            msg += " (demand incomplete: no demand-driven evictions this run)"
+        self.notes.append(Note("deferred" if p.decision is Decision.deferred else "waiting", self.name, p.model, msg))
