@@ -14,6 +14,7 @@ import pytest
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("NO_COLOR", "1")
 
+from tests.promstack import exporter, prometheus  # noqa: E402, F401 - fixtures shared by tests/demand and tests/reconcile
 from tritonops.config import Config, load_config  # noqa: E402
 from tritonops.dev import stack  # noqa: E402
 

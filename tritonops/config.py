@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tritonops.demand.settings import DemandSettings
 from tritonops.errors import ConfigError
 from tritonops.validation import KeyedError, format_validation_error, load_yaml
 
@@ -70,6 +71,8 @@ class RegionConfig(_Strict):
     profile: str | None = None
     credentials_file: Path | None = None
     servers: list[ServerConfig] = Field(default_factory=list)
+    # Requests per model, read once per reconcile run to place on-demand models (README: demand).
+    demand: DemandSettings | None = None
 
     @field_validator("bucket")
     @classmethod

@@ -125,3 +125,19 @@ def test_server_models_must_respect_residency() -> None:
     }
     with pytest.raises(ConfigError, match=r"regions.eu-west-1.servers\[0\].models\[0\]: model 'm' is not allowed"):
         parse_config(data)
+
+
+def test_region_demand_section(tmp_path: Path) -> None:
+    demand = (
+        "    demand:\n      window_s: 600\n      max_loads_per_run: 2\n      sources:\n        - kind: triton\n"
+        "        - kind: prometheus\n          url: http://prom:9090\n          query: sum by (model) (x)\n"
+    )
+    cfg = load_config(_write(tmp_path, GOOD.replace("    servers:\n      - name: eu-gpu-0\n", demand + "    servers:\n      - name: eu-gpu-0\n")))
+    d = cfg.region("eu-west-1").demand
+    assert d is not None and d.window_s == 600 and d.max_loads_per_run == 2 and d.hysteresis == 0.25
+    assert [s.kind for s in d.sources] == ["triton", "prometheus"]
+    assert cfg.region("us-east-1").demand is None
+    bad = demand.replace("kind: triton", "kind: carrier-pigeon")
+    with pytest.raises(ConfigError) as ei:
+        load_config(_write(tmp_path, GOOD.replace("    servers:\n      - name: eu-gpu-0\n", bad + "    servers:\n      - name: eu-gpu-0\n")))
+    assert "regions.eu-west-1.demand.sources[0]" in str(ei.value) and "\n" not in str(ei.value)

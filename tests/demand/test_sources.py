@@ -10,7 +10,7 @@ from threading import Thread
 
 import pytest
 
-from tests.demand.conftest import Exporter, Prometheus
+from tests.promstack import Exporter, Prometheus
 from tritonops.demand.read import read_demand, state_path
 from tritonops.demand.settings import DemandSettings, JsonSource, PrometheusSource
 from tritonops.demand.sources import DemandError, read_json, read_prometheus
@@ -133,3 +133,15 @@ def test_settings_validation() -> None:
         DemandSettings.model_validate({"sources": [{"kind": "graphite", "url": "x"}]})
     s = DemandSettings.model_validate({"window_s": 600, "sources": [{"kind": "triton"}, {"kind": "json", "url": "c.json"}]})
     assert [x.kind for x in s.sources] == ["triton", "json"]
+
+
+def test_a_dry_read_leaves_the_remembered_demand_as_it_was(tmp_path: Path) -> None:
+    feed = tmp_path / "counts.json"
+    feed.write_text(json.dumps({"models": {"alpha": 4}}))
+    settings = DemandSettings(sources=[JsonSource(url=str(feed))])
+    assert read_demand(settings, "eu", tmp_path / "state", persist=False).counts == {"alpha": 4.0}
+    assert not state_path(tmp_path / "state", "eu").exists()  # `tritonops plan` remembers nothing
+    read_demand(settings, "eu", tmp_path / "state")
+    feed.write_text("not json")
+    back = read_demand(settings, "eu", tmp_path / "state", persist=False)
+    assert back.complete and back.counts == {"alpha": 4.0} and back.sources[0].fallback_from

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -64,9 +69,7 @@ def _render_report(doc: dict[str, Any], c: Console) -> None:
 @app.command("plan")
 def plan_cmd(
     region: RegionOpt,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Save the plan for `tritonops apply FILE`.")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `tritonops apply FILE`.")] = None,
     detailed_exitcode: Annotated[
         bool,
         typer.Option("--detailed-exitcode", help="Exit 0 when nothing to do, 2 when changes are pending."),
@@ -106,19 +109,77 @@ def apply_cmd(
     _finish(report, output)
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+
+
+def parse_every(text: str) -> float:
+    """``15s``, ``500ms``, ``2m``, ``1h`` or plain seconds -> seconds (at least 1 s)."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 15s, 2m or 1h", param_hint="--every")
+    s = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if s < 1:
+        raise typer.BadParameter(f"{text!r}: the interval must be at least 1s", param_hint="--every")
+    return s
+
+
 @app.command("reconcile")
 def reconcile_cmd(
     region: RegionOpt,
     force: ForceOpt = False,
     metrics_file: MetricsOpt = None,
+    every: Annotated[
+        str | None,
+        typer.Option("--every", help="Loop: plan and apply every interval (15s, 1m) until SIGTERM/SIGINT."),
+    ] = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron."""
+    """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron.
+
+    With --every: one process that holds the lock and runs every interval until SIGTERM or SIGINT."""
     from tritonops.reconcile import runner
 
+    every_s = parse_every(every) if every is not None else None
     ctx = runner.context(get_config(), region)
+    if every_s is not None:
+        _loop(ctx, every_s, force, metrics_file, output)
+        return
     report = runner.reconcile(ctx, force, metrics_file)
     _finish(report, output)
+
+
+def _loop(ctx: runner.Context, every_s: float, force: bool, metrics_file: Path | None, output: OutputFormat) -> None:
+    """Each run's outcome: a line on stderr (table) or one JSON document per line on stdout (json)."""
+    from tritonops.reconcile import runner
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        info(f"region {ctx.region}: {signal.Signals(signum).name}: stopping after the current run")
+        stop.set()
+
+    def on_run(report: runner.RunReport | None, error: str) -> None:
+        if output is OutputFormat.json:
+            line: dict[str, Any] = (
+                report.to_json() if report else {"format_version": 1, "region": ctx.region, "error": error}
+            )
+            sys.stdout.write(json.dumps(line, sort_keys=False) + "\n")
+            sys.stdout.flush()
+        elif report is None:
+            info(f"region {ctx.region}: run failed: {error}")
+        else:
+            doc = report.to_json()
+            summary = ", ".join(f"{k} {v}" for k, v in doc["summary"].items())
+            info(f"region {ctx.region}: {summary}; {doc['failed']} failed, drift {doc['drift']}, "
+                 f"{doc['duration_s']:.2f} s")  # fmt: skip
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        runs = runner.reconcile_loop(ctx, every_s, stop, force, metrics_file, on_run)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    info(f"region {ctx.region}: loop stopped after {runs} runs")
 
 
 def _finish(report: runner.RunReport, output: OutputFormat) -> None:

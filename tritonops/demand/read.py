@@ -102,8 +102,12 @@ def read_demand(
     *,
     clients: Sequence[StatsClient] = (),
     base_dir: Path | None = None,
+    persist: bool = True,
 ) -> Demand:
-    """Read every source of ``settings``; remember what was read; fall back per source."""
+    """Read every source of ``settings``; remember what was read; fall back per source.
+
+    ``persist=False`` (a dry ``plan``) leaves the state as it was, so the Triton source's counters
+    still count from the last real run."""
     path = state_path(state_dir, region)
     state = _load_state(path)
     combined: dict[str, float] = {}
@@ -130,6 +134,7 @@ def read_demand(
             statuses.append(SourceStatus(sid, True, len(counts)))
         for m, v in counts.items():
             combined[m] = max(combined.get(m, 0.0), float(v))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+    if persist:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
     return Demand(region, settings.window_s, combined, tuple(statuses), last_ms)

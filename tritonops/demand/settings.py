@@ -4,6 +4,8 @@
       eu-west-1:
         demand:
           window_s: 900
+          hysteresis: 0.25                 # a loaded model's priority counts this much more
+          max_loads_per_run: 4             # per server; pinned models are outside the cap
           sources:
             - kind: triton                 # the region's servers' own statistics (loaded models only)
             - kind: prometheus
@@ -59,4 +61,6 @@ Source = Annotated[TritonSource | PrometheusSource | JsonSource, Field(discrimin
 
 class DemandSettings(_Strict):
     window_s: float = Field(900.0, gt=0)
+    hysteresis: float = Field(0.25, ge=0)
+    max_loads_per_run: int = Field(4, ge=1)
     sources: list[Source] = Field(default_factory=list)

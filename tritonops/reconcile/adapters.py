@@ -35,6 +35,10 @@ class ControlAdapter:
     def index(self) -> list[ModelState]:
         return self.client.index()
 
+    def statistics(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Triton's per-model statistics (the demand stage's Triton source reads them)."""
+        return self.client.statistics(model)
+
     def last_inference_ms(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.client.statistics():
@@ -98,9 +102,11 @@ class LedgerFootprint:
         self.triton_version = triton_version
 
     def predict(self, model: str, digest: str, size_bytes: int) -> int:
-        return self.ledger.predict(
-            model, None, digest or None, self.device_type, self.triton_version, size_bytes
-        ).bytes
+        return self.prediction(model, digest, size_bytes)[0]
+
+    def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
+        p = self.ledger.predict(model, None, digest or None, self.device_type, self.triton_version, size_bytes)
+        return p.bytes, p.source
 
 
 def probe_or_none(server: ServerConfig) -> MemoryProbe | None:

@@ -1,17 +1,28 @@
 """The plan: a value computed from desired and actual state, sorted, checksummed, guarded.
 
 Same inputs give the same plan (and digest). ``.data`` is plain dicts; ``to_json`` adds
-``format_version``. Memory policy, per server:
+``format_version``. Memory policy, per server, in three named steps (:class:`_ServerPlanner`):
 
-1. unload owned models no longer desired (unpublished, not allowed, not in the server's list);
-2. if the server is over its budget, evict on-demand models least-recently-used first;
-3. pinned models first, then on-demand ones: load what is missing, reload what is at another
-   version. A reload with room for both copies loads the new one beside the old
-   (availability-preserving), otherwise replaces it (resource-preserving). Only pinned models
-   may evict on-demand ones (LRU first), so on-demand models never evict each other back and forth;
-   a model that does not fit even after evicting every on-demand model is reported, not forced in.
+1. **unload unwanted**: owned models no longer desired (unpublished, not allowed, not in the
+   server's list);
+2. **evict over budget**: if the server is over its budget, evict on-demand models, lowest first
+   (by demand priority when the region's demand is known and complete, else least recently used);
+3. **place**: pinned models first (load what is missing, reload what is at another version; a pinned
+   model may evict on-demand ones, lowest first; one that does not fit even after evicting every
+   on-demand model is reported, not forced in); then the on-demand models through
+   :func:`tritonops.placement.place`:
 
-Pinned models are never evicted. Models tritonops does not own are never touched.
+   - with the region's ``demand`` known and complete: by demand and cost (priority = demand x
+     (interval + load time) / footprint), with hysteresis for loaded models and a cap on loads per
+     run; each load and eviction carries its ``figures`` (demand, footprint and its source, load
+     time and its source, priority) and the plan carries the demand sources read (``demand``);
+   - without demand (no ``demand:`` section) or with incomplete demand (a source failed and no
+     earlier counts are known): no demand-driven evictions: loaded on-demand models stay, and the
+     free room is filled (every model counts as wanted; the smaller first, then by name).
+
+A reload with room for both copies loads the new one beside the old (availability-preserving),
+otherwise replaces it (resource-preserving). Pinned models are never evicted. Models tritonops does
+not own are never touched.
 """
 
 from __future__ import annotations
@@ -19,18 +30,45 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from tritonops.config import Placement
 from tritonops.errors import PlanError, UnsafePlanError
 from tritonops.guard import Breach, ChangeGuard
-from tritonops.reconcile.state import ActualState, DesiredState, LoadedModel
+from tritonops.placement import Candidate, Decision, Placed, PlacementPolicy, place, priority_of
+from tritonops.reconcile.state import ActualState, DesiredModel, DesiredState, LoadedModel
 
 FORMAT_VERSION = 1
-KINDS = ("unload", "evict", "reload", "load")
-_PHASE = {"unload": 0, "evict": 0, "reload": 1, "load": 2}
-AVAILABILITY = "availability-preserving"
-RESOURCE = "resource-preserving"
+
+
+class ActionKind(str, Enum):
+    unload = "unload"
+    evict = "evict"
+    reload = "reload"
+    load = "load"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Strategy(str, Enum):
+    """How a reload keeps serving: beside the old version (availability) or after it (resource)."""
+
+    none = ""  # not a reload
+    availability = "availability-preserving"
+    resource = "resource-preserving"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+KINDS = tuple(ActionKind)
+_PHASE = {ActionKind.unload: 0, ActionKind.evict: 0, ActionKind.reload: 1, ActionKind.load: 2}
+AVAILABILITY = Strategy.availability
+RESOURCE = Strategy.resource
+# Figures behind a demand-driven load or eviction (from tritonops.placement.Placed.data).
+FIGURE_KEYS = ("demand", "footprint_bytes", "footprint_source", "load_s", "load_source", "priority")
 # raise_if_unsafe: removing more than this fraction of a server's loaded models needs --force
 # (once it has at least MIN_EXISTING), and removing all of them always does.
 MAX_REMOVE_FRACTION = 0.5
@@ -40,51 +78,56 @@ UNLOAD_GUARD = ChangeGuard(MAX_REMOVE_FRACTION, min_existing=MIN_EXISTING, refus
 
 @dataclass(frozen=True)
 class Action:
-    kind: str
+    kind: ActionKind
     server: str
     model: str
     version: int | None
     reason: str
     from_versions: tuple[int, ...] = ()
-    strategy: str = ""
+    strategy: Strategy = Strategy.none
     digest: str = ""
     placement: str = ""
     predicted_bytes: int = 0
     memory_free_after: tuple[tuple[str, int], ...] = ()
     seq: int = 0  # planning order within the server: the order memory was simulated in
+    figures: tuple[tuple[str, Any], ...] = ()  # demand and cost behind a demand-driven load or eviction
 
     @property
     def data(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
+        d: dict[str, Any] = {
+            "kind": self.kind.value,
             "server": self.server,
             "model": self.model,
             "version": self.version,
             "from_versions": list(self.from_versions),
             "reason": self.reason,
-            "strategy": self.strategy,
+            "strategy": self.strategy.value,
             "digest": self.digest,
             "placement": self.placement,
             "predicted_bytes": self.predicted_bytes,
             "memory_free_after": dict(self.memory_free_after),
             "seq": self.seq,
         }
+        if self.figures:  # only demand-driven actions have them: plans without demand stay as they were
+            d["figures"] = dict(self.figures)
+        return d
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> Action:
         return cls(
-            str(d["kind"]),
+            ActionKind(d["kind"]),
             str(d["server"]),
             str(d["model"]),
             None if d["version"] is None else int(d["version"]),
             str(d["reason"]),
             tuple(int(v) for v in d.get("from_versions", [])),
-            str(d.get("strategy", "")),
+            Strategy(d.get("strategy", "")),
             str(d.get("digest", "")),
             str(d.get("placement", "")),
             int(d.get("predicted_bytes", 0)),
             tuple(sorted((str(k), int(v)) for k, v in d.get("memory_free_after", {}).items())),
             int(d.get("seq", 0)),
+            tuple((str(k), d["figures"][k]) for k in FIGURE_KEYS if k in d.get("figures", {})),
         )
 
 
@@ -109,6 +152,7 @@ class Plan:
     notes: list[Note] = field(default_factory=list)
     fingerprint: str = ""
     loaded_before: dict[str, int] = field(default_factory=dict)  # server -> owned models loaded
+    demand: dict[str, Any] | None = None  # the demand the place step used (window, sources), if any
 
     def __post_init__(self) -> None:
         self.actions = sorted(self.actions, key=lambda a: (a.server, _PHASE[a.kind], a.seq, a.model))
@@ -120,19 +164,20 @@ class Plan:
 
     @property
     def data(self) -> dict[str, Any]:
-        return {
+        d = {
             "region": self.region,
             "fingerprint": self.fingerprint,
             "loaded_before": dict(sorted(self.loaded_before.items())),
             "actions": [a.data for a in self.actions],
             "notes": [n.data for n in self.notes],
         }
+        if self.demand is not None:  # absent without a demand section: such plans stay as they were
+            d["demand"] = self.demand
+        return d
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(
-            json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def summary(self) -> dict[str, int]:
         return {k: sum(1 for a in self.actions if a.kind == k) for k in KINDS}
@@ -153,12 +198,10 @@ class Plan:
             plan = cls(
                 str(d["region"]),
                 [Action.from_data(a) for a in d["actions"]],
-                [
-                    Note(str(n["kind"]), str(n["server"]), str(n["model"]), str(n["message"]))
-                    for n in d["notes"]
-                ],
+                [Note(str(n["kind"]), str(n["server"]), str(n["model"]), str(n["message"])) for n in d["notes"]],
                 str(d["fingerprint"]),
                 {str(k): int(v) for k, v in d.get("loaded_before", {}).items()},
+                d.get("demand"),
             )
         except PlanError:
             raise
@@ -173,7 +216,9 @@ class Plan:
         if force:
             return
         for server, before in sorted(self.loaded_before.items()):
-            removed = sum(1 for a in self.actions if a.server == server and a.kind in ("unload", "evict"))
+            removed = sum(
+                1 for a in self.actions if a.server == server and a.kind in (ActionKind.unload, ActionKind.evict)
+            )
             breach = UNLOAD_GUARD.breach(removed, before)
             if breach is Breach.ALL:
                 raise UnsafePlanError(
@@ -224,191 +269,275 @@ def make_plan(desired: DesiredState, actual: ActualState) -> Plan:
         a, n = _plan_server(desired, actual, name)
         actions += a
         notes += n
-    return Plan(desired.region, actions, notes, actual.fingerprint(desired), loaded_before)
+    demand = desired.demand.report if desired.demand is not None else None
+    return Plan(desired.region, actions, notes, actual.fingerprint(desired), loaded_before, demand)
 
 
 def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple[list[Action], list[Note]]:
-    pol = desired.servers[name]
-    sa = actual.servers[name]
-    loaded: dict[str, LoadedModel] = dict(sa.loaded)
-    used = sum(lm.footprint_bytes for lm in loaded.values())
-    if pol.budget_bytes is not None:
-        devs = [d.device for d in sa.devices] or ["budget"]
-        mem = _Memory({d: pol.budget_bytes - pol.headroom_bytes - used for d in devs})
-    elif sa.devices:
-        mem = _Memory({d.device: d.free_bytes - pol.headroom_bytes for d in sa.devices})
-    else:
-        mem = _Memory(None)
-    actions: list[Action] = []
-    notes: list[Note] = []
-    wanted = set(pol.models)
+    sp = _ServerPlanner(desired, actual, name)
+    sp.unload_unwanted()
+    sp.evict_over_budget()
+    sp.place_pinned()
+    sp.place_on_demand()
+    return sp.actions, sp.notes
 
-    def add(kind: str, model: str, version: int | None, reason: str, **kw: Any) -> None:
-        actions.append(
-            Action(
-                kind, name, model, version, reason, memory_free_after=mem.snapshot(), seq=len(actions), **kw
-            )
-        )
 
-    def placement(m: str) -> Placement:
-        dm = desired.models.get(m)
+_NO_ROOM_LIMIT = 1 << 62  # memory unknown (no budget, no probe): everything fits
+
+
+class _ServerPlanner:
+    """One server's plan, step by step, simulating its memory as actions are added."""
+
+    def __init__(self, desired: DesiredState, actual: ActualState, name: str) -> None:
+        self.desired, self.actual, self.name = desired, actual, name
+        self.pol = desired.servers[name]
+        sa = actual.servers[name]
+        self.loaded: dict[str, LoadedModel] = dict(sa.loaded)
+        used = sum(lm.footprint_bytes for lm in self.loaded.values())
+        if self.pol.budget_bytes is not None:
+            devs = [d.device for d in sa.devices] or ["budget"]
+            self.mem = _Memory({d: self.pol.budget_bytes - self.pol.headroom_bytes - used for d in devs})
+        elif sa.devices:
+            self.mem = _Memory({d.device: d.free_bytes - self.pol.headroom_bytes for d in sa.devices})
+        else:
+            self.mem = _Memory(None)
+        self.actions: list[Action] = []
+        self.notes: list[Note] = []
+        self.wanted = set(self.pol.models)
+        dem = desired.demand
+        # Demand drives evictions only when every source gave counts (fresh or remembered).
+        self.driven = dem is not None and dem.complete
+        self.policy = dem.policy if dem is not None else PlacementPolicy(hysteresis=0.0, max_loads=None)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def add(self, kind: ActionKind, model: str, version: int | None, reason: str, **kw: Any) -> None:
+        self.actions.append(
+            Action(kind, self.name, model, version, reason, memory_free_after=self.mem.snapshot(),
+                   seq=len(self.actions), **kw)
+        )  # fmt: skip
+
+    def placement(self, m: str) -> Placement:
+        dm = self.desired.models.get(m)
         return dm.placement if dm else Placement.on_demand
 
-    def evictable(exclude: str) -> list[LoadedModel]:
-        c = [lm for m, lm in loaded.items() if m != exclude and placement(m) is Placement.on_demand]
+    def demand(self, m: str) -> float:
+        return self.desired.demand.counts.get(m, 0.0) if self.desired.demand is not None else 1.0
+
+    def candidate(self, m: str, loaded: bool) -> Candidate:
+        dm = self.desired.models[m]
+        return Candidate(m, dm.footprint_bytes, dm.load_s, self.demand(m), False, loaded,
+                         dm.footprint_source, "estimate")  # fmt: skip
+
+    def figures(self, p: Placed) -> tuple[tuple[str, Any], ...]:
+        if self.desired.demand is None:
+            return ()  # no demand behind the decision: the plan stays as it was before demand existed
+        d = p.data
+        return tuple((k, d[k]) for k in FIGURE_KEYS)
+
+    def loaded_figures(self, lm: LoadedModel) -> tuple[tuple[str, Any], ...]:
+        dm = self.desired.models.get(lm.name)
+        d = {"demand": self.demand(lm.name), "footprint_bytes": lm.footprint_bytes,
+             "footprint_source": dm.footprint_source if dm else "estimate",
+             "load_s": round(dm.load_s if dm else 0.0, 3), "load_source": "estimate",
+             "priority": round(self.priority(lm), 6)}  # fmt: skip
+        return tuple((k, d[k]) for k in FIGURE_KEYS)
+
+    def priority(self, lm: LoadedModel) -> float:
+        dm = self.desired.models.get(lm.name)
+        load_s = dm.load_s if dm else 0.0
+        return float(priority_of(self.demand(lm.name), lm.footprint_bytes, load_s, self.policy.interval_s))
+
+    def evict_order(self, exclude: str) -> list[LoadedModel]:
+        """On-demand models in eviction order: lowest demand priority (or least recently used) first."""
+        c = [lm for m, lm in self.loaded.items() if m != exclude and self.placement(m) is Placement.on_demand]
+        if self.driven:
+            return sorted(c, key=lambda lm: (self.priority(lm), lm.name))
         return sorted(c, key=lambda lm: (lm.last_inference_ms, lm.name))
 
-    def evict_until(need: int, exclude: str, why: str) -> bool:
-        """Evict LRU on-demand models until ``need`` fits; evict nothing if all of them are not enough."""
-        cands = evictable(exclude)
-        if not mem.fits(need) and mem.lowest() + sum(lm.footprint_bytes for lm in cands) < need:
+    def room(self) -> int:
+        return _NO_ROOM_LIMIT if self.mem.free is None else self.mem.lowest()
+
+    def evict(self, lm: LoadedModel, reason: str, figures: tuple[tuple[str, Any], ...] = ()) -> None:
+        del self.loaded[lm.name]
+        self.mem.add(lm.footprint_bytes)
+        self.add(ActionKind.evict, lm.name, lm.ready_versions[-1], reason, from_versions=tuple(lm.ready_versions),
+                 placement=Placement.on_demand.value, predicted_bytes=-lm.footprint_bytes, figures=figures)  # fmt: skip
+
+    def evict_until(self, need: int, exclude: str, why: str) -> bool:
+        """Evict on-demand models, lowest first, until ``need`` fits; nothing if all of them are not enough."""
+        cands = self.evict_order(exclude)
+        if not self.mem.fits(need) and self.mem.lowest() + sum(lm.footprint_bytes for lm in cands) < need:
             return False
         for lm in cands:
-            if mem.fits(need):
+            if self.mem.fits(need):
                 break
-            del loaded[lm.name]
-            mem.add(lm.footprint_bytes)
-            add(
-                "evict",
-                lm.name,
-                lm.ready_versions[-1],
-                f"least recently used on-demand model; {why}",
-                from_versions=tuple(lm.ready_versions),
-                placement=Placement.on_demand.value,
-                predicted_bytes=-lm.footprint_bytes,
-            )
-        return mem.fits(need)
+            if self.driven:
+                self.evict(lm, f"lowest demand priority {self.priority(lm):.4g} s/GiB; {why}", self.loaded_figures(lm))
+            else:
+                self.evict(lm, f"least recently used on-demand model; {why}")
+        return self.mem.fits(need)
 
-    # 1. owned models that should not be here
-    for m in sorted(loaded):
-        if m in wanted:
-            continue
-        if m in desired.held:
-            # A corrupt or half-published manifest must not take a serving model down.
-            notes.append(
-                Note("held", name, m, f"model {m!r} kept as loaded: its published manifest is unreadable")
-            )
-            continue
-        lm = loaded.pop(m)
-        if m not in desired.published:
-            why = f"no longer published in region {desired.region!r}"
-        elif m not in desired.models:
-            why = f"not allowed or not loadable in region {desired.region!r}"
-        else:
-            why = f"not in the models list of server {name!r}"
-        mem.add(lm.footprint_bytes)
-        add(
-            "unload",
-            m,
-            lm.ready_versions[-1],
-            why,
-            from_versions=tuple(lm.ready_versions),
-            placement=placement(m).value,
-            predicted_bytes=-lm.footprint_bytes,
-        )
+    # -- 1. unload unwanted ----------------------------------------------------------------------
 
-    # 2. over budget (budget lowered, or others grew): evict LRU on-demand models
-    if not mem.fits(0) and not evict_until(0, "", "server is over its memory budget"):
-        notes.append(
-            Note(
-                "over-budget",
-                name,
-                "",
-                f"server {name!r} stays over its memory budget by "
-                f"{mem.shortfall()} bytes after evicting every on-demand model",
-            )
-        )
-
-    # 3. loads and reloads: pinned first, then on-demand by recent use, then name
-    def priority(m: str) -> tuple[int, int, str]:
-        lm = loaded.get(m)
-        return (0 if placement(m) is Placement.pinned else 1, -(lm.last_inference_ms if lm else 0), m)
-
-    for m in sorted(wanted, key=priority):
-        dm = desired.models[m]
-        cur = loaded.get(m)
-        if cur is not None and cur.ready_versions == [dm.version]:
-            continue  # never call load for a model already at the desired state: Triton would reload it
-        if (name, m, dm.digest) in actual.quarantined:
-            notes.append(
-                Note(
-                    "quarantined",
-                    name,
-                    m,
-                    f"model {m!r} version {dm.version} is quarantined on "
-                    f"server {name!r}; not retried until it expires or its digest changes",
-                )
-            )
-            continue
-        pinned = dm.placement is Placement.pinned
-        common = {"digest": dm.digest, "placement": dm.placement.value}
-        if cur is None:
-            if not mem.fits(dm.footprint_bytes) and not (
-                pinned and evict_until(dm.footprint_bytes, m, f"makes room for pinned model {m!r}")
-            ):
-                kind = "unfit" if pinned else "deferred"
-                notes.append(
-                    Note(
-                        kind,
-                        name,
-                        m,
-                        f"model {m!r} version {dm.version} needs "
-                        f"{dm.footprint_bytes} bytes per device; server {name!r} has "
-                        f"{max(0, mem.lowest())} free"
-                        + (
-                            " even after evicting every on-demand model"
-                            if pinned
-                            else " (on-demand models wait for room)"
-                        ),
-                    )
+    def unload_unwanted(self) -> None:
+        """Owned models that should not be here: unpublished, not allowed, not in the server's list."""
+        d = self.desired
+        for m in sorted(self.loaded):
+            if m in self.wanted:
+                continue
+            if m in d.held:
+                # A corrupt or half-published manifest must not take a serving model down.
+                self.notes.append(
+                    Note("held", self.name, m, f"model {m!r} kept as loaded: its published manifest is unreadable")
                 )
                 continue
-            mem.add(-dm.footprint_bytes)
-            loaded[m] = LoadedModel(m, {dm.version: "READY"}, dm.footprint_bytes)
-            add(
-                "load",
-                m,
-                dm.version,
-                "published, allowed and not loaded",
-                predicted_bytes=dm.footprint_bytes,
-                **common,
-            )
-            continue
-        # reload: another version (or extra versions) loaded
+            lm = self.loaded.pop(m)
+            if m not in d.published:
+                why = f"no longer published in region {d.region!r}"
+            elif m not in d.models:
+                why = f"not allowed or not loadable in region {d.region!r}"
+            else:
+                why = f"not in the models list of server {self.name!r}"
+            self.mem.add(lm.footprint_bytes)
+            self.add(ActionKind.unload, m, lm.ready_versions[-1], why, from_versions=tuple(lm.ready_versions),
+                     placement=self.placement(m).value, predicted_bytes=-lm.footprint_bytes)  # fmt: skip
+
+    # -- 2. evict over budget --------------------------------------------------------------------
+
+    def evict_over_budget(self) -> None:
+        """Budget lowered, or others grew: evict on-demand models, lowest first, until back under it."""
+        if self.mem.fits(0) or self.evict_until(0, "", "server is over its memory budget"):
+            return
+        self.notes.append(
+            Note("over-budget", self.name, "", f"server {self.name!r} stays over its memory budget by "
+                 f"{self.mem.shortfall()} bytes after evicting every on-demand model")
+        )  # fmt: skip
+
+    # -- 3. place --------------------------------------------------------------------------------
+
+    def quarantined(self, m: str) -> bool:
+        dm = self.desired.models[m]
+        if (self.name, m, dm.digest) not in self.actual.quarantined:
+            return False
+        self.notes.append(
+            Note("quarantined", self.name, m, f"model {m!r} version {dm.version} is quarantined on "
+                 f"server {self.name!r}; not retried until it expires or its digest changes")
+        )  # fmt: skip
+        return True
+
+    def place_pinned(self) -> None:
+        """Pinned models: load or reload each; evict on-demand models (lowest first) to make room."""
+        pinned = [m for m in self.wanted if self.placement(m) is Placement.pinned]
+        for m in sorted(pinned, key=self.recency_key):
+            dm = self.desired.models[m]
+            cur = self.loaded.get(m)
+            if (cur is not None and cur.ready_versions == [dm.version]) or self.quarantined(m):
+                continue  # never call load for a model already at the desired state: Triton would reload it
+            if cur is not None:
+                self.reload(dm, cur)
+                continue
+            why = f"makes room for pinned model {m!r}"
+            if not self.mem.fits(dm.footprint_bytes) and not self.evict_until(dm.footprint_bytes, m, why):
+                self.notes.append(
+                    Note("unfit", self.name, m, self.no_room(dm) + " even after evicting every on-demand model")
+                )
+                continue
+            self.load(dm, "published, allowed and not loaded")
+
+    def recency_key(self, m: str) -> tuple[int, str]:
+        lm = self.loaded.get(m)
+        return (-(lm.last_inference_ms if lm else 0), m)
+
+    def no_room(self, dm: DesiredModel) -> str:
+        return (f"model {dm.name!r} version {dm.version} needs {dm.footprint_bytes} bytes per device; "
+                f"server {self.name!r} has {max(0, self.mem.lowest())} free")  # fmt: skip
+
+    def load(self, dm: DesiredModel, reason: str, figures: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.mem.add(-dm.footprint_bytes)
+        self.loaded[dm.name] = LoadedModel(dm.name, {dm.version: "READY"}, dm.footprint_bytes)
+        self.add(ActionKind.load, dm.name, dm.version, reason, predicted_bytes=dm.footprint_bytes,
+                 digest=dm.digest, placement=dm.placement.value, figures=figures)  # fmt: skip
+
+    def reload(self, dm: DesiredModel, cur: LoadedModel) -> None:
+        """Another version (or extra versions) loaded: beside the old one if both fit, else in its place."""
+        m, pinned = dm.name, dm.placement is Placement.pinned
         frm = tuple(cur.ready_versions)
         extra_only = dm.version in frm
         need_both = 0 if extra_only else dm.footprint_bytes
         delta = dm.footprint_bytes - cur.footprint_bytes
-        if mem.fits(need_both):
-            strategy = AVAILABILITY
-        elif mem.fits(delta) or (pinned and evict_until(delta, m, f"makes room for pinned model {m!r}")):
-            strategy = RESOURCE
+        if self.mem.fits(need_both):
+            strategy = Strategy.availability
+        elif self.mem.fits(delta) or (pinned and self.evict_until(delta, m, f"makes room for pinned model {m!r}")):
+            strategy = Strategy.resource
         else:
-            notes.append(
-                Note(
-                    "unfit" if pinned else "deferred",
-                    name,
-                    m,
-                    f"model {m!r} version {dm.version} needs {dm.footprint_bytes} bytes per device; "
-                    f"server {name!r} cannot fit it, version(s) {list(frm)} stay loaded",
-                )
-            )
-            continue
-        mem.add(-delta)
-        loaded[m] = LoadedModel(m, {dm.version: "READY"}, dm.footprint_bytes, cur.last_inference_ms)
+            self.notes.append(
+                Note("unfit" if pinned else "deferred", self.name, m,
+                     f"model {m!r} version {dm.version} needs {dm.footprint_bytes} bytes per device; "
+                     f"server {self.name!r} cannot fit it, version(s) {list(frm)} stay loaded")
+            )  # fmt: skip
+            return
+        self.mem.add(-delta)
+        self.loaded[m] = LoadedModel(m, {dm.version: "READY"}, dm.footprint_bytes, cur.last_inference_ms)
         why = (
             f"extra versions {[v for v in frm if v != dm.version]} loaded"
             if extra_only
             else f"version {dm.version} published (loaded: {list(frm)})"
         )
-        add(
-            "reload",
-            m,
-            dm.version,
-            why,
-            from_versions=frm,
-            strategy=strategy,
-            predicted_bytes=delta,
-            **common,
-        )
-    return actions, notes
+        self.add(ActionKind.reload, m, dm.version, why, from_versions=frm, strategy=strategy,
+                 predicted_bytes=delta, digest=dm.digest, placement=dm.placement.value)  # fmt: skip
+
+    def place_on_demand(self) -> None:
+        """On-demand models through :func:`tritonops.placement.place` (see the module's docstring)."""
+        ods = [m for m in sorted(self.wanted) if self.placement(m) is Placement.on_demand]
+        ods = [m for m in ods if not self.quarantined(m)]  # a quarantined one stays as it is
+        if not self.driven:
+            # No demand-driven evictions: loaded models stay (reloaded in place); the free room is filled.
+            for m in sorted((m for m in ods if m in self.loaded), key=self.recency_key):
+                self.reload_if_needed(m)
+            cands = [self.candidate(m, False) for m in ods if m not in self.loaded]
+            budget = self.room()
+        else:
+            cands = [self.candidate(m, m in self.loaded) for m in ods]
+            budget = self.room() + sum(self.loaded[c.model].footprint_bytes for c in cands if c.loaded)
+        result = place(cands, max(0, budget), self.policy)
+        by_prio = sorted(result.decisions, key=lambda p: (-p.priority, p.model))
+        for p in reversed(by_prio):  # lowest priority first
+            if p.decision is Decision.evict:
+                self.evict(self.loaded[p.model], p.reason, self.figures(p))
+        for p in by_prio:
+            if p.decision is Decision.keep and self.driven:
+                self.reload_if_needed(p.model)
+            elif p.decision is Decision.load:
+                self.load_placed(p)
+            elif p.decision in (Decision.deferred, Decision.wait):
+                self.wait_note(p)
+
+    def reload_if_needed(self, m: str) -> None:
+        dm, cur = self.desired.models[m], self.loaded[m]
+        if cur.ready_versions != [dm.version]:
+            self.reload(dm, cur)
+
+    def load_placed(self, p: Placed) -> None:
+        dm = self.desired.models[p.model]
+        if not self.mem.fits(dm.footprint_bytes):  # a reload before it took more than placement knew
+            self.notes.append(
+                Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
+            )
+            return
+        reason = p.reason if self.desired.demand is not None else "published, allowed and not loaded"
+        self.load(dm, reason, self.figures(p))
+
+    def wait_note(self, p: Placed) -> None:
+        """``deferred`` (counted as drift): it would be loaded but for room or the cap on loads;
+        ``waiting``: placement by demand leaves it out (its demand does not justify the memory)."""
+        dm = self.desired.models[p.model]
+        if self.desired.demand is None:
+            self.notes.append(
+                Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
+            )
+            return
+        msg = f"model {p.model!r} version {dm.version} not loaded on server {self.name!r}: {p.reason}"
+        if not self.driven:
+            msg += " (demand incomplete: no demand-driven evictions this run)"
+        self.notes.append(Note("deferred" if p.decision is Decision.deferred else "waiting", self.name, p.model, msg))

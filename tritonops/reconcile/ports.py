@@ -62,6 +62,10 @@ class FootprintPort(Protocol):
 
     def predict(self, model: str, digest: str, size_bytes: int) -> int: ...
 
+    def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
+        """(bytes, "measured" or "estimate")."""
+        ...
+
 
 @dataclass(frozen=True)
 class SizeGuess:
@@ -75,3 +79,6 @@ class SizeGuess:
 
     def predict(self, model: str, digest: str, size_bytes: int) -> int:
         return max(self.floor_bytes, int(size_bytes * self.multiplier))
+
+    def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
+        return self.predict(model, digest, size_bytes), "estimate"

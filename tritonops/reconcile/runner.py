@@ -1,6 +1,7 @@
 """Wiring: config -> ports -> desired/actual -> plan -> apply, with lock, journal and metrics.
 
-Public entry points (what the CLI calls): ``make_region_plan``, ``apply_plan_file``, ``reconcile``.
+Public entry points (what the CLI calls): ``make_region_plan``, ``apply_plan_file``, ``reconcile``,
+``reconcile_loop``. Demand (the region's ``demand:`` section) is read once per run, before planning.
 """
 
 from __future__ import annotations
@@ -8,14 +9,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config
+from tritonops.demand.read import read_demand
+from tritonops.demand.sources import StatsClient
 from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.placement import PlacementPolicy
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
 from tritonops.reconcile.lock import region_lock
@@ -24,6 +30,7 @@ from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, 
 from tritonops.reconcile.records import Journal, Owned, Quarantine, region_dir
 from tritonops.reconcile.state import (
     ActualState,
+    DemandInput,
     DesiredState,
     Published,
     desired_state,
@@ -40,6 +47,7 @@ class Ports:
     controls: dict[str, ServerControl]
     memories: dict[str, MemoryPort | None]
     footprint: FootprintPort
+    stats: list[StatsClient] = field(default_factory=list)  # Triton statistics, for the demand source
 
 
 def default_ports(cfg: Config, region: str) -> Ports:
@@ -62,7 +70,8 @@ def default_ports(cfg: Config, region: str) -> Ports:
             # A server down leaves the choice to the next one; the plan skips and reports it.
             with contextlib.suppress(TritonOpsError):
                 footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
-    return Ports(controls, memories, footprint or SizeGuess())
+    stats: list[StatsClient] = [c for c in controls.values() if isinstance(c, ControlAdapter)]
+    return Ports(controls, memories, footprint or SizeGuess(), stats)
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Context:
     region: str
     ports: Ports
     dir: Path
+    interval_s: float = 60.0  # how often reconcile runs (cron's minute, or the loop's --every): placement's cost
     quarantine: Quarantine = field(init=False)
     owned: Owned = field(init=False)
     journal: Journal = field(init=False)
@@ -86,9 +96,27 @@ def context(cfg: Config, region: str) -> Context:
     return Context(cfg, region, default_ports(cfg, region), region_dir(cfg.state_path, region))
 
 
-def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
+def read_region_demand(ctx: Context, persist: bool = True) -> DemandInput | None:
+    """The region's demand for this run (None without a ``demand:`` section); sources that fail fall
+    back to their last counts; with none known the demand is incomplete: no demand-driven evictions."""
+    settings = ctx.cfg.region(ctx.region).demand
+    if settings is None:
+        return None
+    base = ctx.cfg.source.parent if ctx.cfg.source else None
+    d = read_demand(settings, ctx.region, ctx.cfg.state_path, clients=ctx.ports.stats, base_dir=base, persist=persist)
+    if not d.complete:
+        log.warning("region %s: demand incomplete (%s): no demand-driven evictions this run", ctx.region,
+                    "; ".join(d.errors))  # fmt: skip
+    policy = PlacementPolicy(ctx.interval_s, settings.hysteresis, settings.max_loads_per_run)
+    report = {k: v for k, v in d.data.items() if k != "counts"} | {"interval_s": ctx.interval_s}
+    report["models_with_demand"] = sum(1 for v in d.counts.values() if v > 0)
+    return DemandInput(dict(d.counts), d.complete, policy, report)
+
+
+def _states(ctx: Context, demand: DemandInput | None = None) -> tuple[DesiredState, ActualState, Published]:
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
+    desired.demand = demand
     actual = gather_actual(
         desired,
         ctx.ports.controls,
@@ -102,7 +130,8 @@ def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
 
 
 def make_region_plan(ctx: Context) -> Plan:
-    desired, actual, _ = _states(ctx)
+    """A dry plan: demand is read but not remembered (the Triton source's counters stay as they were)."""
+    desired, actual, _ = _states(ctx, read_region_demand(ctx, persist=False))
     return make_plan(desired, actual)
 
 
@@ -154,6 +183,7 @@ class RunReport:
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,
+            "demand": self.plan.demand,  # window, completeness and the sources read (None: not configured)
         }
 
 
@@ -213,9 +243,49 @@ def apply_plan_file(
 def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = None) -> RunReport:
     """Plan and apply once, under the region's lock (LockHeldError, exit 3, if another run holds it)."""
     with region_lock(ctx.dir / "reconcile.lock", ctx.region):
-        started = time.time()
-        desired, actual, _ = _states(ctx)
-        plan = make_plan(desired, actual)
-        plan.raise_if_unsafe(force)
-        return _execute(ctx, plan, desired, started, metrics_file)
+        return _run_once(ctx, force, metrics_file)
+
+
+def _run_once(ctx: Context, force: bool, metrics_file: Path | None) -> RunReport:
+    started = time.time()
+    desired, actual, _ = _states(ctx, read_region_demand(ctx))
+    plan = make_plan(desired, actual)
+    plan.raise_if_unsafe(force)
+    return _execute(ctx, plan, desired, started, metrics_file)
+
+
+def reconcile_loop(
+    ctx: Context,
+    every_s: float,
+    stop: threading.Event,
+    force: bool = False,
+    metrics_file: Path | None = None,
+    on_run: Callable[[RunReport | None, str], None] | None = None,
+) -> int:
+    """Plan and apply every ``every_s`` seconds in one process, holding the region's lock throughout
+    (a cron run meanwhile exits 3), until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT; a run
+    in progress finishes first). A run that fails is logged and the loop goes on. Returns the runs made.
+
+    ``on_run(report, error)`` is called after each run (report None when the run failed before applying).
+    """
+    ctx.interval_s = every_s
+    runs = 0
+    with region_lock(ctx.dir / "reconcile.lock", ctx.region):
+        while not stop.is_set():
+            t0 = time.monotonic()
+            report: RunReport | None = None
+            error = ""
+            try:
+                report = _run_once(ctx, force, metrics_file)
+                log.info("region %s: run %d: %s, %d failed, drift %d, %.2f s", ctx.region, runs + 1,
+                         report.plan.summary(), report.failed, report.drift,
+                         report.finished - report.started)  # fmt: skip
+            except TritonOpsError as e:
+                error = str(e)
+                log.error("region %s: run %d failed: %s", ctx.region, runs + 1, e)
+            runs += 1
+            if on_run is not None:
+                on_run(report, error)
+            stop.wait(max(0.0, every_s - (time.monotonic() - t0)))
+    return runs
 

@@ -11,11 +11,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tritonops.capacity.planner import LOAD_BASE_S, LOAD_BYTES_PER_S
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes
 from tritonops.memory.probes import DeviceMemory
+from tritonops.placement import PlacementPolicy
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 from tritonops.store import ObjectStore, open_store
@@ -35,6 +38,22 @@ class DesiredModel:
     footprint_bytes: int
     config_text: str = ""
     size_bytes: int = 0
+    footprint_source: str = "measured"  # or "estimate" (never loaded: a guess from the disk size)
+
+    @property
+    def load_s(self) -> float:
+        """Estimated load time (the ledger does not time loads yet): the capacity planner's estimate."""
+        return LOAD_BASE_S + self.footprint_bytes / LOAD_BYTES_PER_S
+
+
+@dataclass(frozen=True)
+class DemandInput:
+    """The region's demand as the planner takes it (read by ``tritonops.demand.read_demand``)."""
+
+    counts: dict[str, float]  # requests per model in the window
+    complete: bool  # False: a source gave nothing, fresh or remembered: no demand-driven evictions
+    policy: PlacementPolicy
+    report: dict[str, Any]  # window, completeness and sources read: goes into the plan's JSON
 
 
 @dataclass
@@ -55,6 +74,7 @@ class DesiredState:
     problems: list[str] = field(default_factory=list)
     # Published but unreadable right now (corrupt or half-written manifest): left exactly as loaded.
     held: set[str] = field(default_factory=set)
+    demand: DemandInput | None = None  # None: no ``demand:`` section for the region
 
 
 @dataclass
@@ -84,14 +104,16 @@ def desired_state(cfg: Config, region: str, published: Published, footprint: Foo
         v = man.latest()
         assert v is not None
         entry = man.versions[v]
+        fp, source = footprint.prediction(name, entry.digest, entry.size)
         models[name] = DesiredModel(
             name,
             v,
             entry.digest,
             cfg.placement(name),
-            footprint.predict(name, entry.digest, entry.size),
+            fp,
             published.configs.get(name, ""),
             entry.size,
+            source,
         )
     servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
     return DesiredState(

@@ -1,4 +1,6 @@
-"""A real Prometheus (Debian's ``prometheus`` binary) on loopback, scraping an exporter run by the test."""
+"""A real Prometheus (Debian's ``prometheus`` binary) on loopback, scraping an exporter run by the test.
+
+Shared by tests/demand and tests/reconcile: the fixtures are registered in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -80,13 +82,13 @@ class Prometheus:
         raise AssertionError(f"prometheus: {q!r} did not return {n} series within {timeout_s} s")
 
 
-
-
 @pytest.fixture
 def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if binary is None:
-        pytest.fail("the prometheus binary is missing: install it with `apt-get install -y prometheus` (Debian package)")
+        pytest.fail(
+            "the prometheus binary is missing: install it with `apt-get install -y prometheus` (Debian package)"
+        )
     port = _free_port()
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(
