@@ -286,7 +286,10 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         if m in desired.held:
             # A corrupt or half-published manifest must not take a serving model down.
             notes.append(
-                Note("held", name, m, f"model {m!r} kept as loaded: its published manifest is unreadable")
+                Note(
+                    "held", name, m,
+                    f"model {m!r} kept as loaded: its published version cannot be loaded now (see problems)",
+                )  # fmt: skip
             )
             continue
         lm = loaded.pop(m)

@@ -101,9 +101,33 @@ def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
     return desired, actual, published
 
 
-def make_region_plan(ctx: Context) -> Plan:
-    desired, actual, _ = _states(ctx)
-    return make_plan(desired, actual)
+def _gate_loads(
+    ctx: Context, desired: DesiredState, published: Published, loads: dict[str, int], full: bool
+) -> list[str]:
+    """Check the versions about to be loaded against their manifests; hold the refused ones."""
+    from tritonops.reconcile import bucket_check
+
+    refused = bucket_check.check_loads(
+        ctx.cfg.region(ctx.region), ctx.region, loads, published, ctx.dir / "verified.json", full
+    )
+    bucket_check.clear_passed(desired, loads, refused, ctx.quarantine)
+    return bucket_check.refuse(desired, refused, ctx.quarantine)
+
+
+def _checked_plan(ctx: Context, full: bool = False) -> tuple[DesiredState, Plan, list[str]]:
+    """The plan, after the bucket gate: a version whose objects differ from the manifest is not loaded."""
+    from tritonops.reconcile.bucket_check import planned_loads
+
+    desired, actual, published = _states(ctx)
+    plan = make_plan(desired, actual)
+    refused = _gate_loads(ctx, desired, published, planned_loads(plan), full)
+    if refused:
+        plan = make_plan(desired, actual)  # the refused models are held now
+    return desired, plan, refused
+
+
+def make_region_plan(ctx: Context, verify_content: bool = False) -> Plan:
+    return _checked_plan(ctx, verify_content)[1]
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -132,6 +156,7 @@ class RunReport:
     quarantined: list[dict[str, Any]]
     memory: list[dict[str, Any]]
     drift: int
+    refused: list[str] = field(default_factory=list)  # versions not loaded: bucket differs from manifest
 
     @property
     def failed(self) -> int:
@@ -154,6 +179,7 @@ class RunReport:
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,
+            "refused": self.refused,
         }
 
 
@@ -174,16 +200,22 @@ def _memory(ports: Ports) -> list[dict[str, Any]]:
 
 
 def _execute(
-    ctx: Context, plan: Plan, desired: DesiredState, started: float, metrics_file: Path | None
+    ctx: Context,
+    plan: Plan,
+    desired: DesiredState,
+    started: float,
+    metrics_file: Path | None,
+    refused: list[str] | None = None,
 ) -> RunReport:
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
     drift = sum(1 for r in results if r.result != "ok") + sum(
         1
         for n in plan.notes
         if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
-    )
+    ) + len(refused or [])
     report = RunReport(
-        ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift
+        ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift,
+        list(refused or []),
     )
     doc = report.to_json()
     ctx.journal.append(doc)
@@ -192,7 +224,11 @@ def _execute(
 
 
 def apply_plan_file(
-    ctx: Context, plan: Plan, force: bool = False, metrics_file: Path | None = None
+    ctx: Context,
+    plan: Plan,
+    force: bool = False,
+    metrics_file: Path | None = None,
+    verify_content: bool = False,
 ) -> RunReport:
     """Apply exactly ``plan``; refuse it if the actual state changed since it was made."""
     if plan.region != ctx.region:
@@ -200,22 +236,30 @@ def apply_plan_file(
     plan.raise_if_unsafe(force)
     with region_lock(ctx.dir / "reconcile.lock", ctx.region):
         started = time.time()
-        desired, actual, _ = _states(ctx)
+        desired, actual, published = _states(ctx)
         if actual.fingerprint(desired) != plan.fingerprint:
             raise StalePlanError(
                 f"region {ctx.region!r}: plan {plan.digest[:12]} is stale (servers or published models "
                 "changed "
                 "since it was made); run `tritonops plan` again"
             )
-        return _execute(ctx, plan, desired, started, metrics_file)
+        # The bucket may have changed since the plan was made: check again what it loads.
+        from tritonops.reconcile.bucket_check import planned_loads
+
+        refused = _gate_loads(ctx, desired, published, planned_loads(plan), verify_content)
+        return _execute(ctx, plan, desired, started, metrics_file, refused)
 
 
-def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = None) -> RunReport:
-    """Plan and apply once, under the region's lock (LockHeldError, exit 3, if another run holds it)."""
+def reconcile(
+    ctx: Context, force: bool = False, metrics_file: Path | None = None, verify_content: bool = False
+) -> RunReport:
+    """Plan and apply once, under the region's lock (LockHeldError, exit 3, if another run holds it).
+
+    Versions about to be loaded are first checked against their manifests in the bucket (size, the
+    sha256 recorded at upload, no extra objects; ``verify_content`` also hashes the bytes)."""
     with region_lock(ctx.dir / "reconcile.lock", ctx.region):
         started = time.time()
-        desired, actual, _ = _states(ctx)
-        plan = make_plan(desired, actual)
+        desired, plan, refused = _checked_plan(ctx, verify_content)
         plan.raise_if_unsafe(force)
-        return _execute(ctx, plan, desired, started, metrics_file)
+        return _execute(ctx, plan, desired, started, metrics_file, refused)
 
