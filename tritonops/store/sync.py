@@ -82,6 +82,7 @@ class SyncOptions:
     max_delete: int | None = None  # None: DEFAULT_MAX_DELETE_FRACTION of the region's published files
     force: bool = False
     verify: bool = False
+    repair: bool = False  # re-upload what differs from the published manifests (see store/repair.py)
     models: list[str] | None = None  # only these models (residency is then an error, not a skip)
     workers: int = DEFAULT_WORKERS
 
@@ -183,6 +184,7 @@ class SyncSummary:
     notes: list[str]
     verified_files: int | None = None
     deletes: list[str] = field(default_factory=list)
+    repair: dict[str, Any] | None = None  # RepairReport.to_json() with --repair
 
     @property
     def mb_per_s(self) -> float:
@@ -207,6 +209,7 @@ class SyncSummary:
             "versions_pruned": {m: v for m, v in sorted(self.versions_pruned.items())},
             "deletes": self.deletes,
             "verified_files": self.verified_files,
+            "repair": self.repair,
             "notes": self.notes,
         }
 
@@ -660,6 +663,22 @@ def _remote_manifests_for_verify(
     return known
 
 
+def _repair(
+    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: dict[str, ModelManifest]
+) -> dict[str, Any]:
+    """--repair: every published version this sync did not just upload, checked and fixed."""
+    from tritonops.store.repair import repair_published
+
+    skip = {(mp.model, n) for mp in plan.models for n in [*mp.new_versions, *mp.changed_versions]}
+    with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-repair") as pool:
+        mans = _remote_manifests_for_verify(st, plan, local, pool)
+    mans = {m: man for m, man in mans.items() if m in local}  # the local files are the source of repair
+    rep = repair_published(
+        st, mans, local, root, region=plan.region, full=opts.verify, dry_run=opts.dry_run, skip=skip
+    )
+    return rep.to_json()
+
+
 def sync_region(
     cfg: Config,
     region: str,
@@ -701,11 +720,13 @@ def sync_region(
             versions_pruned={m.model: m.prune_versions for m in plan.models if m.prune_versions},
             notes=plan.notes, deletes=deletes,
         )  # fmt: skip
-        if opts.dry_run:
-            summary.seconds = time.monotonic() - t0
-            return summary
-        _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+        if not opts.dry_run:
+            _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+        if opts.repair:
+            summary.repair = _repair(st, plan, root, opts, {m.model: m for m in manifests})
         summary.seconds = time.monotonic() - t0
+        if opts.dry_run:
+            return summary
         if opts.verify:
             with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-verify") as pool:
                 assert plan.final_index is not None
