@@ -4,6 +4,7 @@ difference is named, the positive-check cache skips the HEADs only while the lis
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ def test_file_store_each_difference_is_named(tmp_path: Path) -> None:
 def test_cache_skips_heads_until_the_listing_changes(tmp_path: Path) -> None:
     store = Counting(FileStore(tmp_path / "bucket"))
     man = publish(store.inner)
-    cache = VerifyCache(tmp_path / "state" / "verified.json")
+    # Nanosecond mtimes and one writer: no need to wait for objects to settle.
+    cache = VerifyCache(tmp_path / "state" / "verified.json", settle_s=0)
     assert verify_version(store, man, 1, cache=cache) == []
     assert store.calls["head"] == 2
     assert verify_version(store, man, 1, cache=cache) == []
@@ -108,8 +110,13 @@ def test_s3_metadata_lie_and_unrecorded_bytes(dev_stack, tmp_path: Path) -> None
     cache = VerifyCache(tmp_path / "verified.json")
     assert verify_version(store, man, 1, cache=cache) == []
     assert store.calls == {"list": 1, "head": 2, "get": 0}  # recorded sha256: no download
+    # Written this second: S3's Last-Modified (to the second) could not tell a rewrite now, so not cached.
     assert verify_version(store, man, 1, cache=cache) == []
-    assert store.calls == {"list": 2, "head": 2, "get": 0}
+    assert store.calls == {"list": 2, "head": 4, "get": 0}
+    time.sleep(cache.settle_s + 1)
+    assert verify_version(store, man, 1, cache=cache) == []
+    assert verify_version(store, man, 1, cache=cache) == []
+    assert store.calls == {"list": 4, "head": 6, "get": 0}  # the last check was one LIST
 
     s3 = s3_client(rc)
     key = f"{rc.prefix}/m/1/model.py"

@@ -26,7 +26,7 @@ class ObjectInfo:
     # What a LIST says about the object's identity (S3: ETag and Last-Modified; a file: its mtime):
     # a change of either means the object was rewritten. None when the store cannot tell.
     etag: str | None = None
-    modified: str | None = None
+    modified: float | None = None  # seconds since the epoch
 
 
 def check_key(key: str, where: str = "") -> str:

@@ -64,7 +64,7 @@ class FileStore:
                 rel = p.relative_to(self.root).as_posix()
                 if rel.startswith(prefix):
                     st = p.stat()
-                    out.append(ObjectInfo(rel, st.st_size, None, None, str(st.st_mtime_ns)))
+                    out.append(ObjectInfo(rel, st.st_size, None, None, st.st_mtime_ns / 1e9))
         return sorted(out, key=lambda o: o.key)
 
     def put_bytes(self, key: str, data: bytes, sha256: str) -> None:

@@ -250,7 +250,7 @@ class S3Store:
                     out.append(
                         ObjectInfo(
                             self._rel(o["Key"]), int(o["Size"]), None, str(o.get("ETag") or "") or None,
-                            mod.isoformat() if mod is not None else None,
+                            mod.timestamp() if mod is not None else None,
                         )
                     )
             return sorted(out, key=lambda o: o.key)

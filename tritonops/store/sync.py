@@ -25,7 +25,6 @@ Publish order, per region (a SIGKILL anywhere leaves nothing incomplete loadable
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -591,35 +590,23 @@ def verify_region(
 ) -> int:
     """Download and hash every object the manifests list; raise StoreError naming the first mismatch.
 
+    Each version is checked as reconcile checks it before a load (:func:`tritonops.store.verify.verify_version`
+    with ``full``: present, size, recorded sha256, bytes, and no object the manifest does not list).
     Also checks each config's sha256 metadata and that its version_policy names only listed
     versions. Returns the number of objects checked.
     """
     from tritonops.repo.model_config import parse_config_text
+    from tritonops.store.verify import verify_version
 
-    jobs: list[tuple[str, str, int]] = []
-    for m in sorted(index.models):
-        man = manifests.get(m)
-        if man is None:
-            continue
-        for n in sorted(man.versions):
-            jobs += [(f"{m}/{n}/{f.path}", f.sha256, f.size) for f in man.versions[n].files]
+    mans = [manifests[m] for m in sorted(index.models) if m in manifests]
+    versions = [(man, n) for man in mans for n in sorted(man.versions)]
+    n_files = sum(len(man.versions[n].files) for man, n in versions)
 
-    def check(job: tuple[str, str, int]) -> str | None:
-        key, sha, size = job
-        info = store.head(key)
-        if info is None:
-            return f"{store.url}/{key}: missing"
-        data = store.get(key)
-        if data is None:
-            return f"{store.url}/{key}: missing"
-        actual = hashlib.sha256(data).hexdigest()
-        if len(data) != size or actual != sha:
-            return f"{store.url}/{key}: sha256 {actual[:12]}... differs from the manifest ({sha[:12]}...)"
-        if info.sha256 is not None and info.sha256 != sha:
-            return f"{store.url}/{key}: sha256 metadata {info.sha256[:12]}... differs from the manifest"
-        return None
+    def check(job: tuple[ModelManifest, int]) -> str | None:
+        bad = verify_version(store, job[0], job[1], full=True)
+        return f"{store.url}: {bad[0].line()}" if bad else None
 
-    problems = [p for p in pool.map(check, jobs) if p]
+    problems = [p for p in pool.map(check, versions) if p]
     for m in sorted(index.models):
         man = manifests.get(m)
         if man is None:
@@ -640,7 +627,7 @@ def verify_region(
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"verify failed: {problems[0]}{more}")
-    return len(jobs) + len(manifests)
+    return n_files + len(manifests)
 
 
 def _remote_manifests_for_verify(

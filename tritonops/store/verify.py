@@ -10,7 +10,10 @@ with no recorded sha256 (written by another tool) has its bytes hashed instead. 
 A positive result can be remembered in a :class:`VerifyCache` keyed by the version's digest and a
 fingerprint of the LIST (key, size, ETag, Last-Modified of every object): rewriting an object, even
 only its metadata, changes its Last-Modified, so the next check sees a new fingerprint and looks
-again. A no-op check of a cached version costs that one LIST.
+again. A no-op check of a cached version costs that one LIST. S3 reports Last-Modified to the second,
+so a rewrite in the same second as the object's last write would keep the fingerprint: a result is
+only cached once every object is older than ``settle_s`` (clocks further apart than that can still
+fool the cache).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CHECK_WORKERS = 8
 CACHE_FORMAT = 1
+CACHE_SETTLE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,14 @@ class VerifyCache:
     One JSON file per region in the state dir; damage or absence only costs a re-check.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, settle_s: float = CACHE_SETTLE_S) -> None:
         self.path = path
+        self.settle_s = settle_s
+
+    def settled(self, listing: list[ObjectInfo], now: float | None = None) -> bool:
+        """Whether a later rewrite of any of these objects is sure to change its Last-Modified."""
+        now = time.time() if now is None else now
+        return all(o.modified is not None and o.modified < now - self.settle_s for o in listing)
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -106,7 +116,7 @@ class VerifyCache:
 
 
 def listing_fingerprint(listing: list[ObjectInfo]) -> str:
-    rows = [[o.key, o.size, o.etag or "", o.modified or ""] for o in sorted(listing, key=lambda o: o.key)]
+    rows = [[o.key, o.size, o.etag or "", repr(o.modified)] for o in sorted(listing, key=lambda o: o.key)]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
@@ -156,7 +166,7 @@ def verify_version(
     if cache is not None and cache.hit(model, version, entry.digest, fingerprint, full):
         return []
     out = _check_objects(store, present, full, mm)
-    if not out and cache is not None:
+    if not out and cache is not None and cache.settled(listing):
         cache.put(model, version, entry.digest, fingerprint, full)
     return out
 
