@@ -120,10 +120,19 @@ def _checked_plan(ctx: Context, full: bool = False) -> tuple[DesiredState, Plan,
 
     desired, actual, published = _states(ctx)
     plan = make_plan(desired, actual)
-    refused = _gate_loads(ctx, desired, published, planned_loads(plan), full)
-    if refused:
+    checked: dict[str, int] = {}
+    refused: list[str] = []
+    while True:
+        # Holding a refused model can free room for another load: check until nothing new is planned.
+        loads = {m: v for m, v in planned_loads(plan).items() if checked.get(m) != v}
+        if not loads:
+            return desired, plan, refused
+        checked.update(loads)
+        more = _gate_loads(ctx, desired, published, loads, full)
+        if not more:
+            return desired, plan, refused
+        refused += more
         plan = make_plan(desired, actual)  # the refused models are held now
-    return desired, plan, refused
 
 
 def make_region_plan(ctx: Context, verify_content: bool = False) -> Plan:
