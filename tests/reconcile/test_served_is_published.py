@@ -149,9 +149,18 @@ def test_first_load_of_a_tampered_version_loads_nothing(rec_regions, unique, tmp
     rc = rr.config.region(EU)
     _add(rr, tmp_path, model, 3.0)
     assert cli(rr, "sync", "-r", EU).exit_code == 0
-    add_extra(rc, model, 1)
+    saved = tmp_path / "plan.json"
+    code, doc, out = _run(rr, "plan", "-r", EU, "--out", str(saved))
+    assert code == 0 and [a["model"] for a in doc["actions"]] == [model], out
+    add_extra(rc, model, 1)  # after the plan was made
+
     code, doc, out = _run(rr, "plan", "-r", EU)
     assert code == 0 and doc["actions"] == [], out
     assert any("refused to load" in n["message"] and f"{model}/1/extra.py" in n["message"] for n in doc["notes"])
+    # The saved plan is not stale (the bucket gate's quarantine is not server state), and its load is
+    # checked again at apply time: refused.
+    code, doc, out = _run(rr, "apply", str(saved))
+    assert code == 1 and len(doc["refused"]) == 1 and f"{model}/1/extra.py" in doc["refused"][0], out
+    assert model not in ready(rr.servers[EU])
     code, doc, out = _run(rr, "reconcile", "-r", EU)
-    assert code == 1 and model not in ready(rr.servers[EU]), out
+    assert code == 1 and doc["results"] == [] and model not in ready(rr.servers[EU]), out

@@ -58,7 +58,7 @@ def check_loads(
 
 
 def refuse(
-    desired: DesiredState, refused: dict[str, list[Mismatch]], quarantine: Quarantine
+    desired: DesiredState, refused: dict[str, list[Mismatch]], quarantine: Quarantine | None
 ) -> list[str]:
     """Hold every refused model (so what serves keeps serving) and record why; returns one line each."""
     lines = []
@@ -71,16 +71,21 @@ def refuse(
         line = f"refused to load: {bad[0].line()}{more}"
         desired.problems.append(line)
         lines.append(line)
-        if dm is not None:
+        if dm is not None and quarantine is not None:
             quarantine.refuse(BUCKET_SERVER, model, dm.version, dm.digest, line)
         log.warning("%s", line)
     return lines
 
 
 def clear_passed(
-    desired: DesiredState, loads: dict[str, int], refused: dict[str, list[Mismatch]], quarantine: Quarantine
+    desired: DesiredState,
+    loads: dict[str, int],
+    refused: dict[str, list[Mismatch]],
+    quarantine: Quarantine | None,
 ) -> None:
     """Versions that passed the check are no longer refused (after ``sync --repair``)."""
+    if quarantine is None:
+        return
     for model in sorted(set(loads) - set(refused)):
         dm = desired.models.get(model)
         if dm is not None:

@@ -18,6 +18,7 @@ from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
+from tritonops.reconcile.bucket_check import BUCKET_SERVER
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
@@ -88,6 +89,7 @@ def context(cfg: Config, region: str) -> Context:
 
 def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
+    quarantined = ctx.quarantine.keys()
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
     actual = gather_actual(
         desired,
@@ -95,26 +97,36 @@ def _states(ctx: Context) -> tuple[DesiredState, ActualState, Published]:
         ctx.ports.memories,
         ctx.ports.footprint,
         published,
-        ctx.quarantine.keys(),
+        # The bucket gate's entries are not about a server: the gate holds those models itself.
+        {k for k in quarantined if k[0] != BUCKET_SERVER},
         ctx.owned.get(),
     )
     return desired, actual, published
 
 
 def _gate_loads(
-    ctx: Context, desired: DesiredState, published: Published, loads: dict[str, int], full: bool
+    ctx: Context,
+    desired: DesiredState,
+    published: Published,
+    loads: dict[str, int],
+    full: bool,
+    record: bool = True,
 ) -> list[str]:
-    """Check the versions about to be loaded against their manifests; hold the refused ones."""
+    """Check the versions about to be loaded against their manifests; hold the refused ones.
+    ``record``: keep the outcome in the quarantine (a run does; ``plan`` only looks)."""
     from tritonops.reconcile import bucket_check
 
     refused = bucket_check.check_loads(
         ctx.cfg.region(ctx.region), ctx.region, loads, published, ctx.dir / "verified.json", full
     )
-    bucket_check.clear_passed(desired, loads, refused, ctx.quarantine)
-    return bucket_check.refuse(desired, refused, ctx.quarantine)
+    quarantine = ctx.quarantine if record else None
+    bucket_check.clear_passed(desired, loads, refused, quarantine)
+    return bucket_check.refuse(desired, refused, quarantine)
 
 
-def _checked_plan(ctx: Context, full: bool = False) -> tuple[DesiredState, Plan, list[str]]:
+def _checked_plan(
+    ctx: Context, full: bool = False, record: bool = True
+) -> tuple[DesiredState, Plan, list[str]]:
     """The plan, after the bucket gate: a version whose objects differ from the manifest is not loaded."""
     from tritonops.reconcile.bucket_check import planned_loads
 
@@ -128,7 +140,7 @@ def _checked_plan(ctx: Context, full: bool = False) -> tuple[DesiredState, Plan,
         if not loads:
             return desired, plan, refused
         checked.update(loads)
-        more = _gate_loads(ctx, desired, published, loads, full)
+        more = _gate_loads(ctx, desired, published, loads, full, record)
         if not more:
             return desired, plan, refused
         refused += more
@@ -136,7 +148,7 @@ def _checked_plan(ctx: Context, full: bool = False) -> tuple[DesiredState, Plan,
 
 
 def make_region_plan(ctx: Context, verify_content: bool = False) -> Plan:
-    return _checked_plan(ctx, verify_content)[1]
+    return _checked_plan(ctx, verify_content, record=False)[1]
 
 
 def save_plan(plan: Plan, path: Path) -> None:
