@@ -74,8 +74,9 @@ class Publisher:
         s3 = s3_client(self.region)
         for rel, data in sorted(files.items()):
             s3.put_object(
-                Bucket=self.region.bucket_name, Key=self._key(f"{model}/{version}/{rel}"), Body=data
-            )
+                Bucket=self.region.bucket_name, Key=self._key(f"{model}/{version}/{rel}"), Body=data,
+                Metadata={"sha256": sha256_bytes(data)},  # as sync records it (reconcile's bucket gate reads it)
+            )  # fmt: skip
         config = CONFIG_TMPL.format(version=version).encode()
         man = self.manifests.setdefault(model, ModelManifest(model))
         man.versions[version] = VersionEntry(

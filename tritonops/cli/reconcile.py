@@ -23,6 +23,14 @@ if TYPE_CHECKING:  # imported inside the commands: keeps `tritonops --help` fast
 
 RegionOpt = Annotated[str, typer.Option("--region", "-r", help="Region whose servers to reconcile.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Allow a plan that unloads all or most models.")]
+VerifyContentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify-content",
+        help="Before loading a version, download and hash its files (default: size, recorded sha256, "
+        "no extra objects).",
+    ),
+]
 MetricsOpt = Annotated[
     Path | None,
     typer.Option("--metrics-file", help="Prometheus textfile to write (default: in the state dir)."),
@@ -60,6 +68,10 @@ def _render_report(doc: dict[str, Any], c: Console) -> None:
         c.print(t)
     for n in doc["notes"]:
         c.print(f"{n['kind']}: {n['message']}", markup=False, highlight=False)
+    noted = {n["message"] for n in doc["notes"]}
+    for line in doc.get("refused", []):
+        if line not in noted:  # `apply` of a saved plan: the refusal happened after planning
+            c.print(f"problem: {line}", markup=False, highlight=False)
     c.print(
         f"region {doc['region']}: {len(doc['results'])} actions, {doc['failed']} failed, "
         f"drift {doc['drift']}, {doc['duration_s']:.2f} s"
@@ -74,13 +86,14 @@ def plan_cmd(
         bool,
         typer.Option("--detailed-exitcode", help="Exit 0 when nothing to do, 2 when changes are pending."),
     ] = False,
+    verify_content: VerifyContentOpt = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show what reconcile would load, unload, reload or evict in a region, and why."""
     from tritonops.reconcile import runner
 
     ctx = runner.context(get_config(), region)
-    plan = runner.make_region_plan(ctx)
+    plan = runner.make_region_plan(ctx, verify_content)
     if out is not None:
         runner.save_plan(plan, out)
         info(f"plan saved to {out}")
@@ -98,6 +111,7 @@ def apply_cmd(
     plan_file: Annotated[Path, typer.Argument(help="A plan saved by `tritonops plan --out FILE`.")],
     force: ForceOpt = False,
     metrics_file: MetricsOpt = None,
+    verify_content: VerifyContentOpt = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Apply a saved plan exactly; refuse it if the servers or published models changed since."""
@@ -105,7 +119,7 @@ def apply_cmd(
 
     plan = runner.load_plan(plan_file)
     ctx = runner.context(get_config(), plan.region)
-    report = runner.apply_plan_file(ctx, plan, force, metrics_file)
+    report = runner.apply_plan_file(ctx, plan, force, metrics_file, verify_content)
     _finish(report, output)
 
 
@@ -132,6 +146,7 @@ def reconcile_cmd(
         str | None,
         typer.Option("--every", help="Loop: plan and apply every interval (15s, 1m) until SIGTERM/SIGINT."),
     ] = None,
+    verify_content: VerifyContentOpt = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron.
@@ -144,7 +159,7 @@ def reconcile_cmd(
     if every_s is not None:
         _loop(ctx, every_s, force, metrics_file, output)
         return
-    report = runner.reconcile(ctx, force, metrics_file)
+    report = runner.reconcile(ctx, force, metrics_file, verify_content)
     _finish(report, output)
 
 
@@ -186,6 +201,6 @@ def _finish(report: runner.RunReport, output: OutputFormat) -> None:
 
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
-    if report.failed:
-        # Failed actions were recorded (journal, quarantine); a non-zero exit makes cron notice.
+    if report.failed or report.refused:
+        # Failed actions and refused versions were recorded (journal, quarantine); cron must notice.
         raise typer.Exit(code=1)

@@ -84,7 +84,19 @@ def sync_cmd(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Allow a prune over --max-delete, and replacing a changed version."),
+        typer.Option(
+            "--force",
+            help="Allow a prune over --max-delete, and replacing a published version whose local files "
+            "changed (it compares local files with the published manifest, not the bucket's objects).",
+        ),
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Check every published version's objects against its manifest (size, recorded sha256, "
+            "extra objects; with --verify the bytes too), re-upload what differs, delete extra objects.",
+        ),
     ] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="After syncing, download and hash every published object.")
@@ -102,7 +114,7 @@ def sync_cmd(
     if not regions:
         raise PlanError("no region given: pass --region R (repeatable) or --all-regions")
     opts = SyncOptions(
-        dry_run=dry_run, prune=prune, max_delete=max_delete, force=force, verify=verify,
+        dry_run=dry_run, prune=prune, max_delete=max_delete, force=force, verify=verify, repair=repair,
         models=list(dict.fromkeys(model)) if model else None, workers=workers,
     )  # fmt: skip
     progress = _RichProgress() if sys.stderr.isatty() and output is OutputFormat.table else None
@@ -144,4 +156,11 @@ def _render(s: object) -> None:
             f"{s.uploaded_files} files, {human_bytes(s.uploaded_bytes)} in {s.seconds:.2f} s "
             f"({s.mb_per_s:.1f} MB/s)"
             + (f"; verified {s.verified_files} objects" if s.verified_files else "")
+        )
+    if s.repair is not None:
+        for line in s.repair["found"]:
+            info(f"{'differs' if s.dry_run else 'repaired'}: {line}")
+        c.print(
+            f"repair: {s.repair['checked_versions']} versions checked, {len(s.repair['found'])} objects differ"
+            + ("" if s.dry_run else f", {len(s.repair['uploaded'])} re-uploaded, {len(s.repair['deleted'])} deleted")
         )

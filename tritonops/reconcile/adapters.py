@@ -78,7 +78,11 @@ class ControlAdapter:
             self.client.unload(model, wait=True)
 
     def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
-        self.client.infer(model, warmup_inputs(config), version=version)
+        # The request is built from the config Triton reports for the loaded version, not ``config``
+        # (the published file): a backend may have completed it (python ``auto_complete_config``
+        # fills in inputs a config.pbtxt leaves out), and Triton's copy is what it will accept.
+        reported = self.client.model_config(model, version)
+        self.client.infer(model, warmup_inputs(reported if reported.get("input") else config), version=version)
 
 
 class ProbeMemory:

@@ -389,7 +389,8 @@ class _ServerPlanner:
             if m in d.held:
                 # A corrupt or half-published manifest must not take a serving model down.
                 self.notes.append(
-                    Note("held", self.name, m, f"model {m!r} kept as loaded: its published manifest is unreadable")
+                    Note("held", self.name, m,
+                         f"model {m!r} kept as loaded: its published version cannot be loaded now (see problems)")  # fmt: skip
                 )
                 continue
             lm = self.loaded.pop(m)

@@ -47,7 +47,8 @@ class ServerControl(Protocol):
         ...
 
     def warmup(self, model: str, version: int, config: dict[str, Any]) -> None:
-        """One inference with inputs generated from ``config``; raises TritonError on failure."""
+        """One inference with inputs generated from the config Triton reports for the loaded version
+        (``config``, the published one, only where Triton reports no inputs); raises TritonError on failure."""
         ...
 
 

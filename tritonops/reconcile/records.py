@@ -100,6 +100,19 @@ class Quarantine:
         self._save(data)
         return tripped
 
+    def refuse(
+        self, server: str, model: str, version: int, digest: str, reason: str, now: float | None = None
+    ) -> None:
+        """Quarantine at once (not after N failures): a version whose bucket objects differ from its
+        manifest. Cleared by :meth:`clear` once a later check passes."""
+        now = time.time() if now is None else now
+        data = self._load()
+        data[self._key(server, model, digest)] = {
+            "server": server, "model": model, "version": version, "digest": digest,
+            "times": [now], "reason": reason, "until": now + self.window_s,
+        }  # fmt: skip
+        self._save(data)
+
     def clear(self, server: str, model: str, digest: str) -> None:
         data = self._load()
         if data.pop(self._key(server, model, digest), None) is not None:

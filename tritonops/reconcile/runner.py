@@ -24,6 +24,7 @@ from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile import metrics
 from tritonops.reconcile.apply import ActionResult, apply_plan
+from tritonops.reconcile.bucket_check import BUCKET_SERVER
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
@@ -115,6 +116,7 @@ def read_region_demand(ctx: Context, persist: bool = True) -> DemandInput | None
 
 def _states(ctx: Context, demand: DemandInput | None = None) -> tuple[DesiredState, ActualState, Published]:
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
+    quarantined = ctx.quarantine.keys()
     desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
     desired.demand = demand
     actual = gather_actual(
@@ -123,16 +125,60 @@ def _states(ctx: Context, demand: DemandInput | None = None) -> tuple[DesiredSta
         ctx.ports.memories,
         ctx.ports.footprint,
         published,
-        ctx.quarantine.keys(),
+        # The bucket gate's entries are not about a server: the gate holds those models itself.
+        {k for k in quarantined if k[0] != BUCKET_SERVER},
         ctx.owned.get(),
     )
     return desired, actual, published
 
 
-def make_region_plan(ctx: Context) -> Plan:
-    """A dry plan: demand is read but not remembered (the Triton source's counters stay as they were)."""
-    desired, actual, _ = _states(ctx, read_region_demand(ctx, persist=False))
-    return make_plan(desired, actual)
+def _gate_loads(
+    ctx: Context,
+    desired: DesiredState,
+    published: Published,
+    loads: dict[str, int],
+    full: bool,
+    record: bool = True,
+) -> list[str]:
+    """Check the versions about to be loaded against their manifests; hold the refused ones.
+    ``record``: keep the outcome in the quarantine (a run does; ``plan`` only looks)."""
+    from tritonops.reconcile import bucket_check
+
+    refused = bucket_check.check_loads(
+        ctx.cfg.region(ctx.region), ctx.region, loads, published, ctx.dir / "verified.json", full
+    )
+    quarantine = ctx.quarantine if record else None
+    bucket_check.clear_passed(desired, loads, refused, quarantine)
+    return bucket_check.refuse(desired, refused, quarantine)
+
+
+def _checked_plan(
+    ctx: Context, demand: DemandInput | None, full: bool = False, record: bool = True
+) -> tuple[DesiredState, Plan, list[str]]:
+    """The plan, after the bucket gate: a version whose objects differ from the manifest is not loaded."""
+    from tritonops.reconcile.bucket_check import planned_loads
+
+    desired, actual, published = _states(ctx, demand)
+    plan = make_plan(desired, actual)
+    checked: dict[str, int] = {}
+    refused: list[str] = []
+    while True:
+        # Holding a refused model can free room for another load: check until nothing new is planned.
+        loads = {m: v for m, v in planned_loads(plan).items() if checked.get(m) != v}
+        if not loads:
+            return desired, plan, refused
+        checked.update(loads)
+        more = _gate_loads(ctx, desired, published, loads, full, record)
+        if not more:
+            return desired, plan, refused
+        refused += more
+        plan = make_plan(desired, actual)  # the refused models are held now
+
+
+def make_region_plan(ctx: Context, verify_content: bool = False) -> Plan:
+    """A dry plan: demand is read but not remembered (the Triton source's counters stay as they were),
+    and the bucket gate only looks (nothing is quarantined)."""
+    return _checked_plan(ctx, read_region_demand(ctx, persist=False), verify_content, record=False)[1]
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -161,6 +207,7 @@ class RunReport:
     quarantined: list[dict[str, Any]]
     memory: list[dict[str, Any]]
     drift: int
+    refused: list[str] = field(default_factory=list)  # versions not loaded: bucket differs from manifest
 
     @property
     def failed(self) -> int:
@@ -184,6 +231,7 @@ class RunReport:
             "memory": self.memory,
             "drift": self.drift,
             "demand": self.plan.demand,  # window, completeness and the sources read (None: not configured)
+            "refused": self.refused,
         }
 
 
@@ -204,16 +252,22 @@ def _memory(ports: Ports) -> list[dict[str, Any]]:
 
 
 def _execute(
-    ctx: Context, plan: Plan, desired: DesiredState, started: float, metrics_file: Path | None
+    ctx: Context,
+    plan: Plan,
+    desired: DesiredState,
+    started: float,
+    metrics_file: Path | None,
+    refused: list[str] | None = None,
 ) -> RunReport:
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
     drift = sum(1 for r in results if r.result != "ok") + sum(
         1
         for n in plan.notes
         if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
-    )
+    ) + len(refused or [])
     report = RunReport(
-        ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift
+        ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift,
+        list(refused or []),
     )
     doc = report.to_json()
     ctx.journal.append(doc)
@@ -222,7 +276,11 @@ def _execute(
 
 
 def apply_plan_file(
-    ctx: Context, plan: Plan, force: bool = False, metrics_file: Path | None = None
+    ctx: Context,
+    plan: Plan,
+    force: bool = False,
+    metrics_file: Path | None = None,
+    verify_content: bool = False,
 ) -> RunReport:
     """Apply exactly ``plan``; refuse it if the actual state changed since it was made."""
     if plan.region != ctx.region:
@@ -230,28 +288,36 @@ def apply_plan_file(
     plan.raise_if_unsafe(force)
     with region_lock(ctx.dir / "reconcile.lock", ctx.region):
         started = time.time()
-        desired, actual, _ = _states(ctx)
+        desired, actual, published = _states(ctx)
         if actual.fingerprint(desired) != plan.fingerprint:
             raise StalePlanError(
                 f"region {ctx.region!r}: plan {plan.digest[:12]} is stale (servers or published models "
                 "changed "
                 "since it was made); run `tritonops plan` again"
             )
-        return _execute(ctx, plan, desired, started, metrics_file)
+        # The bucket may have changed since the plan was made: check again what it loads.
+        from tritonops.reconcile.bucket_check import planned_loads
+
+        refused = _gate_loads(ctx, desired, published, planned_loads(plan), verify_content)
+        return _execute(ctx, plan, desired, started, metrics_file, refused)
 
 
-def reconcile(ctx: Context, force: bool = False, metrics_file: Path | None = None) -> RunReport:
-    """Plan and apply once, under the region's lock (LockHeldError, exit 3, if another run holds it)."""
+def reconcile(
+    ctx: Context, force: bool = False, metrics_file: Path | None = None, verify_content: bool = False
+) -> RunReport:
+    """Plan and apply once, under the region's lock (LockHeldError, exit 3, if another run holds it).
+
+    Versions about to be loaded are first checked against their manifests in the bucket (size, the
+    sha256 recorded at upload, no extra objects; ``verify_content`` also hashes the bytes)."""
     with region_lock(ctx.dir / "reconcile.lock", ctx.region):
-        return _run_once(ctx, force, metrics_file)
+        return _run_once(ctx, force, metrics_file, verify_content)
 
 
-def _run_once(ctx: Context, force: bool, metrics_file: Path | None) -> RunReport:
+def _run_once(ctx: Context, force: bool, metrics_file: Path | None, verify_content: bool = False) -> RunReport:
     started = time.time()
-    desired, actual, _ = _states(ctx, read_region_demand(ctx))
-    plan = make_plan(desired, actual)
+    desired, plan, refused = _checked_plan(ctx, read_region_demand(ctx), verify_content)
     plan.raise_if_unsafe(force)
-    return _execute(ctx, plan, desired, started, metrics_file)
+    return _execute(ctx, plan, desired, started, metrics_file, refused)
 
 
 def reconcile_loop(

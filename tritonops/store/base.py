@@ -23,6 +23,10 @@ class ObjectInfo:
     # The sha256 recorded when tritonops wrote the object (S3 metadata ``x-amz-meta-sha256``);
     # None when unknown (a LIST does not return metadata, or a foreign object).
     sha256: str | None = None
+    # What a LIST says about the object's identity (S3: ETag and Last-Modified; a file: its mtime):
+    # a change of either means the object was rewritten. None when the store cannot tell.
+    etag: str | None = None
+    modified: float | None = None  # seconds since the epoch
 
 
 def check_key(key: str, where: str = "") -> str:

@@ -63,7 +63,8 @@ class FileStore:
                 p = Path(dirpath) / name
                 rel = p.relative_to(self.root).as_posix()
                 if rel.startswith(prefix):
-                    out.append(ObjectInfo(rel, p.stat().st_size, None))
+                    st = p.stat()
+                    out.append(ObjectInfo(rel, st.st_size, None, None, st.st_mtime_ns / 1e9))
         return sorted(out, key=lambda o: o.key)
 
     def put_bytes(self, key: str, data: bytes, sha256: str) -> None:

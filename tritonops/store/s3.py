@@ -251,7 +251,13 @@ class S3Store:
             pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for o in page.get("Contents", []):
-                    out.append(ObjectInfo(self._rel(o["Key"]), int(o["Size"]), None))
+                    mod = o.get("LastModified")
+                    out.append(
+                        ObjectInfo(
+                            self._rel(o["Key"]), int(o["Size"]), None, str(o.get("ETag") or "") or None,
+                            mod.timestamp() if mod is not None else None,
+                        )
+                    )
             return sorted(out, key=lambda o: o.key)
 
         return self._call("list", prefix, go)

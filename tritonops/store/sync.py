@@ -25,7 +25,6 @@ Publish order, per region (a SIGKILL anywhere leaves nothing incomplete loadable
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -82,6 +81,7 @@ class SyncOptions:
     max_delete: int | None = None  # None: DEFAULT_MAX_DELETE_FRACTION of the region's published files
     force: bool = False
     verify: bool = False
+    repair: bool = False  # re-upload what differs from the published manifests (see store/repair.py)
     models: list[str] | None = None  # only these models (residency is then an error, not a skip)
     workers: int = DEFAULT_WORKERS
 
@@ -183,6 +183,7 @@ class SyncSummary:
     notes: list[str]
     verified_files: int | None = None
     deletes: list[str] = field(default_factory=list)
+    repair: dict[str, Any] | None = None  # RepairReport.to_json() with --repair
 
     @property
     def mb_per_s(self) -> float:
@@ -207,6 +208,7 @@ class SyncSummary:
             "versions_pruned": {m: v for m, v in sorted(self.versions_pruned.items())},
             "deletes": self.deletes,
             "verified_files": self.verified_files,
+            "repair": self.repair,
             "notes": self.notes,
         }
 
@@ -588,35 +590,23 @@ def verify_region(
 ) -> int:
     """Download and hash every object the manifests list; raise StoreError naming the first mismatch.
 
+    Each version is checked as reconcile checks it before a load (:func:`tritonops.store.verify.verify_version`
+    with ``full``: present, size, recorded sha256, bytes, and no object the manifest does not list).
     Also checks each config's sha256 metadata and that its version_policy names only listed
     versions. Returns the number of objects checked.
     """
     from tritonops.repo.model_config import parse_config_text
+    from tritonops.store.verify import verify_version
 
-    jobs: list[tuple[str, str, int]] = []
-    for m in sorted(index.models):
-        man = manifests.get(m)
-        if man is None:
-            continue
-        for n in sorted(man.versions):
-            jobs += [(f"{m}/{n}/{f.path}", f.sha256, f.size) for f in man.versions[n].files]
+    mans = [manifests[m] for m in sorted(index.models) if m in manifests]
+    versions = [(man, n) for man in mans for n in sorted(man.versions)]
+    n_files = sum(len(man.versions[n].files) for man, n in versions)
 
-    def check(job: tuple[str, str, int]) -> str | None:
-        key, sha, size = job
-        info = store.head(key)
-        if info is None:
-            return f"{store.url}/{key}: missing"
-        data = store.get(key)
-        if data is None:
-            return f"{store.url}/{key}: missing"
-        actual = hashlib.sha256(data).hexdigest()
-        if len(data) != size or actual != sha:
-            return f"{store.url}/{key}: sha256 {actual[:12]}... differs from the manifest ({sha[:12]}...)"
-        if info.sha256 is not None and info.sha256 != sha:
-            return f"{store.url}/{key}: sha256 metadata {info.sha256[:12]}... differs from the manifest"
-        return None
+    def check(job: tuple[ModelManifest, int]) -> str | None:
+        bad = verify_version(store, job[0], job[1], full=True)
+        return f"{store.url}: {bad[0].line()}" if bad else None
 
-    problems = [p for p in pool.map(check, jobs) if p]
+    problems = [p for p in pool.map(check, versions) if p]
     for m in sorted(index.models):
         man = manifests.get(m)
         if man is None:
@@ -637,7 +627,7 @@ def verify_region(
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"verify failed: {problems[0]}{more}")
-    return len(jobs) + len(manifests)
+    return n_files + len(manifests)
 
 
 def _remote_manifests_for_verify(
@@ -658,6 +648,22 @@ def _remote_manifests_for_verify(
             raise StoreError(f"verify failed: model {m}: {why}")
         known[m] = man
     return known
+
+
+def _repair(
+    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: dict[str, ModelManifest]
+) -> dict[str, Any]:
+    """--repair: every published version this sync did not just upload, checked and fixed."""
+    from tritonops.store.repair import repair_published
+
+    skip = {(mp.model, n) for mp in plan.models for n in [*mp.new_versions, *mp.changed_versions]}
+    with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-repair") as pool:
+        mans = _remote_manifests_for_verify(st, plan, local, pool)
+    mans = {m: man for m, man in mans.items() if m in local}  # the local files are the source of repair
+    rep = repair_published(
+        st, mans, local, root, region=plan.region, full=opts.verify, dry_run=opts.dry_run, skip=skip
+    )
+    return rep.to_json()
 
 
 def sync_region(
@@ -701,11 +707,13 @@ def sync_region(
             versions_pruned={m.model: m.prune_versions for m in plan.models if m.prune_versions},
             notes=plan.notes, deletes=deletes,
         )  # fmt: skip
-        if opts.dry_run:
-            summary.seconds = time.monotonic() - t0
-            return summary
-        _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+        if not opts.dry_run:
+            _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+        if opts.repair:
+            summary.repair = _repair(st, plan, root, opts, {m.model: m for m in manifests})
         summary.seconds = time.monotonic() - t0
+        if opts.dry_run:
+            return summary
         if opts.verify:
             with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-verify") as pool:
                 assert plan.final_index is not None

@@ -185,6 +185,7 @@ class _Backend(Protocol):
     def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
     def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
+    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]: ...
     def infer(
         self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
     ) -> dict[str, Any]: ...
@@ -239,6 +240,9 @@ class _HttpBackend:
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
         return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
 
+    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]:
+        return dict(self._client(timeout_s).get_model_config(model, model_version=version))
+
     def infer(
         self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
     ) -> dict[str, Any]:
@@ -275,6 +279,10 @@ class _GrpcBackend:
     def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
         d = self._c.get_inference_statistics(model_name=model, as_json=True, client_timeout=timeout_s)
         return list(d.get("model_stats", []))
+
+    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]:
+        d = self._c.get_model_config(model, model_version=version, as_json=True, client_timeout=timeout_s)
+        return dict(d.get("config", {}))
 
     def infer(
         self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
@@ -532,6 +540,14 @@ class ControlClient:
             "statistics", lambda: self._backend.statistics(model or "", self.timeout_s), self.timeout_s, model
         )
         return [_normalise_stats(r) for r in rows]
+
+    def model_config(self, model: str, version: int | None = None) -> dict[str, Any]:
+        """The config Triton uses for a loaded model (JSON, proto field names): what it completed
+        (backend ``auto_complete_config``, defaults) included, which the file in the repository may lack."""
+        ver = "" if version is None else str(version)
+        return self._call(
+            "model config", lambda: self._backend.model_config(model, ver, self.timeout_s), self.timeout_s, model
+        )
 
     def infer(
         self, model: str, inputs: list[tuple[str, str, Any]], *, version: int | None = None
