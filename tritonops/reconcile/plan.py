@@ -390,7 +390,8 @@ class _ServerPlanner:
                 # A corrupt or half-published manifest must not take a serving model down.
                 self.notes.append(
                     Note("held", self.name, m,
-                         f"model {m!r} kept as loaded: its published version cannot be loaded now (see problems)")  # fmt: skip
+                         f"model {m!r} kept as loaded: its published version cannot be loaded now "
+                         "(see problems)")  # fmt: skip
                 )
                 continue
             lm = self.loaded.pop(m)
