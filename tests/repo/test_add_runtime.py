@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from tritonops.store._boto import s3_client
 
 from tests.conftest import Stack
 from tests.convert.conftest import run_cli
 from tests.convert.test_examples import _upload_model
 from tritonops.convert.model_folder import MODEL_PY
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
+from tritonops.store.s3 import s3_client
 
 
 def user_model(path: Path) -> None:
