@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tritonops.convert.export import random_values
 from tritonops.convert.recipe import DimRange, TensorSpec, Tolerance
 from tritonops.errors import ConversionError
 
@@ -247,12 +248,7 @@ def feeds_at(
             out[s.name] = np.ascontiguousarray(a)
             continue
         shape = tuple(sizes[i] if i in sizes else int(d) for i, d in enumerate(s.shape))
-        if s.dtype.startswith("float"):
-            out[s.name] = rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
-        elif s.dtype == "bool":
-            out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[s.name] = rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
+        out[s.name] = random_values(s, rng, shape)
     return out
 
 

@@ -138,18 +138,18 @@ def _call_factory(recipe: Recipe, ref: str, field_name: str) -> Any:
         ) from None
 
 
+def random_values(s: TensorSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Values for input ``s`` in its [low, high] (integers inclusive; booleans either)."""
+    if s.dtype.startswith("float"):
+        return rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
+    if s.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
+
+
 def example_feeds(specs: list[TensorSpec], batch: int, seed: int = 0) -> Feeds:
     rng = np.random.default_rng(seed)
-    out: Feeds = {}
-    for s in specs:
-        shape = s.concrete_shape(batch, EXAMPLE_OTHER_DIM)
-        if s.dtype.startswith("float"):
-            out[s.name] = rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
-        elif s.dtype == "bool":
-            out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[s.name] = rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
-    return out
+    return {s.name: random_values(s, rng, s.concrete_shape(batch, EXAMPLE_OTHER_DIM)) for s in specs}
 
 
 def check_dynamic_dims(model: onnx.ModelProto, specs: list[TensorSpec], where: str) -> list[str]:
