@@ -29,6 +29,22 @@ from tritonops.errors import RepositoryError, TritonError
 ModelConfig = model_config_pb2.ModelConfig
 
 
+# platform -> the backend that runs it (Triton's own mapping); an ensemble runs no backend.
+PLATFORM_BACKEND = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "ensemble": "",
+}
+
+
+def backend_of(cfg: model_config_pb2.ModelConfig) -> str:
+    """The backend that runs the model: its ``backend``, else the one its ``platform`` implies."""
+    return cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
+
+
 def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
     """Parse config.pbtxt text; a RepositoryError names ``source`` and the line on bad text."""
     cfg = model_config_pb2.ModelConfig()

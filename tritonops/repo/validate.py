@@ -24,7 +24,7 @@ from tritonops.errors import RepositoryError
 from tritonops.fileio import sha256_file
 from tritonops.repo import triton_rules
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
-from tritonops.repo.model_config import line_of
+from tritonops.repo.model_config import PLATFORM_BACKEND, backend_of, line_of
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ DEFAULT_MODEL_FILENAME = {
     "tensorflow": "model.savedmodel",
     "python": "model.py",
     "openvino": "model.xml",
-}
-PLATFORM_BACKEND = {
-    "onnxruntime_onnx": "onnxruntime",
-    "tensorrt_plan": "tensorrt",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "ensemble": "",
 }
 PLATFORM_DEFAULT_FILENAME = {"tensorflow_graphdef": "model.graphdef"}
 
@@ -88,10 +80,6 @@ class Problem:
 
 def dtype_name(t: int) -> str:
     return str(mc.DataType.Name(t)) if t in mc.DataType.values() else str(t)
-
-
-def backend_of(cfg: mc.ModelConfig) -> str:
-    return cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
 
 
 def expected_model_filename(cfg: mc.ModelConfig) -> str | None:
