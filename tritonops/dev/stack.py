@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -260,15 +261,23 @@ class Credentials:
             return None
 
 
+class S3Kind(str, Enum):
+    moto = "moto"  # in memory; the stack's default
+    rclone = "rclone"  # `rclone serve s3`, objects on disk
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class S3Server:
-    kind: str
+    kind: S3Kind
     endpoint_url: str
     record: ProcessRecord
 
 
 def start_s3(
-    data_dir: Path, log_path: Path, creds: Credentials, kind: str = "moto", port: int | None = None
+    data_dir: Path, log_path: Path, creds: Credentials, kind: S3Kind | str = S3Kind.moto, port: int | None = None
 ) -> S3Server:
     """Start a real S3-compatible server on 127.0.0.1: ``moto_server`` (in memory) or ``rclone serve s3``.
 
@@ -276,10 +285,14 @@ def start_s3(
     loads once per server and then times out (curl code 28) on later loads. rclone is kept for S3
     client traffic (benchmarks), where it is fast and stores objects on disk.
     """
+    try:
+        kind = S3Kind(kind)
+    except ValueError:
+        raise StackError(f"unknown S3 server kind {kind!r} (rclone or moto)") from None
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
-    if kind == "rclone":
+    if kind is S3Kind.rclone:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(find_rclone()), "serve", "s3", str(data_dir),
@@ -291,11 +304,9 @@ def start_s3(
             "--log-level", "NOTICE",
         ]  # fmt: skip
         # rclone reads the auth key from argv; keep it out of the environment of children.
-    elif kind == "moto":
+    else:
         argv = [str(find_moto_server()), "-H", "127.0.0.1", "-p", str(port)]
         env.update(creds.env())
-    else:
-        raise StackError(f"unknown S3 server kind {kind!r} (rclone or moto)")
     record = spawn(f"s3-{kind}", argv, log_path, env)
     wait_until(lambda: _http_ok(endpoint) is not None, record, f"S3 server ({kind}) on {endpoint}")
     return S3Server(kind=kind, endpoint_url=endpoint, record=record)
