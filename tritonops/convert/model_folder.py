@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.convert.export import TensorInfo
 from tritonops.convert.recipe import DTYPES, TritonSpec
 from tritonops.errors import ConversionError
-from tritonops.repo.model_config import RUNTIMES, GraphTensor, generate_config
+from tritonops.repo.model_config import GraphTensor, Runtime, generate_config
 
 ONNX_FILE = "model.onnx"
 
@@ -81,12 +81,14 @@ def make_config(
     spec: TritonSpec,
     inputs: list[TensorInfo],
     outputs: list[TensorInfo],
-    runtime: str,
+    runtime: Runtime | str,
     cc_files: dict[str, str] | None = None,
 ) -> mc.ModelConfig:
     """A Triton config from the graph's inputs/outputs and the recipe's Triton settings."""
-    if runtime not in RUNTIMES:
-        raise ConversionError(f"{model}: unknown runtime {runtime!r}")
+    try:
+        runtime = Runtime(runtime)
+    except ValueError:
+        raise ConversionError(f"{model}: unknown runtime {runtime!r}") from None
     batching = spec.max_batch_size > 0
     tensors = {"input": inputs, "output": outputs}
     for kind, ts in tensors.items():
@@ -115,14 +117,14 @@ def make_config(
         dynamic_batching=dynamic_batching,
         instance_group=group,
         warmup=spec.warmup,
-        cc_model_filenames=cc_files if runtime == "tensorrt" else None,
+        cc_model_filenames=cc_files if runtime is Runtime.tensorrt else None,
     )
 
 
-def stage_version(folder: Path, onnx_file: Path, runtime: str) -> Path:
+def stage_version(folder: Path, onnx_file: Path, runtime: Runtime | str) -> Path:
     """Lay out one version's files in ``folder`` (what add_version copies)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_file, folder / ONNX_FILE)
-    if runtime == "onnxruntime-python":
+    if Runtime(runtime) is Runtime.onnxruntime_python:
         (folder / "model.py").write_text(MODEL_PY, encoding="utf-8")
     return folder

@@ -28,6 +28,7 @@ from tritonops.convert.export import Exported, Feeds, example_feeds, export, inp
 from tritonops.convert.model_folder import make_config, stage_version
 from tritonops.convert.recipe import Recipe, TargetKind, TargetSpec, TensorSpec, load_recipe
 from tritonops.errors import ConversionError, TritonOpsError
+from tritonops.repo.model_config import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -395,10 +396,10 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
                     recipe.triton,
                     exp.inputs,
                     exp.outputs,
-                    "tensorrt",
+                    Runtime.tensorrt,
                     t.build.get("cc_model_filenames"),
                 )
-                runtime = "tensorrt"
+                runtime = Runtime.tensorrt.value
             else:
                 stage_version(folder, t.file, rr.runtime)
                 cfg = make_config(t.model, recipe.triton, exp.inputs, exp.outputs, rr.runtime)
@@ -445,7 +446,7 @@ def convert(
     """
     if select not in (None, "fastest"):
         raise ConversionError(f"--select: unknown policy {select!r} (known: fastest)")
-    if runtime not in (None, "onnxruntime", "onnxruntime-python"):
+    if runtime not in (None, Runtime.onnxruntime, Runtime.onnxruntime_python):
         raise ConversionError(
             f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, onnxruntime-python)"
         )

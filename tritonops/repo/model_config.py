@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +178,24 @@ def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
 
 # -- generator ---------------------------------------------------------------------------------------
 
-# runtime -> (platform, backend): how Triton serves a model.onnx (or a TensorRT plan).
-# ``onnxruntime-python`` is the ONNX file served by onnxruntime inside Triton's python backend
-# (convert's generated model.py), for servers built with the python backend only.
-RUNTIMES: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime_onnx", ""),
-    "onnxruntime-python": ("", "python"),
-    "tensorrt": ("tensorrt_plan", ""),
+class Runtime(str, Enum):
+    """How Triton serves a model.onnx (or a TensorRT plan)."""
+
+    onnxruntime = "onnxruntime"
+    # The ONNX file served by onnxruntime inside Triton's python backend (convert's generated
+    # model.py), for servers built with the python backend only.
+    onnxruntime_python = "onnxruntime-python"
+    tensorrt = "tensorrt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# runtime -> (platform, backend) in the config.
+RUNTIMES: dict[Runtime, tuple[str, str]] = {
+    Runtime.onnxruntime: ("onnxruntime_onnx", ""),
+    Runtime.onnxruntime_python: ("", "python"),
+    Runtime.tensorrt: ("tensorrt_plan", ""),
 }
 
 
@@ -200,7 +212,7 @@ def generate_config(
     model: str,
     inputs: Sequence[GraphTensor],
     outputs: Sequence[GraphTensor],
-    runtime: str,
+    runtime: Runtime | str,
     *,
     max_batch_size: int = 0,
     dynamic_batching: model_config_pb2.ModelDynamicBatching | None = None,
@@ -213,8 +225,7 @@ def generate_config(
     With ``max_batch_size > 0`` the first dimension of every tensor is the batch (the caller has
     checked it is dynamic) and dims are per sample. TensorRT always runs on KIND_GPU.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"{model}: unknown runtime {runtime!r}")
+    runtime = Runtime(runtime)  # ValueError for an unknown one: callers check their input first
     cfg = model_config_pb2.ModelConfig(name=model, max_batch_size=max_batch_size)
     cfg.platform, cfg.backend = RUNTIMES[runtime]
     for cc, name in sorted((cc_model_filenames or {}).items()):
@@ -229,7 +240,7 @@ def generate_config(
     if instance_group is not None:
         g = cfg.instance_group.add()
         g.CopyFrom(instance_group)
-        if runtime == "tensorrt":
+        if runtime is Runtime.tensorrt:
             g.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
     if warmup:
         _add_warmup(cfg, [t.name for t in inputs], batching)

@@ -35,6 +35,7 @@ from tritonops.repo.manifest import (
 from tritonops.repo.model_config import RUNTIMES as MODEL_RUNTIMES
 from tritonops.repo.model_config import (
     GraphTensor,
+    Runtime,
     config_to_text,
     generate_config,
     live_versions,
@@ -131,7 +132,9 @@ def _source_files(files_from: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def generate_onnx_config(model: str, onnx_path: Path, runtime: str = "onnxruntime") -> mc.ModelConfig:
+def generate_onnx_config(
+    model: str, onnx_path: Path, runtime: Runtime | str = Runtime.onnxruntime
+) -> mc.ModelConfig:
     """A config from the ONNX graph: every graph input and output, dims as in the graph (-1 for symbolic).
 
     max_batch_size stays 0 (dims are the full shape): it loads for any graph. Batching needs a
@@ -303,7 +306,7 @@ def add_version(
 
 
 # The runtimes `repo add --runtime` offers (a TensorRT plan comes from `convert`), and how each is served.
-RUNTIMES = {r: _describe(*MODEL_RUNTIMES[r]) for r in ("onnxruntime", "onnxruntime-python")}
+RUNTIMES = {r.value: _describe(*MODEL_RUNTIMES[r]) for r in (Runtime.onnxruntime, Runtime.onnxruntime_python)}
 
 
 def _served_by(cfg: mc.ModelConfig) -> str:
