@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from tritonops.errors import TritonOpsError
@@ -24,10 +25,19 @@ from tritonops.repo.model_config import config_dict, override_json
 log = logging.getLogger(__name__)
 
 
+class Outcome(str, Enum):
+    ok = "ok"
+    failed = "failed"
+    skipped = "skipped"  # its server stopped answering earlier in the run
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class ActionResult:
     action: Action
-    result: str  # ok | failed | skipped
+    result: Outcome
     duration_s: float = 0.0
     error: str = ""
     quarantined: bool = False
@@ -42,7 +52,7 @@ class ActionResult:
             "model": a.model,
             "version": a.version,
             "strategy": a.strategy,
-            "result": self.result,
+            "result": self.result.value,
             "duration_s": round(self.duration_s, 3),
             "error": self.error,
             "quarantined": self.quarantined,
@@ -82,11 +92,11 @@ def apply_plan(
     down: dict[str, str] = {}
     for a in plan.actions:  # already sorted: per server, unloads/evictions, then reloads, then loads
         if a.server in down:
-            results.append(ActionResult(a, "skipped", error=down[a.server]))
+            results.append(ActionResult(a, Outcome.skipped, error=down[a.server]))
             continue
         ctl = controls[a.server]
         t0 = time.monotonic()
-        r = ActionResult(a, "ok")
+        r = ActionResult(a, Outcome.ok)
         try:
             if a.kind in ("unload", "evict"):
                 ctl.unload(a.model)
@@ -95,9 +105,9 @@ def apply_plan(
                 _load(a, desired, ctl, r, quarantine)
                 owned.update({a.model}, set())
         except TritonOpsError as e:
-            r.result, r.error = "failed", str(e)
+            r.result, r.error = Outcome.failed, str(e)
         r.duration_s = time.monotonic() - t0
-        if r.result == "failed":
+        if r.result is Outcome.failed:
             log.warning("%s", r.error)
             try:
                 ctl.index()
@@ -136,7 +146,7 @@ def _load(
         if measured is not None:
             r.prediction_error_bytes = measured - dm.footprint_bytes
     except TritonOpsError as e:
-        r.result, r.error = "failed", str(e)
+        r.result, r.error = Outcome.failed, str(e)
         r.quarantined = quarantine.record_failure(a.server, a.model, a.version, a.digest, str(e))
         r.restored = _restore(ctl, a.model, old, config)
         return

@@ -17,7 +17,7 @@ from tritonops.config import Config
 from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.reconcile import metrics
-from tritonops.reconcile.apply import ActionResult, apply_plan
+from tritonops.reconcile.apply import ActionResult, Outcome, apply_plan
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl, SizeGuess
@@ -135,7 +135,7 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.results if r.result != "ok")
+        return sum(1 for r in self.results if r.result is not Outcome.ok)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,7 +177,7 @@ def _execute(
     ctx: Context, plan: Plan, desired: DesiredState, started: float, metrics_file: Path | None
 ) -> RunReport:
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
-    drift = sum(1 for r in results if r.result != "ok") + sum(
+    drift = sum(1 for r in results if r.result is not Outcome.ok) + sum(
         1
         for n in plan.notes
         if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")
