@@ -16,7 +16,6 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +28,20 @@ from tritonops.convert.model_folder import make_config, stage_version
 from tritonops.convert.recipe import Recipe, TargetKind, TargetSpec, TensorSpec, load_recipe
 from tritonops.errors import ConversionError, TritonOpsError
 from tritonops.repo.model_config import Runtime
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
 
-class TargetStatus(str, Enum):
+class TargetStatus(StrEnum):
     pending = "pending"
     passed = "passed"  # exported and within tolerance
     rejected = "rejected"  # outside tolerance (the accuracy gate)
     failed = "failed"  # could not be built or checked
     not_selected = "not-selected"  # passed, but --select fastest chose another
     written = "written"  # added to the repository
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_problem(self) -> bool:

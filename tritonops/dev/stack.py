@@ -22,7 +22,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tritonops.config import Config, RegionConfig, ServerConfig, dump_config, lo
 from tritonops.errors import StackError
 from tritonops.fileio import sha256_bytes
 from tritonops.store import open_store
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
@@ -261,12 +261,9 @@ class Credentials:
             return None
 
 
-class S3Kind(str, Enum):
+class S3Kind(StrEnum):
     moto = "moto"  # in memory; the stack's default
     rclone = "rclone"  # `rclone serve s3`, objects on disk
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

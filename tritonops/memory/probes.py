@@ -17,13 +17,13 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from enum import Enum
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import psutil
 
 from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.strenum import StrEnum
 from tritonops.triton import client as triton_client
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,17 @@ SETTLE_TOLERANCE_BYTES = 2 << 20
 SETTLE_INTERVAL_S = 0.2
 
 
-class DeviceKind(str, Enum):
+class DeviceKind(StrEnum):
     gpu = "gpu"
     host = "host"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class ProbeSource(str, Enum):
+class ProbeSource(StrEnum):
     """Where a probe reads memory from."""
 
     nvml = "nvml"
     metrics = "metrics"  # Triton's Prometheus endpoint
     host = "host"  # the Triton process tree's resident memory
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from tritonops.errors import TritonOpsError
@@ -21,17 +20,15 @@ from tritonops.reconcile.ports import ServerControl
 from tritonops.reconcile.records import Owned, Quarantine
 from tritonops.reconcile.state import DesiredState
 from tritonops.repo.model_config import config_dict, override_json
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     ok = "ok"
     failed = "failed"
     skipped = "skipped"  # its server stopped answering earlier in the run
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

@@ -17,7 +17,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from tritonops.errors import RepositoryError, TritonError
+from tritonops.strenum import StrEnum
 
 ModelConfig = model_config_pb2.ModelConfig
 
@@ -178,7 +178,7 @@ def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
 
 # -- generator ---------------------------------------------------------------------------------------
 
-class Runtime(str, Enum):
+class Runtime(StrEnum):
     """How Triton serves a model.onnx (or a TensorRT plan)."""
 
     onnxruntime = "onnxruntime"
@@ -186,9 +186,6 @@ class Runtime(str, Enum):
     # model.py), for servers built with the python backend only.
     onnxruntime_python = "onnxruntime-python"
     tensorrt = "tensorrt"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # runtime -> (platform, backend) in the config.

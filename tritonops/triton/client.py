@@ -22,11 +22,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from tritonops.errors import TritonError, TritonTimeout, TritonUnreachable
+from tritonops.strenum import StrEnum
 
 if TYPE_CHECKING:
     from tritonops.config import ServerConfig
@@ -288,14 +288,11 @@ class _GrpcBackend:
         return {o.name: res.as_numpy(o.name) for o in res.get_response().outputs}
 
 
-class WireProtocol(str, Enum):
+class WireProtocol(StrEnum):
     """How the client talks to Triton: its HTTP/REST or its gRPC endpoint."""
 
     http = "http"
     grpc = "grpc"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ControlClient:
