@@ -97,7 +97,7 @@ def main() -> int:
                 float_outs = {k: v for k, v in outs.items() if k != "label"}
                 targets[t.target] = {
                     "model": t.model,
-                    "status": t.status,
+                    "status": t.status.value,
                     "version": t.version,
                     "size_bytes": t.size_bytes,
                     "speed": sp,

@@ -33,6 +33,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(v: str | None) -> str | None:
+    if v is not None and urlparse(v).scheme not in ("http", "https"):
+        raise ValueError("not an http:// or https:// URL")
+    return v
+
+
 class Placement(str, Enum):
     pinned = "pinned"
     on_demand = "on-demand"
@@ -49,12 +55,7 @@ class ServerConfig(_Strict):
     # Models this server should keep loaded; empty means "every model allowed in the region".
     models: list[str] = Field(default_factory=list)
 
-    @field_validator("http_url", "metrics_url")
-    @classmethod
-    def _http(cls, v: str | None) -> str | None:
-        if v is not None and urlparse(v).scheme not in ("http", "https"):
-            raise ValueError("not an http:// or https:// URL")
-        return v
+    _http = field_validator("http_url", "metrics_url")(_http_url)
 
     @model_validator(mode="after")
     def _one_url(self) -> ServerConfig:
@@ -86,12 +87,7 @@ class RegionConfig(_Strict):
             return v.rstrip("/")
         raise ValueError("not an s3:// or file:// URL")
 
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and urlparse(v).scheme not in ("http", "https"):
-            raise ValueError("not an http:// or https:// URL")
-        return v
+    _endpoint = field_validator("endpoint_url")(_http_url)
 
     @model_validator(mode="after")
     def _unique_servers(self) -> RegionConfig:

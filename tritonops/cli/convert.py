@@ -68,7 +68,7 @@ def _render(report: ConvertReport, c: Console) -> None:
             t.add_row(
                 r.model,
                 r.target,
-                r.status,
+                r.status.value,
                 str(r.version or "-"),
                 human_bytes(r.size_bytes),
                 "-" if nm is None else f"{nm:.2e}",
@@ -80,7 +80,7 @@ def _render(report: ConvertReport, c: Console) -> None:
     c.print(_shapes_table(report))
     for rr in report.recipes:
         for r in rr.targets:
-            if r.reason and r.status in ("rejected", "failed"):
+            if r.reason and r.status.is_problem:
                 c.print(f"{r.model} ({r.target}) {r.status}: {r.reason}", markup=False, highlight=False)
         c.print(f"repository: {rr.repository}", markup=False, highlight=False)
 
@@ -115,7 +115,8 @@ def convert_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Convert models from recipes into repository versions gated on accuracy."""
-    from tritonops.convert import convert  # heavy (onnx, onnxruntime): only when converting
+    # heavy (onnx, onnxruntime): only when converting
+    from tritonops.convert import TargetStatus, convert
 
     console = err_console()
     if sys.stderr.isatty():
@@ -142,7 +143,7 @@ def convert_cmd(
             first = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             raise (
                 AccuracyError(f"nothing written: {first}")
-                if "rejected" in first
+                if report.problem_targets()[0].status is TargetStatus.rejected
                 else ConversionError(f"nothing written: {first}")
             )
         raise ConversionError("nothing written: no target passed")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tritonops.convert.pipeline import ConvertReport, RecipeResult, TargetResult, convert
+from tritonops.convert.pipeline import ConvertReport, RecipeResult, TargetResult, TargetStatus, convert
 from tritonops.convert.recipe import Recipe, TargetKind, load_recipe
 
-__all__ = ["ConvertReport", "RecipeResult", "Recipe", "TargetKind", "TargetResult", "convert", "load_recipe"]
+__all__ = [
+    "ConvertReport",
+    "RecipeResult",
+    "Recipe",
+    "TargetKind",
+    "TargetResult",
+    "TargetStatus",
+    "convert",
+    "load_recipe",
+]

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from tritonops.convert.recipe import DimRange, TensorSpec, Tolerance
+from tritonops.convert.export import random_values
+from tritonops.convert.recipe import DimRange, OutputKind, TensorSpec, Tolerance
 from tritonops.errors import ConversionError
 
 # rel error floor, as a fraction of the output's largest magnitude (see Tolerance).
@@ -33,11 +34,11 @@ class OutputErrors:
     mismatch: float
     violations: list[str] = field(default_factory=list)
 
-    kind: str = "scores"
+    kind: OutputKind = OutputKind.scores
 
     def to_json(self) -> dict[str, Any]:
         figures = {k: _finite_or_none(getattr(self, k)) for k in METRICS}
-        return {"kind": self.kind, **figures, "violations": self.violations}
+        return {"kind": self.kind.value, **figures, "violations": self.violations}
 
 
 METRICS = ("max_abs", "p99_abs", "max_rel", "p99_rel", "norm_max", "norm_p99", "mismatch")
@@ -60,10 +61,10 @@ def _non_finite(a: np.ndarray) -> str | None:
     return None if not (nan or inf) else f"{nan} NaN and {inf} Inf values"
 
 
-def output_kind(ref: np.ndarray) -> str:
+def output_kind(ref: np.ndarray) -> OutputKind:
     """labels (integers), probabilities (rows in [0, 1] summing to 1), or scores."""
     if np.issubdtype(ref.dtype, np.integer) or ref.dtype == bool:
-        return "labels"
+        return OutputKind.labels
     r = ref.astype(np.float64)
     if (
         r.ndim == 2
@@ -74,8 +75,8 @@ def output_kind(ref: np.ndarray) -> str:
         and r.max() <= 1.0
         and np.allclose(r.sum(axis=1), 1.0, atol=1e-3)
     ):
-        return "probabilities"
-    return "scores"
+        return OutputKind.probabilities
+    return OutputKind.scores
 
 
 def output_errors(name: str, ref: np.ndarray, got: np.ndarray) -> OutputErrors:
@@ -129,7 +130,7 @@ def gate(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], tol: Tole
         e.kind = output_kind(r)
         limits = tol(e.kind) if callable(tol) else tol
         if not e.violations:
-            checks = ("mismatch",) if e.kind == "labels" else [k for k in METRICS if k != "mismatch"]
+            checks = ("mismatch",) if e.kind is OutputKind.labels else [k for k in METRICS if k != "mismatch"]
             for k in checks:
                 limit = getattr(limits, k)
                 if limit is not None and getattr(e, k) > limit:
@@ -247,12 +248,7 @@ def feeds_at(
             out[s.name] = np.ascontiguousarray(a)
             continue
         shape = tuple(sizes[i] if i in sizes else int(d) for i, d in enumerate(s.shape))
-        if s.dtype.startswith("float"):
-            out[s.name] = rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
-        elif s.dtype == "bool":
-            out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[s.name] = rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
+        out[s.name] = random_values(s, rng, shape)
     return out
 
 

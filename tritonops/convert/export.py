@@ -138,18 +138,18 @@ def _call_factory(recipe: Recipe, ref: str, field_name: str) -> Any:
         ) from None
 
 
+def random_values(s: TensorSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Values for input ``s`` in its [low, high] (integers inclusive; booleans either)."""
+    if s.dtype.startswith("float"):
+        return rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
+    if s.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
+
+
 def example_feeds(specs: list[TensorSpec], batch: int, seed: int = 0) -> Feeds:
     rng = np.random.default_rng(seed)
-    out: Feeds = {}
-    for s in specs:
-        shape = s.concrete_shape(batch, EXAMPLE_OTHER_DIM)
-        if s.dtype.startswith("float"):
-            out[s.name] = rng.uniform(s.low, s.high, size=shape).astype(s.dtype)
-        elif s.dtype == "bool":
-            out[s.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            out[s.name] = rng.integers(int(s.low), int(s.high) + 1, size=shape).astype(s.dtype)
-    return out
+    return {s.name: random_values(s, rng, s.concrete_shape(batch, EXAMPLE_OTHER_DIM)) for s in specs}
 
 
 def check_dynamic_dims(model: onnx.ModelProto, specs: list[TensorSpec], where: str) -> list[str]:
@@ -249,21 +249,46 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
     import torch
 
     where = f"{recipe.path}: source"
+    module = _torch_module(recipe, src, where)
+    feeds = example_feeds(src.inputs, EXAMPLE_BATCH)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in src.inputs)
+    _check_torch_outputs(module, args, feeds, src, where)
+    info: dict[str, Any] = {"source": "torch", "factory": src.factory, "opset": src.opset}
+    info.update(_export_torch_graph(module, args, src, out, where))
+    names = [s.name for s in src.inputs]
+
+    def run(f: Feeds) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            y = _as_list(module(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names)))
+        return {o: t.detach().numpy() for o, t in zip(src.outputs, y, strict=True)}
+
+    return _finish(out, run, info)
+
+
+def _as_list(y: Any) -> list[Any]:
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+def _torch_module(recipe: Recipe, src: TorchSource, where: str) -> Any:
+    """The recipe's factory's module, in eval mode."""
+    import torch
+
     module = _call_factory(recipe, src.factory, "source.factory")
     if not isinstance(module, torch.nn.Module):
         raise ConversionError(
             f"{where}.factory: {src.factory}() returned {type(module).__name__}, not a torch.nn.Module"
         )
     module.eval()
-    feeds = example_feeds(src.inputs, EXAMPLE_BATCH)
-    args = tuple(torch.from_numpy(feeds[s.name]) for s in src.inputs)
+    return module
 
-    def as_list(y: Any) -> list[Any]:
-        return list(y) if isinstance(y, (tuple, list)) else [y]
+
+def _check_torch_outputs(module: Any, args: tuple[Any, ...], feeds: Feeds, src: TorchSource, where: str) -> None:
+    """Run the module once on the example inputs: it accepts them and returns the outputs named."""
+    import torch
 
     try:
         with torch.no_grad():
-            ys = as_list(module(*args))
+            ys = _as_list(module(*args))
     except Exception as e:  # noqa: BLE001 - the user's spec does not fit the model
         shapes = ", ".join(f"{s.name}={list(feeds[s.name].shape)} {s.dtype}" for s in src.inputs)
         raise ConversionError(
@@ -274,52 +299,19 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
             f"{where}.outputs: the model returns {len(ys)} outputs, the recipe names {len(src.outputs)}"
         )
 
-    names = [s.name for s in src.inputs]
-    info: dict[str, Any] = {"source": "torch", "factory": src.factory, "opset": src.opset}
+
+def _export_torch_graph(module: Any, args: tuple[Any, ...], src: TorchSource, out: Path, where: str) -> dict[str, Any]:
+    """Write ``out`` with the dynamo exporter, else the TorchScript one; the first whose graph keeps
+    the dynamic dims and runs at another batch wins. Returns the exporter used (and why not the first)."""
+    info: dict[str, Any] = {}
     problems: list[str] = []
     for exporter in ("dynamo", "torchscript"):
         try:
             with _quiet_exporter():
                 if exporter == "dynamo":
-                    # Positional, not keyed by our input names: torch.export matches dict keys
-                    # against forward()'s parameter names, which the recipe does not know.
-                    # One Dim object per name, so inputs sharing "batch" share the dimension.
-                    syms: dict[str, Any] = {}
-                    dims = tuple(
-                        {i: syms.setdefault(d, torch.export.Dim(d, min=1)) for i, d in s.dynamic_dims.items()}
-                        or None
-                        for s in src.inputs
-                    )
-                    prog = torch.onnx.export(
-                        module,
-                        args,
-                        None,
-                        input_names=names,
-                        output_names=list(src.outputs),
-                        dynamo=True,
-                        dynamic_shapes=dims,
-                        opset_version=src.opset,
-                        verbose=False,
-                    )
-                    assert prog is not None
-                    prog.save(str(out), external_data=False)
+                    _export_dynamo(module, args, src, out)
                 else:
-                    axes = {s.name: dict(s.dynamic_dims) for s in src.inputs}
-                    axes.update(
-                        {o: {0: "batch"} for o in src.outputs}
-                        if any(0 in s.dynamic_dims for s in src.inputs)
-                        else {}
-                    )
-                    torch.onnx.export(
-                        module,
-                        args,
-                        str(out),
-                        input_names=names,
-                        output_names=list(src.outputs),
-                        dynamo=False,
-                        dynamic_axes=axes,
-                        opset_version=src.opset,
-                    )
+                    _export_torchscript(module, args, src, out)
             model = onnx.load(str(out))
             bad = check_dynamic_dims(model, src.inputs, f"{exporter} exporter")
             if bad:
@@ -340,13 +332,50 @@ def _export_torch(recipe: Recipe, src: TorchSource, out: Path) -> Exported:
     if problems:
         info["fallback_reason"] = " | ".join(problems)
         log.warning("%s: %s; used the %s exporter", where, info["fallback_reason"], info["exporter"])
+    return info
 
-    def run(f: Feeds) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            y = as_list(module(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names)))
-        return {o: t.detach().numpy() for o, t in zip(src.outputs, y, strict=True)}
 
-    return _finish(out, run, info)
+def _export_dynamo(module: Any, args: tuple[Any, ...], src: TorchSource, out: Path) -> None:
+    import torch
+
+    # Positional, not keyed by our input names: torch.export matches dict keys against forward()'s
+    # parameter names, which the recipe does not know. One Dim object per name, so inputs sharing
+    # "batch" share the dimension.
+    syms: dict[str, Any] = {}
+    dims = tuple(
+        {i: syms.setdefault(d, torch.export.Dim(d, min=1)) for i, d in s.dynamic_dims.items()} or None
+        for s in src.inputs
+    )
+    prog = torch.onnx.export(
+        module,
+        args,
+        None,
+        input_names=[s.name for s in src.inputs],
+        output_names=list(src.outputs),
+        dynamo=True,
+        dynamic_shapes=dims,
+        opset_version=src.opset,
+        verbose=False,
+    )
+    assert prog is not None
+    prog.save(str(out), external_data=False)
+
+
+def _export_torchscript(module: Any, args: tuple[Any, ...], src: TorchSource, out: Path) -> None:
+    import torch
+
+    axes = {s.name: dict(s.dynamic_dims) for s in src.inputs}
+    axes.update({o: {0: "batch"} for o in src.outputs} if any(0 in s.dynamic_dims for s in src.inputs) else {})
+    torch.onnx.export(
+        module,
+        args,
+        str(out),
+        input_names=[s.name for s in src.inputs],
+        output_names=list(src.outputs),
+        dynamo=False,
+        dynamic_axes=axes,
+        opset_version=src.opset,
+    )
 
 
 # --------------------------------------------------------------------------------------------- sklearn

@@ -1,4 +1,5 @@
-"""The Triton side of a target: config.pbtxt generated from the graph, and the version folder.
+"""The Triton side of a target: config.pbtxt generated from the graph (by repo/model_config.py's
+generator, from the recipe's settings), and the version folder.
 
 Runtimes:
 - ``onnxruntime``: production, ``platform: "onnxruntime_onnx"``, the version folder holds model.onnx.
@@ -19,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.convert.export import TensorInfo
 from tritonops.convert.recipe import DTYPES, TritonSpec
 from tritonops.errors import ConversionError
+from tritonops.repo.model_config import GraphTensor, Runtime, generate_config
 
 ONNX_FILE = "model.onnx"
 
@@ -74,81 +76,55 @@ class TritonPythonModel:
 _TRITON_TYPE = {k: getattr(mc, v) for k, v in DTYPES.items()}
 
 
-def _fill_io(
-    io: mc.ModelInput | mc.ModelOutput, t: TensorInfo, batching: bool, kind: str, model: str
-) -> None:
-    io.name = t.name
-    io.data_type = _TRITON_TYPE[t.dtype]
-    shape = list(t.shape)
-    if batching:
-        if not shape or isinstance(shape[0], int):
-            raise ConversionError(
-                f"{model}: {kind} {t.name!r}: triton.max_batch_size > 0 but the graph's first dimension is "
-                f"{shape[0] if shape else 'missing'} (not a batch dimension); set max_batch_size: 0"
-            )
-        shape = shape[1:]
-    dims = [d if isinstance(d, int) else -1 for d in shape]
-    if dims:
-        io.dims.extend(dims)
-    else:
-        # A scalar: Triton needs dims. Per sample (shape [batch]), reshape: [ ] drops the 1; a
-        # non-batching model cannot have an empty reshape (Triton: "scalar tensors are not
-        # supported"), and its backends take dims [ 1 ] for a scalar graph tensor.
-        io.dims.append(1)
-        if batching:
-            io.reshape.SetInParent()
-
-
 def make_config(
     model: str,
     spec: TritonSpec,
     inputs: list[TensorInfo],
     outputs: list[TensorInfo],
-    runtime: str,
+    runtime: Runtime | str,
     cc_files: dict[str, str] | None = None,
 ) -> mc.ModelConfig:
     """A Triton config from the graph's inputs/outputs and the recipe's Triton settings."""
-    cfg = mc.ModelConfig(name=model, max_batch_size=spec.max_batch_size)
-    if runtime == "onnxruntime":
-        cfg.platform = "onnxruntime_onnx"
-    elif runtime == "onnxruntime-python":
-        cfg.backend = "python"
-    elif runtime == "tensorrt":
-        cfg.platform = "tensorrt_plan"
-        for cc, name in sorted((cc_files or {}).items()):
-            cfg.cc_model_filenames[cc] = name
-    else:
-        raise ConversionError(f"{model}: unknown runtime {runtime!r}")
+    try:
+        runtime = Runtime(runtime)
+    except ValueError:
+        raise ConversionError(f"{model}: unknown runtime {runtime!r}") from None
     batching = spec.max_batch_size > 0
-    for t in inputs:
-        _fill_io(cfg.input.add(), t, batching, "input", model)
-    for t in outputs:
-        _fill_io(cfg.output.add(), t, batching, "output", model)
+    tensors = {"input": inputs, "output": outputs}
+    for kind, ts in tensors.items():
+        for t in ts:
+            if batching and (not t.shape or isinstance(t.shape[0], int)):
+                raise ConversionError(
+                    f"{model}: {kind} {t.name!r}: triton.max_batch_size > 0 but the graph's first dimension is "
+                    f"{t.shape[0] if t.shape else 'missing'} (not a batch dimension); set max_batch_size: 0"
+                )
+    dynamic_batching = None
     if spec.dynamic_batching is not None:
-        cfg.dynamic_batching.max_queue_delay_microseconds = spec.dynamic_batching.max_queue_delay_microseconds
-        cfg.dynamic_batching.preferred_batch_size.extend(spec.dynamic_batching.preferred_batch_size)
-    g = cfg.instance_group.add()
-    g.kind = getattr(mc.ModelInstanceGroup, spec.instance_group.kind)
-    g.count = spec.instance_group.count
-    if runtime == "tensorrt":
-        g.kind = mc.ModelInstanceGroup.KIND_GPU
-    if spec.warmup:
-        w = cfg.model_warmup.add()
-        w.name = "random"
-        w.batch_size = 1 if batching else 0
-        for t, io in zip(inputs, cfg.input, strict=True):
-            wi = w.inputs[t.name]
-            wi.data_type = io.data_type
-            # Dynamic non-batch dims get a size of 1 for the warm-up request.
-            wi.dims.extend([d if d > 0 else 1 for d in io.dims])
-            wi.random_data = True
-    return cfg
+        dynamic_batching = mc.ModelDynamicBatching(
+            max_queue_delay_microseconds=spec.dynamic_batching.max_queue_delay_microseconds,
+            preferred_batch_size=spec.dynamic_batching.preferred_batch_size,
+        )
+    group = mc.ModelInstanceGroup(
+        kind=getattr(mc.ModelInstanceGroup, spec.instance_group.kind), count=spec.instance_group.count
+    )
+    graph = {kind: [GraphTensor(t.name, _TRITON_TYPE[t.dtype], t.shape) for t in ts] for kind, ts in tensors.items()}
+    return generate_config(
+        model,
+        graph["input"],
+        graph["output"],
+        runtime,
+        max_batch_size=spec.max_batch_size,
+        dynamic_batching=dynamic_batching,
+        instance_group=group,
+        warmup=spec.warmup,
+        cc_model_filenames=cc_files if runtime is Runtime.tensorrt else None,
+    )
 
 
-def stage_version(folder: Path, onnx_file: Path, runtime: str) -> Path:
+def stage_version(folder: Path, onnx_file: Path, runtime: Runtime | str) -> Path:
     """Lay out one version's files in ``folder`` (what add_version copies)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_file, folder / ONNX_FILE)
-    if runtime == "onnxruntime-python":
+    if Runtime(runtime) is Runtime.onnxruntime_python:
         (folder / "model.py").write_text(MODEL_PY, encoding="utf-8")
     return folder

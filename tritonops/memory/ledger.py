@@ -287,7 +287,6 @@ def measured_load(
     size_bytes: int | None = None,
     config: str | None = None,
     files: dict[str, bytes] | None = None,
-    settle_timeout_s: float = 10.0,
 ) -> LoadResult:
     """Load ``model`` and measure what it costs: usage after it settles minus usage before, per device.
 
@@ -297,7 +296,7 @@ def measured_load(
     """
     def load() -> LoadResult:
         return _measured_load(
-            client, probe, ledger, model, version, digest, size_bytes, config, files, settle_timeout_s
+            client, probe, ledger, model, version, digest, size_bytes, config, files
         )
 
     # A measured load joins an equal measured load in flight; a plain one in flight is waited for.
@@ -320,7 +319,6 @@ def _measured_load(
     size_bytes: int | None,
     config: str | None,
     files: dict[str, bytes] | None,
-    settle_timeout_s: float,
 ) -> LoadResult:
     t0 = time.monotonic()
     triton_version = client.triton_version()
@@ -330,9 +328,9 @@ def _measured_load(
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
         # A reload swaps the old instance for the new one: the difference says nothing about its size.
         already = client.loaded_versions(model)
-        before = settle(probe, timeout_s=settle_timeout_s, about=f"server {client.url}").reading
+        before = settle(probe, about=f"server {client.url}").reading
         client.load(model, config=config, files=files)
-        after = settle(probe, timeout_s=settle_timeout_s, about=f"server {client.url}").reading
+        after = settle(probe, about=f"server {client.url}").reading
     loaded = client.loaded_versions(model)
     if not loaded:
         states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import psutil
 
 from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.strenum import StrEnum
 from tritonops.triton import client as triton_client
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,23 @@ SETTLE_TOLERANCE_BYTES = 2 << 20
 SETTLE_INTERVAL_S = 0.2
 
 
+class DeviceKind(StrEnum):
+    gpu = "gpu"
+    host = "host"
+
+
+class ProbeSource(StrEnum):
+    """Where a probe reads memory from."""
+
+    nvml = "nvml"
+    metrics = "metrics"  # Triton's Prometheus endpoint
+    host = "host"  # the Triton process tree's resident memory
+
+
 @dataclass(frozen=True)
 class DeviceMemory:
     device: str  # GPU or MIG uuid, or "host"
-    kind: str  # "gpu" | "host"
+    kind: DeviceKind
     total_bytes: int
     used_bytes: int
     free_bytes: int
@@ -48,14 +62,14 @@ class DeviceMemory:
     reserved_bytes: int = 0  # NVML v2: memory the driver reserves (inside total, outside used and free)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "kind": str(self.kind)}
 
 
 @runtime_checkable
 class MemoryProbe(Protocol):
-    """What every probe offers. ``source`` is "nvml", "metrics" or "host"."""
+    """What every probe offers."""
 
-    source: str
+    source: ProbeSource
 
     def devices(self) -> list[DeviceMemory]: ...
 
@@ -92,7 +106,7 @@ class HostProbe:
     stub costs only what it really adds; a little noisier, and slower to read.
     """
 
-    source = "host"
+    source = ProbeSource.host
 
     def __init__(self, pid: int, metric: str = "rss") -> None:
         if metric not in ("pss", "rss"):
@@ -131,7 +145,7 @@ class HostProbe:
     def devices(self) -> list[DeviceMemory]:
         vm = psutil.virtual_memory()
         used = int(vm.total - vm.available)
-        return [DeviceMemory(HOST_DEVICE, "host", int(vm.total), used, int(vm.available), name="host")]
+        return [DeviceMemory(HOST_DEVICE, DeviceKind.host, int(vm.total), used, int(vm.available), name="host")]
 
     def usage(self) -> dict[str, int]:
         return {HOST_DEVICE: self.tree_bytes()}
@@ -172,7 +186,7 @@ class NvmlProbe:
     lists; ``pids`` (Triton's, children included) restrict ``usage()`` to what the server holds.
     """
 
-    source = "nvml"
+    source = ProbeSource.nvml
 
     def __init__(self, pids: Iterable[int] | None = None, nvml_module: ModuleType | None = None) -> None:
         self.pids = list(pids) if pids is not None else None
@@ -255,7 +269,7 @@ class NvmlProbe:
         out = []
         for h, label in self._handles():
             total, used, free, reserved = self._memory(h, label)
-            out.append(DeviceMemory(self._uuid(h, label), "gpu", total, used, free, self._name(h), reserved))
+            out.append(DeviceMemory(self._uuid(h, label), DeviceKind.gpu, total, used, free, self._name(h), reserved))
         return out
 
     def _per_process(self, h: Any, label: str) -> dict[int, int | None]:
@@ -336,7 +350,7 @@ class MetricsProbe:
     No per-process view: ``usage()`` is device-wide, so footprints from it include other tenants.
     """
 
-    source = "metrics"
+    source = ProbeSource.metrics
 
     def __init__(self, metrics_url: str, timeout_s: float = 10.0, gpu_type: str = "gpu") -> None:
         self.metrics_url = metrics_url
@@ -376,10 +390,12 @@ class MetricsProbe:
             if not g.get("total") or "used" not in g:
                 unpolled = True
                 continue
-            out.append(DeviceMemory(uuid, "gpu", g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
+            out.append(DeviceMemory(uuid, DeviceKind.gpu, g["total"], g["used"], g["total"] - g["used"], self.gpu_type))
         if host.get("total") and "used" in host:
             out.append(
-                DeviceMemory(HOST_DEVICE, "host", host["total"], host["used"], host["total"] - host["used"], "host")
+                DeviceMemory(
+                    HOST_DEVICE, DeviceKind.host, host["total"], host["used"], host["total"] - host["used"], "host"
+                )
             )
         elif "total" in host:
             unpolled = True
@@ -390,12 +406,12 @@ class MetricsProbe:
 
     def usage(self) -> dict[str, int]:
         devs = self.devices()
-        gpus = [d for d in devs if d.kind == "gpu"]
+        gpus = [d for d in devs if d.kind == DeviceKind.gpu]
         # A GPU server's footprints are GPU memory; host memory is the fallback for CPU-only servers.
         return {d.device: d.used_bytes for d in (gpus or devs)}
 
     def device_type(self) -> str:
-        return self.gpu_type if any(d.kind == "gpu" for d in self.devices()) else "cpu"
+        return self.gpu_type if any(d.kind == DeviceKind.gpu for d in self.devices()) else "cpu"
 
 
 # -- choosing a probe for a server -----------------------------------------------------------------
@@ -423,7 +439,7 @@ def probe_for_server(
     metrics_url: str | None = None,
     *,
     pid: int | None = None,
-    prefer: str | None = None,
+    prefer: ProbeSource | str | None = None,
     nvml_module: ModuleType | None = None,
 ) -> MemoryProbe:
     """The best probe for a server: NVML for a local Triton with GPUs, else its metrics when they show
@@ -455,7 +471,7 @@ def probe_for_server(
         except MemoryProbeError as e:
             errors.append(str(e))
             return None
-        if require_gpu and not any(d.kind == "gpu" for d in devs):
+        if require_gpu and not any(d.kind == DeviceKind.gpu for d in devs):
             return None
         return m if devs else None
 
@@ -465,16 +481,14 @@ def probe_for_server(
             return None
         return HostProbe(pid)
 
-    if prefer == "nvml":
-        chain = [nvml]
-    elif prefer == "metrics":
-        chain = [lambda: metrics(False)]
-    elif prefer == "host":
-        chain = [host]
-    elif prefer is None:
+    if prefer is None:
         chain = [lambda: nvml() if pid else None, lambda: metrics(True), host, lambda: metrics(False)]
     else:
-        raise MemoryProbeError(f"unknown memory probe {prefer!r} (nvml, metrics or host)")
+        try:
+            only = ProbeSource(prefer)
+        except ValueError:
+            raise MemoryProbeError(f"unknown memory probe {prefer!r} (nvml, metrics or host)") from None
+        chain = [{ProbeSource.nvml: nvml, ProbeSource.metrics: lambda: metrics(False), ProbeSource.host: host}[only]]
     for make in chain:
         probe = make()
         if probe is not None:

@@ -20,14 +20,21 @@ from tritonops.reconcile.ports import ServerControl
 from tritonops.reconcile.records import Owned, Quarantine
 from tritonops.reconcile.state import DesiredState
 from tritonops.repo.model_config import config_dict, override_json
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    ok = "ok"
+    failed = "failed"
+    skipped = "skipped"  # its server stopped answering earlier in the run
 
 
 @dataclass
 class ActionResult:
     action: Action
-    result: str  # ok | failed | skipped
+    result: Outcome
     duration_s: float = 0.0
     error: str = ""
     quarantined: bool = False
@@ -42,7 +49,7 @@ class ActionResult:
             "model": a.model,
             "version": a.version,
             "strategy": a.strategy,
-            "result": self.result,
+            "result": self.result.value,
             "duration_s": round(self.duration_s, 3),
             "error": self.error,
             "quarantined": self.quarantined,
@@ -82,11 +89,11 @@ def apply_plan(
     down: dict[str, str] = {}
     for a in plan.actions:  # already sorted: per server, unloads/evictions, then reloads, then loads
         if a.server in down:
-            results.append(ActionResult(a, "skipped", error=down[a.server]))
+            results.append(ActionResult(a, Outcome.skipped, error=down[a.server]))
             continue
         ctl = controls[a.server]
         t0 = time.monotonic()
-        r = ActionResult(a, "ok")
+        r = ActionResult(a, Outcome.ok)
         try:
             if a.kind in ("unload", "evict"):
                 ctl.unload(a.model)
@@ -95,9 +102,9 @@ def apply_plan(
                 _load(a, desired, ctl, r, quarantine)
                 owned.update({a.model}, set())
         except TritonOpsError as e:
-            r.result, r.error = "failed", str(e)
+            r.result, r.error = Outcome.failed, str(e)
         r.duration_s = time.monotonic() - t0
-        if r.result == "failed":
+        if r.result is Outcome.failed:
             log.warning("%s", r.error)
             try:
                 ctl.index()
@@ -136,7 +143,7 @@ def _load(
         if measured is not None:
             r.prediction_error_bytes = measured - dm.footprint_bytes
     except TritonOpsError as e:
-        r.result, r.error = "failed", str(e)
+        r.result, r.error = Outcome.failed, str(e)
         r.quarantined = quarantine.record_failure(a.server, a.model, a.version, a.digest, str(e))
         r.restored = _restore(ctl, a.model, old, config)
         return

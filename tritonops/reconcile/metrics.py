@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,88 +17,72 @@ def _labels(**kw: str) -> str:
     return "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in sorted(kw.items())) + "}"
 
 
+Samples = list[tuple[dict[str, str], float]]
+
+
+def _action_counts(report: dict[str, Any]) -> Samples:
+    counts: dict[tuple[str, str], int] = {}
+    for r in report["results"]:
+        counts[(r["kind"], r["result"])] = counts.get((r["kind"], r["result"]), 0) + 1
+    return [({"kind": k, "result": res}, n) for (k, res), n in sorted(counts.items())]
+
+
+def _load_durations(report: dict[str, Any]) -> Samples:
+    return [
+        ({"server": r["server"], "model": r["model"]}, r["duration_s"])
+        for r in report["results"]
+        if r["kind"] in ("load", "reload")
+    ]
+
+
+def _per_device(field: str) -> Callable[[dict[str, Any]], Samples]:
+    return lambda report: [({"server": d["server"], "device": d["device"]}, d[field]) for d in report["memory"]]
+
+
+def _prediction_errors(report: dict[str, Any]) -> Samples:
+    return [
+        ({"server": r["server"], "model": r["model"]}, r["prediction_error_bytes"])
+        for r in report["results"]
+        if r.get("prediction_error_bytes") is not None
+    ]
+
+
+def _one(value: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]], Samples]:
+    return lambda report: [({}, value(report))]
+
+
+# (name, help, samples from the run report), in the order they are written; every one a gauge.
+_GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
+    ("tritonops_reconcile_actions", "Actions in the last run by kind and result.", _action_counts),
+    ("tritonops_reconcile_load_duration_seconds", "Duration of each load in the last run.", _load_durations),
+    ("tritonops_device_memory_used_bytes", "Measured memory used per device after the run.", _per_device("used_bytes")),
+    ("tritonops_device_memory_free_bytes", "Measured memory free per device after the run.", _per_device("free_bytes")),
+    ("tritonops_memory_prediction_error_bytes", "Measured minus predicted footprint of a load.", _prediction_errors),
+    ("tritonops_quarantined_models", "Model versions in quarantine.", _one(lambda r: len(r["quarantined"]))),
+    ("tritonops_reconcile_drift", "Desired vs actual differences left after the run.", _one(lambda r: r["drift"])),
+    (
+        "tritonops_reconcile_servers_skipped",
+        "Servers down or timing out in the last run.",
+        _one(lambda r: len(r["skipped_servers"])),
+    ),
+    ("tritonops_reconcile_last_run_timestamp_seconds", "End of the last run.", _one(lambda r: r["finished"])),
+    (
+        "tritonops_reconcile_last_run_success",
+        "1 if every action of the last run succeeded.",
+        _one(lambda r: 0 if r["failed"] else 1),
+    ),
+]
+
+
 def render(report: dict[str, Any]) -> str:
     """Metrics text from a run report (see ``runner.RunReport.to_json``)."""
     region = report["region"]
     lines: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+    for name, help_, samples in _GAUGES:
         lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
+        lines.append(f"# TYPE {name} gauge")
+        for labels, value in samples(report):
             lines.append(f"{name}{_labels(region=region, **labels)} {value:g}")
-
-    counts: dict[tuple[str, str], int] = {}
-    for r in report["results"]:
-        counts[(r["kind"], r["result"])] = counts.get((r["kind"], r["result"]), 0) + 1
-    metric(
-        "tritonops_reconcile_actions",
-        "gauge",
-        "Actions in the last run by kind and result.",
-        [({"kind": k, "result": res}, n) for (k, res), n in sorted(counts.items())],
-    )
-    metric(
-        "tritonops_reconcile_load_duration_seconds",
-        "gauge",
-        "Duration of each load in the last run.",
-        [
-            ({"server": r["server"], "model": r["model"]}, r["duration_s"])
-            for r in report["results"]
-            if r["kind"] in ("load", "reload")
-        ],
-    )
-    metric(
-        "tritonops_device_memory_used_bytes",
-        "gauge",
-        "Measured memory used per device after the run.",
-        [({"server": d["server"], "device": d["device"]}, d["used_bytes"]) for d in report["memory"]],
-    )
-    metric(
-        "tritonops_device_memory_free_bytes",
-        "gauge",
-        "Measured memory free per device after the run.",
-        [({"server": d["server"], "device": d["device"]}, d["free_bytes"]) for d in report["memory"]],
-    )
-    metric(
-        "tritonops_memory_prediction_error_bytes",
-        "gauge",
-        "Measured minus predicted footprint of a load.",
-        [
-            ({"server": r["server"], "model": r["model"]}, r["prediction_error_bytes"])
-            for r in report["results"]
-            if r.get("prediction_error_bytes") is not None
-        ],
-    )
-    metric(
-        "tritonops_quarantined_models",
-        "gauge",
-        "Model versions in quarantine.",
-        [({}, len(report["quarantined"]))],
-    )
-    metric(
-        "tritonops_reconcile_drift",
-        "gauge",
-        "Desired vs actual differences left after the run.",
-        [({}, report["drift"])],
-    )
-    metric(
-        "tritonops_reconcile_servers_skipped",
-        "gauge",
-        "Servers down or timing out in the last run.",
-        [({}, len(report["skipped_servers"]))],
-    )
-    metric(
-        "tritonops_reconcile_last_run_timestamp_seconds",
-        "gauge",
-        "End of the last run.",
-        [({}, report["finished"])],
-    )
-    metric(
-        "tritonops_reconcile_last_run_success",
-        "gauge",
-        "1 if every action of the last run succeeded.",
-        [({}, 0 if report["failed"] else 1)],
-    )
     return "\n".join(lines) + "\n"
 
 

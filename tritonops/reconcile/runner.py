@@ -23,7 +23,7 @@ from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile import metrics
-from tritonops.reconcile.apply import ActionResult, apply_plan
+from tritonops.reconcile.apply import ActionResult, Outcome, apply_plan
 from tritonops.reconcile.bucket_check import BUCKET_SERVER
 from tritonops.reconcile.lock import region_lock
 from tritonops.reconcile.plan import Plan, make_plan
@@ -211,7 +211,7 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.results if r.result != "ok")
+        return sum(1 for r in self.results if r.result is not Outcome.ok)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,7 +260,7 @@ def _execute(
     refused: list[str] | None = None,
 ) -> RunReport:
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
-    drift = sum(1 for r in results if r.result != "ok") + sum(
+    drift = sum(1 for r in results if r.result is not Outcome.ok) + sum(
         1
         for n in plan.notes
         if n.kind in ("unfit", "deferred", "quarantined", "server-skipped", "over-budget")

@@ -1,6 +1,7 @@
 """Triton's model config, in one place: config.pbtxt read and written with Triton's own schema
 (``model_config_pb2``), the version policy (which versions it makes live, and rewriting it), the
-JSON form Triton's load API takes as an override, and warmup inputs generated from it.
+JSON form Triton's load API takes as an override, warmup inputs generated from it, and the one
+generator of a config from a graph's inputs and outputs (``convert`` and ``repo add``).
 
 Parsing with the real protobuf schema means an unknown or misspelt field is an error here, as it
 is in Triton, instead of a key silently ignored by a hand-written parser.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,25 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from tritonops.errors import RepositoryError, TritonError
+from tritonops.strenum import StrEnum
 
 ModelConfig = model_config_pb2.ModelConfig
+
+
+# platform -> the backend that runs it (Triton's own mapping); an ensemble runs no backend.
+PLATFORM_BACKEND = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "ensemble": "",
+}
+
+
+def backend_of(cfg: model_config_pb2.ModelConfig) -> str:
+    """The backend that runs the model: its ``backend``, else the one its ``platform`` implies."""
+    return cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
 
 
 def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
@@ -154,3 +174,101 @@ def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
         )
         out.append((str(inp["name"]), dtype.removeprefix("TYPE_").replace("STRING", "BYTES"), arr))
     return out
+
+
+# -- generator ---------------------------------------------------------------------------------------
+
+class Runtime(StrEnum):
+    """How Triton serves a model.onnx (or a TensorRT plan)."""
+
+    onnxruntime = "onnxruntime"
+    # The ONNX file served by onnxruntime inside Triton's python backend (convert's generated
+    # model.py), for servers built with the python backend only.
+    onnxruntime_python = "onnxruntime-python"
+    tensorrt = "tensorrt"
+
+
+# runtime -> (platform, backend) in the config.
+RUNTIMES: dict[Runtime, tuple[str, str]] = {
+    Runtime.onnxruntime: ("onnxruntime_onnx", ""),
+    Runtime.onnxruntime_python: ("", "python"),
+    Runtime.tensorrt: ("tensorrt_plan", ""),
+}
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    """An input or output of a model graph, as the generator needs it."""
+
+    name: str
+    data_type: int  # Triton's DataType (model_config_pb2.TYPE_*)
+    shape: Sequence[int | str]  # a name (or -1) for a dynamic dimension; the full graph shape
+
+
+def generate_config(
+    model: str,
+    inputs: Sequence[GraphTensor],
+    outputs: Sequence[GraphTensor],
+    runtime: Runtime | str,
+    *,
+    max_batch_size: int = 0,
+    dynamic_batching: model_config_pb2.ModelDynamicBatching | None = None,
+    instance_group: model_config_pb2.ModelInstanceGroup | None = None,
+    warmup: bool = False,
+    cc_model_filenames: Mapping[str, str] | None = None,
+) -> model_config_pb2.ModelConfig:
+    """The one config generator (``convert`` and ``repo add``): IO from the graph, the rest given.
+
+    With ``max_batch_size > 0`` the first dimension of every tensor is the batch (the caller has
+    checked it is dynamic) and dims are per sample. TensorRT always runs on KIND_GPU.
+    """
+    runtime = Runtime(runtime)  # ValueError for an unknown one: callers check their input first
+    cfg = model_config_pb2.ModelConfig(name=model, max_batch_size=max_batch_size)
+    cfg.platform, cfg.backend = RUNTIMES[runtime]
+    for cc, name in sorted((cc_model_filenames or {}).items()):
+        cfg.cc_model_filenames[cc] = name
+    batching = max_batch_size > 0
+    for t in inputs:
+        _fill_io(cfg.input.add(), t, batching)
+    for t in outputs:
+        _fill_io(cfg.output.add(), t, batching)
+    if dynamic_batching is not None:
+        cfg.dynamic_batching.CopyFrom(dynamic_batching)
+    if instance_group is not None:
+        g = cfg.instance_group.add()
+        g.CopyFrom(instance_group)
+        if runtime is Runtime.tensorrt:
+            g.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+    if warmup:
+        _add_warmup(cfg, [t.name for t in inputs], batching)
+    return cfg
+
+
+def _fill_io(
+    io: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, t: GraphTensor, batching: bool
+) -> None:
+    io.name = t.name
+    io.data_type = t.data_type
+    shape = list(t.shape[1:] if batching else t.shape)
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    if dims:
+        io.dims.extend(dims)
+    else:
+        # A scalar: Triton needs dims. Per sample (shape [batch]), reshape: [ ] drops the 1; a
+        # non-batching model cannot have an empty reshape (Triton: "scalar tensors are not
+        # supported"), and its backends take dims [ 1 ] for a scalar graph tensor.
+        io.dims.append(1)
+        if batching:
+            io.reshape.SetInParent()
+
+
+def _add_warmup(cfg: model_config_pb2.ModelConfig, names: list[str], batching: bool) -> None:
+    w = cfg.model_warmup.add()
+    w.name = "random"
+    w.batch_size = 1 if batching else 0
+    for name, io in zip(names, cfg.input, strict=True):
+        wi = w.inputs[name]
+        wi.data_type = io.data_type
+        # Dynamic non-batch dims get a size of 1 for the warm-up request.
+        wi.dims.extend([d if d > 0 else 1 for d in io.dims])
+        wi.random_data = True

@@ -33,8 +33,12 @@ from tritonops.repo.manifest import (
     VersionEntry,
     write_index,
 )
+from tritonops.repo.model_config import RUNTIMES as MODEL_RUNTIMES
 from tritonops.repo.model_config import (
+    GraphTensor,
+    Runtime,
     config_to_text,
+    generate_config,
     live_versions,
     parse_config_text,
     read_config,
@@ -172,29 +176,29 @@ def _source_files(files_from: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def generate_onnx_config(model: str, onnx_path: Path) -> mc.ModelConfig:
+def generate_onnx_config(
+    model: str, onnx_path: Path, runtime: Runtime | str = Runtime.onnxruntime
+) -> mc.ModelConfig:
     """A config from the ONNX graph: every graph input and output, dims as in the graph (-1 for symbolic).
 
     max_batch_size stays 0 (dims are the full shape): it loads for any graph. Batching needs a
     config saying so (``--config``), since only a person knows the first dimension is a batch.
     """
     g_in, g_out = onnx_signature(onnx_path)
-    cfg = mc.ModelConfig(name=model, platform="onnxruntime_onnx", max_batch_size=0)
-    for graph, target in ((g_in, cfg.input), (g_out, cfg.output)):
-        for name, (etype, dims) in graph.items():
+    graph: list[list[GraphTensor]] = []
+    for tensors in (g_in, g_out):
+        graph.append([])
+        for name, (etype, dims) in tensors.items():
             if etype not in ONNX_TO_TRITON:
                 raise RepositoryError(
                     f"{onnx_path}: {name}: ONNX element type {etype} has no Triton data type"
                 )
-            io = target.add()
-            io.name = name
-            io.data_type = ONNX_TO_TRITON[etype]
-            io.dims.extend(dims)
-            if not dims:
-                # A scalar: Triton needs dims. max_batch_size is 0 here, where an empty reshape is
-                # refused ("scalar tensors are not supported"): dims [ 1 ] alone.
-                io.dims.append(1)
-    return cfg
+            graph[-1].append(GraphTensor(name, ONNX_TO_TRITON[etype], dims))
+    return generate_config(model, graph[0], graph[1], runtime)
+
+
+def _describe(platform: str, backend: str) -> str:
+    return f"backend {backend}" if backend else f"platform {platform}"
 
 
 def _next_version(model_dir: Path, manifest: ModelManifest | None) -> int:
@@ -346,11 +350,12 @@ def add_version(
     return entry
 
 
-RUNTIMES = {"onnxruntime": "platform onnxruntime_onnx", "onnxruntime-python": "backend python"}
+# The runtimes `repo add --runtime` offers (a TensorRT plan comes from `convert`), and how each is served.
+RUNTIMES = {r.value: _describe(*MODEL_RUNTIMES[r]) for r in (Runtime.onnxruntime, Runtime.onnxruntime_python)}
 
 
 def _served_by(cfg: mc.ModelConfig) -> str:
-    return f"backend {cfg.backend}" if cfg.backend else f"platform {cfg.platform}"
+    return _describe(cfg.platform, cfg.backend)
 
 
 def add_onnx_version(
@@ -389,11 +394,7 @@ def add_onnx_version(
                 f"(--runtime {runtime}); pass --config to change it"
             )
     elif config is None:
-        generated = generate_onnx_config(model, onnx_file)
-        if runtime == "onnxruntime-python":
-            generated.ClearField("platform")
-            generated.backend = "python"
-        cfg = generated
+        cfg = generate_onnx_config(model, onnx_file, runtime)
     with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}runtime-") as tmp:
         folder = Path(tmp) / model
         if files_from.is_dir():

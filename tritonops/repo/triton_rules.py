@@ -20,6 +20,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.repo import ensemble_rules
+from tritonops.repo.model_config import backend_of
 from tritonops.repo.rule_finding import Finding, name_pattern
 
 WILDCARD = -1
@@ -29,13 +30,6 @@ BOOLEAN_CONTROLS = (SeqCtl.CONTROL_SEQUENCE_START, SeqCtl.CONTROL_SEQUENCE_END, 
 CORRID_TYPES = (mc.TYPE_UINT64, mc.TYPE_INT64, mc.TYPE_UINT32, mc.TYPE_INT32, mc.TYPE_STRING)
 # A runtime of model.py names a backend written in python (backends/<backend>/model.py).
 PYTHON_RUNTIME = "model.py"
-PLATFORM_BACKEND = {
-    "onnxruntime_onnx": "onnxruntime",
-    "tensorrt_plan": "tensorrt",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-}
 
 
 def check(
@@ -450,7 +444,7 @@ def runtime_rule(cfg: mc.ModelConfig, model_dir: Path, version_dirs: list[Path])
             r"^\s*runtime:",
         )
         return
-    backend = cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
+    backend = backend_of(cfg)
     if rt == PYTHON_RUNTIME:
         if backend == "python":
             # A python-based backend's model.py lives in backends/<backend>/; python itself has none.

@@ -25,7 +25,7 @@ from tritonops.errors import RepositoryError
 from tritonops.fileio import sha256_file
 from tritonops.repo import triton_rules
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
-from tritonops.repo.model_config import line_of
+from tritonops.repo.model_config import PLATFORM_BACKEND, backend_of, line_of
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ DEFAULT_MODEL_FILENAME = {
     "tensorflow": "model.savedmodel",
     "python": "model.py",
     "openvino": "model.xml",
-}
-PLATFORM_BACKEND = {
-    "onnxruntime_onnx": "onnxruntime",
-    "tensorrt_plan": "tensorrt",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "ensemble": "",
 }
 PLATFORM_DEFAULT_FILENAME = {"tensorflow_graphdef": "model.graphdef"}
 
@@ -91,10 +83,6 @@ def dtype_name(t: int) -> str:
     return str(mc.DataType.Name(t)) if t in mc.DataType.values() else str(t)
 
 
-def backend_of(cfg: mc.ModelConfig) -> str:
-    return cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
-
-
 def expected_model_filename(cfg: mc.ModelConfig) -> str | None:
     """The file Triton looks for in each version folder; None for ensembles (no files)."""
     if cfg.platform == "ensemble":
@@ -133,15 +121,32 @@ def check_config(
 ) -> list[Problem]:
     """Config-level checks; ``version_dirs`` are checked for the expected model file (and ONNX graph)."""
     c = _Ctx(config_path, text)
-    is_ensemble = cfg.platform == "ensemble"
+    version_dirs = list(version_dirs)  # read by several steps
+    _check_name(c, cfg, model_name)
+    _check_backend(c, cfg)
+    if cfg.max_batch_size < 0:
+        c.add(f"max_batch_size: {cfg.max_batch_size} is negative", r"^\s*max_batch_size:")
+    _check_inputs_outputs(c, cfg)
+    _check_instance_groups(c, cfg)
+    _check_version_policy(c, cfg, config_path, version_dirs)
+    _check_batching(c, cfg)
+    if cfg.platform == "ensemble":
+        _check_ensemble(c, cfg, model_name, known_models)
+    for f in triton_rules.check(cfg, config_path, version_dirs=version_dirs):
+        c.add(f.message, f.pattern)
+    _check_version_files(c, cfg, version_dirs)
+    return c.problems
 
+
+def _check_name(c: _Ctx, cfg: mc.ModelConfig, model_name: str | None) -> None:
     if model_name is not None and cfg.name and cfg.name != model_name:
         c.add(
             f"name: {cfg.name!r} differs from the model folder {model_name!r} (Triton refuses to load it)",
             r"^\s*name:",
         )
 
-    # platform / backend
+
+def _check_backend(c: _Ctx, cfg: mc.ModelConfig) -> None:
     if not cfg.platform and not cfg.backend:
         c.add("platform/backend: neither is set (Triton cannot tell which backend runs the model)")
     elif cfg.platform and cfg.platform not in PLATFORM_BACKEND:
@@ -153,50 +158,52 @@ def check_config(
         c.add(f"backend: {cfg.backend!r} does not match platform {cfg.platform!r}", r"^\s*backend:")
     # A custom backend (e.g. identity) needs no default_model_filename: the backend finds its files.
 
-    # max_batch_size
-    mbs = cfg.max_batch_size
-    if mbs < 0:
-        c.add(f"max_batch_size: {mbs} is negative", r"^\s*max_batch_size:")
 
-    # inputs / outputs
+def _check_inputs_outputs(c: _Ctx, cfg: mc.ModelConfig) -> None:
     for kind, ios in (("input", cfg.input), ("output", cfg.output)):
-        if not ios and not is_ensemble and backend_of(cfg) not in ("python",):
+        if not ios and cfg.platform != "ensemble" and backend_of(cfg) not in ("python",):
             c.add(f"{kind}: none declared")
         seen: set[str] = set()
         for i, io in enumerate(ios):
-            field = f"{kind}[{i}]"
             if not io.name:
-                c.add(f"{field}.name: empty", rf"^\s*{kind}")
+                c.add(f"{kind}[{i}].name: empty", rf"^\s*{kind}")
                 continue
-            line_pat = rf'name:\s*"{re.escape(io.name)}"'
-            field = f"{kind} {io.name!r}"
             if io.name in seen:
-                c.add(f"{field}: duplicate {kind} name", line_pat, c.line_of_name(io.name) + 1)
+                line_pat = rf'name:\s*"{re.escape(io.name)}"'
+                c.add(f"{kind} {io.name!r}: duplicate {kind} name", line_pat, c.line_of_name(io.name) + 1)
             seen.add(io.name)
-            if io.data_type == mc.TYPE_INVALID:
-                c.add(f"{field}.data_type: missing or TYPE_INVALID", line_pat)
-            if not io.dims:
+            _check_tensor(c, io, kind)
+
+
+def _check_tensor(c: _Ctx, io: mc.ModelInput | mc.ModelOutput, kind: str) -> None:
+    """One named input or output: its data type, dims and reshape."""
+    line_pat = rf'name:\s*"{re.escape(io.name)}"'
+    field = f"{kind} {io.name!r}"
+    if io.data_type == mc.TYPE_INVALID:
+        c.add(f"{field}.data_type: missing or TYPE_INVALID", line_pat)
+    if not io.dims:
+        c.add(
+            f"{field}.dims: empty (use dims: [ 1 ] with reshape: {{ shape: [ ] }} for a scalar)",
+            line_pat,
+        )
+    for d in io.dims:
+        if d == 0 or d < -1:
+            c.add(f"{field}.dims: {d} is invalid (a dimension is > 0, or -1 for variable)", line_pat)
+    if io.HasField("reshape"):
+        for d in io.reshape.shape:
+            if d == 0 or d < -1:
+                c.add(f"{field}.reshape.shape: {d} is invalid", line_pat)
+        if all(d > 0 for d in io.dims) and all(d > 0 for d in io.reshape.shape):
+            a, b = _prod(io.dims), _prod(io.reshape.shape)
+            if a != b:
                 c.add(
-                    f"{field}.dims: empty (use dims: [ 1 ] with reshape: {{ shape: [ ] }} for a scalar)",
+                    f"{field}.reshape: {list(io.reshape.shape)} has {b} elements, "
+                    f"dims {list(io.dims)} has {a}",
                     line_pat,
                 )
-            for d in io.dims:
-                if d == 0 or d < -1:
-                    c.add(f"{field}.dims: {d} is invalid (a dimension is > 0, or -1 for variable)", line_pat)
-            if io.HasField("reshape"):
-                for d in io.reshape.shape:
-                    if d == 0 or d < -1:
-                        c.add(f"{field}.reshape.shape: {d} is invalid", line_pat)
-                if all(d > 0 for d in io.dims) and all(d > 0 for d in io.reshape.shape):
-                    a, b = _prod(io.dims), _prod(io.reshape.shape)
-                    if a != b:
-                        c.add(
-                            f"{field}.reshape: {list(io.reshape.shape)} has {b} elements, "
-                            f"dims {list(io.dims)} has {a}",
-                            line_pat,
-                        )
 
-    # instance groups
+
+def _check_instance_groups(c: _Ctx, cfg: mc.ModelConfig) -> None:
     for i, g in enumerate(cfg.instance_group):
         field = f"instance_group[{i}]"
         if g.count < 0:
@@ -208,10 +215,14 @@ def check_config(
             )
         if any(x < 0 for x in g.gpus):
             c.add(f"{field}.gpus: negative GPU id", r"\bgpus:")
-        if is_ensemble:
+        if cfg.platform == "ensemble":
             c.add(f"{field}: an ensemble has no instances", r"^\s*instance_group")
 
-    # version policy: tritonops always writes it explicitly.
+
+def _check_version_policy(
+    c: _Ctx, cfg: mc.ModelConfig, config_path: Path, version_dirs: list[Path]
+) -> None:
+    """tritonops always writes the policy explicitly; a ``specific`` one names existing folders."""
     vp = cfg.version_policy
     which = vp.WhichOneof("policy_choice") if cfg.HasField("version_policy") else None
     if which is None:
@@ -232,7 +243,9 @@ def check_config(
                     r"versions",
                 )
 
-    # dynamic batching
+
+def _check_batching(c: _Ctx, cfg: mc.ModelConfig) -> None:
+    mbs = cfg.max_batch_size
     if cfg.HasField("dynamic_batching"):
         db = cfg.dynamic_batching
         if mbs == 0:
@@ -248,54 +261,56 @@ def check_config(
     if cfg.HasField("sequence_batching") and cfg.HasField("dynamic_batching"):
         c.add("dynamic_batching: cannot be combined with sequence_batching", r"sequence_batching")
 
-    # ensembles
-    if is_ensemble:
-        steps = cfg.ensemble_scheduling.step
-        if not steps:
-            c.add("ensemble_scheduling.step: an ensemble needs at least one step", r"ensemble_scheduling")
-        produced = {io.name for io in cfg.input}
-        for i, s in enumerate(steps):
-            pat = rf'model_name:\s*"{re.escape(s.model_name)}"'
-            if not s.model_name:
-                c.add(f"ensemble_scheduling.step[{i}].model_name: empty", r"step")
-            elif known_models is not None and s.model_name not in known_models:
+
+def _check_ensemble(
+    c: _Ctx, cfg: mc.ModelConfig, model_name: str | None, known_models: set[str] | None
+) -> None:
+    """Steps name real models (not the ensemble), and every tensor read is produced before."""
+    steps = cfg.ensemble_scheduling.step
+    if not steps:
+        c.add("ensemble_scheduling.step: an ensemble needs at least one step", r"ensemble_scheduling")
+    produced = {io.name for io in cfg.input}
+    for i, s in enumerate(steps):
+        pat = rf'model_name:\s*"{re.escape(s.model_name)}"'
+        if not s.model_name:
+            c.add(f"ensemble_scheduling.step[{i}].model_name: empty", r"step")
+        elif known_models is not None and s.model_name not in known_models:
+            c.add(
+                f"ensemble_scheduling.step[{i}].model_name: model {s.model_name!r} "
+                "is not in the repository",
+                pat,
+            )
+        elif s.model_name == model_name:
+            c.add(f"ensemble_scheduling.step[{i}].model_name: the ensemble refers to itself", pat)
+        produced.update(s.output_map.values())
+    for i, s in enumerate(steps):
+        for k, v in s.input_map.items():
+            if v not in produced:
                 c.add(
-                    f"ensemble_scheduling.step[{i}].model_name: model {s.model_name!r} "
-                    "is not in the repository",
-                    pat,
+                    f"ensemble_scheduling.step[{i}].input_map: {k!r} <- {v!r}: no ensemble input or step "
+                    "output has that name",
+                    rf'"{re.escape(v)}"',
                 )
-            elif s.model_name == model_name:
-                c.add(f"ensemble_scheduling.step[{i}].model_name: the ensemble refers to itself", pat)
-            produced.update(s.output_map.values())
-        for i, s in enumerate(steps):
-            for k, v in s.input_map.items():
-                if v not in produced:
-                    c.add(
-                        f"ensemble_scheduling.step[{i}].input_map: {k!r} <- {v!r}: no ensemble input or step "
-                        "output has that name",
-                        rf'"{re.escape(v)}"',
-                    )
-        for o in cfg.output:
-            if o.name not in produced:
-                c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
+    for o in cfg.output:
+        if o.name not in produced:
+            c.add(f"output {o.name!r}: no ensemble step produces it", rf'"{re.escape(o.name)}"')
 
-    for f in triton_rules.check(cfg, config_path, version_dirs=version_dirs):
-        c.add(f.message, f.pattern)
 
-    # version folders: the model file Triton looks for, and the ONNX graph.
+def _check_version_files(c: _Ctx, cfg: mc.ModelConfig, version_dirs: list[Path]) -> None:
+    """Each version folder holds the model file Triton looks for; an ONNX graph matches the config."""
     want = expected_model_filename(cfg)
-    if want:
-        accepted = {want, *cfg.cc_model_filenames.values()}
-        for vd in version_dirs:
-            if not VERSION_RE.match(vd.name) or not vd.is_dir():
-                continue
-            if not any((vd / f).exists() for f in accepted):
-                fpat = r"^\s*default_model_filename" if cfg.default_model_filename else None
-                c.add(f"default_model_filename: version {vd.name} has no {want} ({vd / want} missing)", fpat)
-                continue
-            if backend_of(cfg) == "onnxruntime" and (vd / want).is_file():
-                c.problems.extend(check_onnx(cfg, vd / want, c))
-    return c.problems
+    if not want:
+        return
+    accepted = {want, *cfg.cc_model_filenames.values()}
+    for vd in version_dirs:
+        if not VERSION_RE.match(vd.name) or not vd.is_dir():
+            continue
+        if not any((vd / f).exists() for f in accepted):
+            fpat = r"^\s*default_model_filename" if cfg.default_model_filename else None
+            c.add(f"default_model_filename: version {vd.name} has no {want} ({vd / want} missing)", fpat)
+            continue
+        if backend_of(cfg) == "onnxruntime" and (vd / want).is_file():
+            c.problems.extend(check_onnx(cfg, vd / want, c))
 
 
 def _prod(xs: Iterable[int]) -> int:

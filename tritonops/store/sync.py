@@ -398,8 +398,42 @@ def plan_region(
     cfg: Config, region: str, manifests: list[ModelManifest], opts: SyncOptions, store: ObjectStore
 ) -> RegionPlan:
     """Compare the local manifests with the bucket; reads only (GET index, GET changed manifests)."""
-    root = cfg.repository_path
     plan = RegionPlan(region, store.url)
+    allowed = _models_for_region(cfg, region, manifests, opts, plan)
+    remote_index, listing, remote_models = _read_remote_state(store, plan)
+    with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-plan") as pool:
+        to_get = _split_unchanged(allowed, remote_index, plan)
+        prune_candidates: list[str] = []
+        if opts.prune and opts.models is None:
+            prune_candidates = sorted(remote_models - set(allowed))
+        fetched = _fetch_manifests(store, to_get + prune_candidates, remote_index, remote_models, pool)
+        for m in to_get:
+            remote, why = _trusted_remote_manifest(store, m, fetched[m], remote_index, listing)
+            mp = ModelPlan(m, allowed[m], remote)
+            model_listing = listing
+            if remote is None and ((remote_index is not None and m in remote_index.models) or fetched[m] is not None):
+                plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
+                model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
+            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool)
+            plan.models.append(mp)
+            plan.skipped_files += mp.skipped_files
+        for m in prune_candidates:
+            remote, why = _load_remote_manifest(store, m, fetched[m])
+            if remote is None:
+                plan.notes.append(f"model {m}: not pruned ({why}; cannot tell which keys tritonops published)")
+                continue
+            plan.prune_models[m] = remote
+    _plan_indexes(plan, remote_index)
+    plan.published_files_before = _published_files_before(plan, allowed)
+    plan.models.sort(key=lambda p: p.model)
+    return plan
+
+
+def _models_for_region(
+    cfg: Config, region: str, manifests: list[ModelManifest], opts: SyncOptions, plan: RegionPlan
+) -> dict[str, ModelManifest]:
+    """The local models to sync here: those asked for (all by default) that residency allows."""
+    root = cfg.repository_path
     local = {m.model: m for m in manifests}
     if opts.models is not None:
         missing = [m for m in opts.models if m not in local]
@@ -416,69 +450,83 @@ def plan_region(
     plan.residency_skipped = sorted(set(local) - set(allowed))
     for m in plan.residency_skipped:
         log.info("region %s: skipping model %s (residency: not allowed here)", region, m)
+    return allowed
 
+
+def _read_remote_state(
+    store: ObjectStore, plan: RegionPlan
+) -> tuple[RepoIndex | None, dict[str, ObjectInfo] | None, set[str]]:
+    """(remote index, listing, remote models): the index if trusted, else one LIST of the prefix."""
     remote_index = _load_remote_index(store, plan.notes)
     plan.remote_index = remote_index
-    listing: dict[str, ObjectInfo] | None = None
+    if remote_index is not None:
+        return remote_index, None, set(remote_index.models)
+    # First sync, a lost index or an untrusted one: one LIST of the prefix tells what is there.
+    listing = {o.key: o for o in store.list("")}
+    if listing:
+        plan.notes.append(
+            f"no trusted remote index at {store.url}/{INDEX_NAME}: listed {len(listing)} objects "
+            "and verified sha256 metadata instead"
+        )
+    remote_models = {k.split("/", 1)[0] for k in listing if k.endswith("/" + MANIFEST_NAME)}
+    return None, listing, remote_models
+
+
+def _split_unchanged(
+    allowed: dict[str, ModelManifest], remote_index: RepoIndex | None, plan: RegionPlan
+) -> list[str]:
+    """Record the models whose digest the remote index already has; return the others.
+
+    The others' remote manifests are read: changed models, and models absent from the index (a
+    sync killed between manifest and index).
+    """
+    to_get: list[str] = []
+    for m, man in sorted(allowed.items()):
+        if remote_index is not None and remote_index.models.get(m, {}).get("digest") == man.digest:
+            plan.unchanged_models.append(m)
+            plan.skipped_files += sum(len(v.files) for v in man.versions.values())
+            continue
+        to_get.append(m)
+    return to_get
+
+
+def _fetch_manifests(
+    store: ObjectStore,
+    names: list[str],
+    remote_index: RepoIndex | None,
+    remote_models: set[str],
+    pool: ThreadPoolExecutor,
+) -> dict[str, bytes | None]:
+    """The raw remote manifest of each of ``names`` (None where there is none)."""
     if remote_index is None:
-        # First sync, a lost index or an untrusted one: one LIST of the prefix tells what is there.
-        listing = {o.key: o for o in store.list("")}
-        if listing:
-            plan.notes.append(
-                f"no trusted remote index at {store.url}/{INDEX_NAME}: listed {len(listing)} objects "
-                "and verified sha256 metadata instead"
-            )
-        remote_models = {k.split("/", 1)[0] for k in listing if k.endswith("/" + MANIFEST_NAME)}
+        raws = [store.get(f"{m}/{MANIFEST_NAME}") if m in remote_models else None for m in names]
     else:
-        remote_models = set(remote_index.models)
+        raws = list(pool.map(lambda m: store.get(f"{m}/{MANIFEST_NAME}"), names))
+    return dict(zip(names, raws, strict=True))
 
-    with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-plan") as pool:
-        # Which remote manifests to read: changed models, models absent from the index (a sync
-        # killed between manifest and index), and with --prune every remote model to delete.
-        to_get: list[str] = []
-        for m, man in sorted(allowed.items()):
-            if remote_index is not None and remote_index.models.get(m, {}).get("digest") == man.digest:
-                plan.unchanged_models.append(m)
-                plan.skipped_files += sum(len(v.files) for v in man.versions.values())
-                continue
-            to_get.append(m)
-        prune_candidates: list[str] = []
-        if opts.prune and opts.models is None:
-            prune_candidates = sorted(remote_models - set(allowed))
-        names = to_get + prune_candidates
-        if remote_index is None:
-            raws = [store.get(f"{m}/{MANIFEST_NAME}") if m in remote_models else None for m in names]
-        else:
-            raws = list(pool.map(lambda m: store.get(f"{m}/{MANIFEST_NAME}"), names))
-        fetched = dict(zip(names, raws, strict=True))
 
-        for m in to_get:
-            remote, why = _load_remote_manifest(store, m, fetched[m])
-            in_index = remote_index is not None and m in remote_index.models
-            if remote is not None and in_index and remote.digest != remote_index.models[m]["digest"]:  # type: ignore[union-attr]
-                remote, why = None, "remote manifest does not match the remote index"
-            if remote is not None and listing is not None:
-                missing = [k for k in _model_keys(m, remote)[1:-1] if k not in listing]
-                if missing:
-                    remote, why = None, f"remote manifest lists {len(missing)} missing objects"
-            mp = ModelPlan(m, allowed[m], remote)
-            if remote is None and (in_index or fetched[m] is not None):
-                plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
-                model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
-                _plan_model(mp, store, root, opts, model_listing, pool)
-            else:
-                _plan_model(mp, store, root, opts, listing, pool)
-            plan.models.append(mp)
-            plan.skipped_files += mp.skipped_files
+def _trusted_remote_manifest(
+    store: ObjectStore,
+    m: str,
+    raw: bytes | None,
+    remote_index: RepoIndex | None,
+    listing: dict[str, ObjectInfo] | None,
+) -> tuple[ModelManifest | None, str]:
+    """(manifest, why-not): the remote manifest, trusted only if it agrees with the index and
+    (without an index) with the listing."""
+    remote, why = _load_remote_manifest(store, m, raw)
+    in_index = remote_index is not None and m in remote_index.models
+    if remote is not None and in_index and remote.digest != remote_index.models[m]["digest"]:  # type: ignore[union-attr]
+        remote, why = None, "remote manifest does not match the remote index"
+    if remote is not None and listing is not None:
+        missing = [k for k in _model_keys(m, remote)[1:-1] if k not in listing]
+        if missing:
+            remote, why = None, f"remote manifest lists {len(missing)} missing objects"
+    return remote, why
 
-        for m in prune_candidates:
-            remote, why = _load_remote_manifest(store, m, fetched[m])
-            if remote is None:
-                plan.notes.append(f"model {m}: not pruned ({why}; cannot tell which keys tritonops published)")
-                continue
-            plan.prune_models[m] = remote
 
-    # The index after step 3 and after the prune: every model tritonops keeps published here.
+def _plan_indexes(plan: RegionPlan, remote_index: RepoIndex | None) -> None:
+    """The index after step 3 and after the prune: every model tritonops keeps published here."""
     entries: dict[str, dict[str, Any]] = dict(remote_index.models) if remote_index is not None else {}
     for mp in plan.models:
         assert mp.target is not None
@@ -492,15 +540,15 @@ def plan_region(
         final.pop(m, None)
     plan.final_index = RepoIndex(dict(sorted(final.items())))
 
-    # Files published in the region before this sync, for the prune guard.
+
+def _published_files_before(plan: RegionPlan, allowed: dict[str, ModelManifest]) -> int:
+    """Files published in the region before this sync, for the prune guard."""
     before = sum(len(v.files) for m in plan.unchanged_models for v in allowed[m].versions.values())
     before += sum(len(v.files) for mp in plan.models if mp.remote is not None for v in mp.remote.versions.values())
     before += sum(len(v.files) for man in plan.prune_models.values() for v in man.versions.values())
     # ... plus each model's config and manifest: deletes count them too.
     before += 2 * (len(plan.unchanged_models) + sum(1 for mp in plan.models if mp.remote) + len(plan.prune_models))
-    plan.published_files_before = before
-    plan.models.sort(key=lambda p: p.model)
-    return plan
+    return before
 
 
 def check_plan(plan: RegionPlan, opts: SyncOptions) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from tritonops.errors import TritonError, TritonTimeout, TritonUnreachable
+from tritonops.strenum import StrEnum
 
 if TYPE_CHECKING:
     from tritonops.config import ServerConfig
@@ -295,21 +296,30 @@ class _GrpcBackend:
         return {o.name: res.as_numpy(o.name) for o in res.get_response().outputs}
 
 
+class WireProtocol(StrEnum):
+    """How the client talks to Triton: its HTTP/REST or its gRPC endpoint."""
+
+    http = "http"
+    grpc = "grpc"
+
+
 class ControlClient:
     """One Triton server's control API. Build with :meth:`connect` or :meth:`from_server`."""
 
     def __init__(
         self,
         url: str,
-        protocol: str = "http",
+        protocol: WireProtocol | str = "http",
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         metrics_url: str | None = None,
         name: str | None = None,
     ) -> None:
-        if protocol not in ("http", "grpc"):
-            raise TritonError(f"server {url}: unknown protocol {protocol!r} (http or grpc)")
+        try:
+            protocol = WireProtocol(protocol)
+        except ValueError:
+            raise TritonError(f"server {url}: unknown protocol {protocol!r} (http or grpc)") from None
         if timeout_s <= 0 or load_timeout_s <= 0:
             raise TritonError(f"server {url}: timeouts must be positive")
         self.url = url
@@ -325,7 +335,9 @@ class ControlClient:
         self._hostport = hostport
         # A configured server is one identity whichever endpoint reaches it (see ``key``).
         self._identity = name
-        self._backend: _Backend = _HttpBackend(hostport, ssl) if protocol == "http" else _GrpcBackend(hostport, ssl)
+        self._backend: _Backend = (
+            _HttpBackend(hostport, ssl) if protocol is WireProtocol.http else _GrpcBackend(hostport, ssl)
+        )
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -371,7 +383,7 @@ class ControlClient:
         return f"server:{self._identity}" if self._identity else self._hostport
 
     def __repr__(self) -> str:
-        return f"ControlClient({self.url!r}, protocol={self.protocol!r})"
+        return f"ControlClient({self.url!r}, protocol={self.protocol.value!r})"
 
     # -- error mapping ---------------------------------------------------------------------------
 
