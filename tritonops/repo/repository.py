@@ -267,6 +267,29 @@ def _raise_problems(model: str, problems: list[Problem], staging: Path, final: P
     raise RepositoryError(f"{first}{more}")
 
 
+def _checked_inputs(
+    model: str, files_from: Path, source: dict[str, Any] | None, metadata: dict[str, Any] | None
+) -> list[tuple[Path, str]]:
+    """Everything ``add_version`` can refuse before it takes the lock: the name, the source's files, the metadata."""
+    if not MODEL_NAME_RE.match(model):
+        raise RepositoryError(f"model name {model!r}: use only [0-9A-Za-z._-], not starting with '.'")
+    files = _source_files(files_from)
+    for _, rel in files:
+        if not OBJECT_KEY_RE.match(f"{model}/{rel}"):
+            raise RepositoryError(
+                f"{files_from / rel}: file name has characters outside [0-9A-Za-z._/-]: "
+                "S3 stores or Triton may not fetch it"
+            )
+    for extra in (source, metadata):
+        try:
+            json.dumps(extra or {}, allow_nan=False)  # JSON has no NaN: a manifest must stay JSON
+        except (TypeError, ValueError) as e:
+            raise RepositoryError(
+                f"{model}: source/metadata must be JSON-serialisable, without NaN or Infinity ({e})"
+            ) from None
+    return files
+
+
 def add_version(
     root: Path,
     model: str,
@@ -284,23 +307,7 @@ def add_version(
     """
     root = Path(root)
     files_from = Path(files_from)
-    if not MODEL_NAME_RE.match(model):
-        raise RepositoryError(f"model name {model!r}: use only [0-9A-Za-z._-], not starting with '.'")
-    files = _source_files(files_from)
-    for _, rel in files:
-        if not OBJECT_KEY_RE.match(f"{model}/{rel}"):
-            raise RepositoryError(
-                f"{files_from / rel}: file name has characters outside [0-9A-Za-z._/-]: "
-                "S3 stores or Triton may not fetch it"
-            )
-    for extra in (source, metadata):
-        try:
-            json.dumps(extra or {}, allow_nan=False)  # JSON has no NaN: a manifest must stay JSON
-        except (TypeError, ValueError) as e:
-            raise RepositoryError(
-                f"{model}: source/metadata must be JSON-serialisable, without NaN or Infinity ({e})"
-            ) from None
-
+    files = _checked_inputs(model, files_from, source, metadata)
     with repo_lock(root):
         _sweep_staging(root)
         model_dir = root / model
