@@ -10,13 +10,49 @@ model does not batch, dims are the full shape"), so it is always written explici
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from tritonops.errors import RepositoryError
+
+_PB2 = "tritonclient.grpc.model_config_pb2"
+
+
+def _load_model_config_pb2() -> ModuleType:
+    """Triton's schema module without ``tritonclient.grpc``'s ``__init__``.
+
+    That ``__init__`` imports grpc and numpy (about 0.15 s) which parsing a config never uses; the
+    pb2 module itself needs only protobuf. It is registered under its real name, so a later
+    ``import tritonclient.grpc`` (the gRPC client) reuses it rather than registering the schema twice.
+    """
+    if _PB2 in sys.modules:
+        return sys.modules[_PB2]
+    import tritonclient
+
+    path = Path(tritonclient.__path__[0]) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(_PB2, path)
+    if spec is None or spec.loader is None or not path.is_file():  # an unusual install: the usual way
+        return importlib.import_module(_PB2)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[_PB2] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[_PB2]
+        raise
+    return mod
+
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+else:
+    model_config_pb2 = _load_model_config_pb2()
 
 ModelConfig = model_config_pb2.ModelConfig
 

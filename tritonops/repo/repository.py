@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonops.errors import RepositoryError
 from tritonops.repo.manifest import (
     CONFIG_NAME,
@@ -35,6 +33,7 @@ from tritonops.repo.manifest import (
     write_index,
 )
 from tritonops.repo.pbtxt import config_to_text, parse_config_text, read_config
+from tritonops.repo.pbtxt import model_config_pb2 as mc
 from tritonops.repo.validate import (
     MODEL_NAME_RE,
     OBJECT_KEY_RE,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
 from tritonops.repo.manifest import (
@@ -30,6 +29,7 @@ from tritonops.repo.manifest import (
     sha256_file,
 )
 from tritonops.repo.pbtxt import line_of
+from tritonops.repo.pbtxt import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
