@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config
+from tritonops.cli.root import app
 
 config_app = typer.Typer(help="Check and show tritonops.yaml.")
 app.add_typer(config_app, name="config")

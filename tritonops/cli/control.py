@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import STATE, OutputFormat, OutputOpt, emit, get_config, human_bytes
-from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
+from tritonops.cli.root import app
+
+if TYPE_CHECKING:
+    from tritonops.config import Config
 
 ServerOpt = Annotated[
     str,
@@ -28,6 +30,8 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds allowed fo
 def _optional_config() -> Config | None:
     """The config when one is given or present; commands taking a URL also work without one."""
     from pathlib import Path
+
+    from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME
 
     if STATE.config_path is None and not os.environ.get(CONFIG_ENV) and not Path(DEFAULT_CONFIG_NAME).exists():
         return None
