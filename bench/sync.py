@@ -295,15 +295,29 @@ def write_md(results: dict, path: Path) -> None:
         + (", ".join(f"{k} ms -> {v * 1000:.0f} ms" for k, v in results["measured_rtt_s"].items()) or "n/a")
         + ").",
         "",
-        "| case | rtt | target | " + " | ".join(names[t] for t in tools) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in tools) + " |",
+        "| case | rtt | target | tritonops: | " + " | ".join(names[t] for t in tools) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in tools) + " |",
     ]
     for case in results["cases"].values():
         cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in tools]
-        lines.append(f"| {case['label']} | {case['rtt_ms']} ms | {case['target']} | " + " | ".join(cells) + " |")
-    cmd = " ".join(["python", "bench/sync.py", *sys.argv[1:]])
+        row = [case["label"], f"{case['rtt_ms']} ms", case["target"], verdict(case), *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    cmd = results.get("command") or " ".join(["python", "bench/sync.py", *sys.argv[1:]])
     lines += ["", f"Raw times and object counts: `{path.stem}.json`. Reproduce: `{cmd}`", ""]
     path.write_text("\n".join(lines))
+
+
+def verdict(case: dict) -> str:
+    """Whether tritonops met the case's target, with the ratio the target is about."""
+    target = case["target"]
+    if not target:
+        return ""
+    if "fastest" in target:
+        r, limit, what = case["ratio_to_fastest"]["tritonops"], 1.1, "fastest"
+    else:
+        r, what = case["ratio_to_s5cmd"]["tritonops"], "s5cmd"
+        limit = 0.2 if case["rtt_ms"] == 50 and "0.2x" in target else 1.0
+    return f"{r:.2f}x {what}, {'met' if r <= limit else 'missed'}"
 
 
 def load_note() -> str:
@@ -397,6 +411,7 @@ def main() -> None:
                 [str(BIN / "rclone"), "version"], capture_output=True, text=True
             ).stdout.splitlines()[0],
         },
+        "command": " ".join(["python", "bench/sync.py", *sys.argv[1:]]),
         "measured_rtt_s": {},
         "cases": {},
     }
