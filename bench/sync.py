@@ -6,6 +6,12 @@ which stalls under parallel PUTs on the 2-core machines here); each tool writes 
   a. 500 files of 256 KiB in 50 models (first sync into an empty prefix)
   b. 4 files of 128 MiB (first sync into an empty prefix)
   c. a no-op re-sync of a repository of 1,000 models (small files), after one untimed first sync
+  d. 1,000 models x 5 versions (2 small files each: 12,001 objects for tritonops): the first sync
+     (one run per tool), then no-op re-syncs
+
+`--rtt-ms 0,20,50` runs the cases once per round trip: for a non-zero one, every tool talks to the
+S3 server through bench/latency_proxy.py (each chunk delayed by half the round trip each way),
+which stands in for a far-away bucket on a kernel without netem.
 
 Every tool is run as a user runs it: a fresh process per sync (for tritonops that includes Python's
 start-up), default settings. Each repetition of (a) and (b) goes to a new, empty prefix, removed
@@ -13,6 +19,7 @@ afterwards. Medians and the ratio to s5cmd go to bench/results/sync.json and syn
 
     python bench/sync.py                 # full sizes, 3 repetitions
     python bench/sync.py --sizes small   # a quick run (smaller cases, 2 repetitions)
+    python bench/sync.py --cases d --rtt-ms 20,50 --reps 3 --out-name sync_latency
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from latency_proxy import LatencyProxy, measured_rtt_s  # noqa: E402  (bench/ is sys.path[0])
+
 from tritonops.config import Config, RegionConfig, dump_config  # noqa: E402
 from tritonops.dev import stack  # noqa: E402
 from tritonops.fileio import sha256_file  # noqa: E402
@@ -52,29 +61,35 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 MODEL_PY = b"import triton_python_backend_utils as pb_utils\n\n\nclass TritonPythonModel:\n    pass\n"
 
 SIZES = {
-    "full": {"a": (50, 10, 256 << 10), "b": (4, 128 << 20), "c": 1000, "reps": 3},
-    "small": {"a": (10, 10, 256 << 10), "b": (4, 16 << 20), "c": 200, "reps": 2},
+    "full": {"a": (50, 10, 256 << 10), "b": (4, 128 << 20), "c": 1000, "d": (1000, 5), "reps": 3},
+    "small": {"a": (10, 10, 256 << 10), "b": (4, 16 << 20), "c": 200, "d": (200, 5), "reps": 2},
 }
+# The issue's targets for tritonops: on loopback at most s5cmd's time; at 50 ms the no-op of
+# 1,000 models x 5 versions at least 5x faster than s5cmd; large uploads within 1.1x the fastest.
+TARGETS = {"a": "<= 1.0x s5cmd", "b": "<= 1.1x fastest", "c": "<= 1.0x s5cmd", "d": "<= 1.0x s5cmd",
+           "d@50": "<= 0.2x s5cmd"}  # fmt: skip
 
 
-def make_repo(root: Path, models: dict[str, dict[str, int]], seed: int = 0) -> None:
-    """Models with version 1 holding model.py and files of the given sizes (random bytes)."""
+def make_repo(root: Path, models: dict[str, dict[str, int]], seed: int = 0, versions: int = 1) -> None:
+    """Models with versions 1..N each holding model.py and files of the given sizes (random bytes)."""
     rnd = os.urandom
     for name, files in models.items():
-        vdir = root / name / "1"
-        vdir.mkdir(parents=True)
+        (root / name).mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-        (vdir / "model.py").write_bytes(MODEL_PY)
-        for rel, size in files.items():
-            with open(vdir / rel, "wb") as f:
-                left = size
-                while left:
-                    n = min(left, 8 << 20)
-                    f.write(rnd(n))
-                    left -= n
-        man = ModelManifest(
-            name, {1: VersionEntry(1, scan_files(vdir))}, sha256_file(root / name / "config.pbtxt")
-        )
+        entries = {}
+        for v in range(1, versions + 1):
+            vdir = root / name / str(v)
+            vdir.mkdir()
+            (vdir / "model.py").write_bytes(MODEL_PY)
+            for rel, size in files.items():
+                with open(vdir / rel, "wb") as f:
+                    left = size
+                    while left:
+                        n = min(left, 8 << 20)
+                        f.write(rnd(n))
+                        left -= n
+            entries[v] = VersionEntry(v, scan_files(vdir))
+        man = ModelManifest(name, entries, sha256_file(root / name / "config.pbtxt"))
         man.save(root / name / "tritonops-manifest.json")
     write_index(root)
 
@@ -88,12 +103,15 @@ class Bench:
         self.creds.write_shared_file(self.cred_file)
         self.server = stack.start_s3(self.data, work / "s3.log", self.creds, kind=server)
         self.endpoint = self.server.endpoint_url
+        self.tool_endpoint = self.endpoint  # where the tools connect: the server, or a latency proxy
+        self.rtt_ms = 0
         self.on_disk = server == "rclone"
         for t in TOOLS:
             if self.on_disk:
                 (self.data / f"bench-{t}").mkdir(parents=True, exist_ok=True)
             else:
                 self._client().create_bucket(Bucket=f"bench-{t}")
+        self._proxies: dict[int, str] = {}
         self.env = {
             **os.environ,
             **self.creds.env(),
@@ -122,15 +140,29 @@ class Bench:
     def close(self) -> None:
         stack.stop(self.server.record)
 
+    def set_rtt(self, rtt_ms: int) -> float | None:
+        """Point every tool at a proxy adding ``rtt_ms`` (0: the server itself); the measured round trip."""
+        self.rtt_ms = rtt_ms
+        if rtt_ms == 0:
+            self.tool_endpoint = self.endpoint
+            return None
+        if rtt_ms not in self._proxies:
+            host, _, port = self.endpoint.removeprefix("http://").rpartition(":")
+            proxy = LatencyProxy(host, int(port), rtt_ms / 1000).start_in_thread()
+            self._proxies[rtt_ms] = f"http://127.0.0.1:{proxy.port}"
+        self.tool_endpoint = self._proxies[rtt_ms]
+        return measured_rtt_s(int(self.tool_endpoint.rpartition(":")[2]))
+
     def command(self, tool: str, src: Path, prefix: str) -> list[str]:
         bucket = f"bench-{tool}"
+        endpoint = self.tool_endpoint
         if tool == "tritonops":
             cfg = Config(
                 repository=src,
-                regions={"bench": RegionConfig(bucket=f"s3://{bucket}/{prefix}", endpoint_url=self.endpoint,
+                regions={"bench": RegionConfig(bucket=f"s3://{bucket}/{prefix}", endpoint_url=endpoint,
                                                profile=stack.DEV_PROFILE, credentials_file=self.cred_file)},
             )  # fmt: skip
-            path = self.work / f"tritonops-{prefix.replace('/', '_')}.yaml"
+            path = self.work / f"tritonops-{prefix.replace('/', '_')}-{self.rtt_ms}.yaml"
             path.write_text(dump_config(cfg))
             return [
                 sys.executable,
@@ -148,14 +180,14 @@ class Bench:
             return [
                 str(BIN / "s5cmd"),
                 "--endpoint-url",
-                self.endpoint,
+                endpoint,
                 "sync",
                 f"{src}/",
                 f"s3://{bucket}/{prefix}/",
             ]
         if tool == "aws":
             return [str(BIN / "aws"), "s3", "sync", str(src), f"s3://{bucket}/{prefix}", "--endpoint-url",
-                    self.endpoint, "--only-show-errors"]  # fmt: skip
+                    endpoint, "--only-show-errors"]  # fmt: skip
         if tool == "rclone":
             return [
                 str(BIN / "rclone"),
@@ -164,6 +196,8 @@ class Bench:
                 f"bench:{bucket}/{prefix}",
                 "--config",
                 "/dev/null",
+                "--s3-endpoint",
+                endpoint,
             ]
         raise ValueError(tool)
 
@@ -239,37 +273,110 @@ def case_noop(b: Bench, name: str, src: Path, reps: int) -> dict:
 
 def summarize(results: dict) -> None:
     for case in results["cases"].values():
-        med = {t: statistics.median(v) for t, v in case["times_s"].items()}
+        tools = [t for t in TOOLS if t in case["times_s"]]
+        med = {t: statistics.median(case["times_s"][t]) for t in tools}
         case["median_s"] = {t: round(v, 3) for t, v in med.items()}
         case["ratio_to_s5cmd"] = {t: round(v / med["s5cmd"], 2) for t, v in med.items()}
-        case["times_s"] = {t: [round(x, 3) for x in v] for t, v in case["times_s"].items()}
+        case["ratio_to_fastest"] = {t: round(v / min(med.values()), 2) for t, v in med.items()}
+        case["times_s"] = {t: [round(x, 3) for x in case["times_s"][t]] for t in tools}
 
 
 def write_md(results: dict, path: Path) -> None:
+    tools = results["tools_run"]
+    names = {"tritonops": "tritonops", "s5cmd": "s5cmd", "aws": "aws s3 sync", "rclone": "rclone sync"}
     lines = [
         "# tritonops sync vs aws s3 sync, s5cmd sync, rclone sync",
         "",
         f"Same run, same local S3 server (`{results['server']}`), each tool into its own bucket, one fresh "
         f"process per sync, default settings. Machine: {results['machine']}. Sizes: `{results['sizes']}`, "
-        f"{results['reps']} repetitions; medians in seconds (ratio to s5cmd; lower is better).",
+        f"{results['reps']} repetitions; medians in seconds (ratio to s5cmd; lower is better). "
+        f"Load: {results['load_before']} at the start, {results['load_after']} at the end "
+        "(a machine shared with other work: compare tools within a row, not across runs).",
         "",
-        "| case | target | tritonops | s5cmd | aws s3 sync | rclone sync |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "A round trip of 0 ms is loopback; 20 and 50 ms go through `bench/latency_proxy.py` "
+        "(measured round trip of one small request, server time included: "
+        + (", ".join(f"{k} ms -> {v * 1000:.0f} ms" for k, v in results["measured_rtt_s"].items()) or "n/a")
+        + ").",
+        "",
+        "| case | rtt | target | tritonops: | " + " | ".join(names[t] for t in tools) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in tools) + " |",
     ]
-    targets = {"a": "<= 1.5x s5cmd", "b": "<= 1.5x s5cmd", "c": "<= 0.2x s5cmd"}
-    for key, case in results["cases"].items():
-        cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in TOOLS]
-        lines.append(f"| {key}: {case['label']} | {targets[key[0]]} | " + " | ".join(cells) + " |")
-    cmd = " ".join(["python", "bench/sync.py", *sys.argv[1:]])
-    lines += ["", f"Raw times and object counts: `sync.json`. Reproduce: `{cmd}`", ""]
+    for case in results["cases"].values():
+        cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in tools]
+        row = [case["label"], f"{case['rtt_ms']} ms", case["target"], verdict(case), *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    cmd = results.get("command") or " ".join(["python", "bench/sync.py", *sys.argv[1:]])
+    lines += ["", f"Raw times and object counts: `{path.stem}.json`. Reproduce: `{cmd}`", ""]
     path.write_text("\n".join(lines))
 
 
+def verdict(case: dict) -> str:
+    """Whether tritonops met the case's target, with the ratio the target is about."""
+    target = case["target"]
+    if not target:
+        return ""
+    limit = float(target.split()[1].rstrip("x"))  # "<= 1.1x fastest"
+    what = target.split()[2]
+    r = case["ratio_to_fastest" if what == "fastest" else "ratio_to_s5cmd"]["tritonops"]
+    return f"{r:.2f}x {what}, {'met' if r <= limit else 'missed'}"
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min)"
+
+
+def run_cases(b: Bench, work: Path, size: dict, cases: str, reps: int, results: dict, rtt: int) -> None:
+    def add(key: str, label: str, data: dict) -> None:
+        target = TARGETS.get(f"{key}@{rtt}", TARGETS[key] if rtt == 0 else "")
+        if key == "d" and rtt and size["d"][0] < 1000:
+            target = ""  # the round-trip target is about 1,000 models
+        results["cases"][f"{key}@{rtt}"] = {"label": f"{key}: {label}", "rtt_ms": rtt, "target": target, **data}
+
+    if "a" in cases:
+        n_models, n_files, fsize = size["a"]
+        src = work / "repo-a"
+        make_repo(src, {f"m{i:03d}": {f"w{j:02d}.bin": fsize for j in range(n_files)} for i in range(n_models)})
+        print(f"case a @{rtt} ms: {n_models * n_files} files of ~{fsize >> 10} KiB", file=sys.stderr)
+        add("a", f"{n_models * n_files} files of 256 KiB in {n_models} models", case_first_sync(b, "a", src, reps))
+        shutil.rmtree(src)
+    if "b" in cases:
+        n, fsize = size["b"]
+        src = work / "repo-b"
+        make_repo(src, {"big": {f"part{j}.bin": fsize for j in range(n)}})
+        print(f"case b @{rtt} ms: {n} files of {fsize >> 20} MiB", file=sys.stderr)
+        add("b", f"{n} files of {fsize >> 20} MiB", case_first_sync(b, "b", src, reps))
+        shutil.rmtree(src)
+    if "c" in cases:
+        n = size["c"]
+        src = work / "repo-c"
+        make_repo(src, {f"m{i:04d}": {} for i in range(n)})
+        print(f"case c @{rtt} ms: no-op re-sync of {n} models", file=sys.stderr)
+        add("c", f"no-op re-sync, {n} models", case_noop(b, f"c{rtt}", src, reps))
+        shutil.rmtree(src)
+    if "d" in cases:
+        n, versions = size["d"]
+        src = work / "repo-d"
+        make_repo(src, {f"m{i:04d}": {"w.bin": 1024} for i in range(n)}, versions=versions)
+        print(f"case d @{rtt} ms: {n} models x {versions} versions", file=sys.stderr)
+        data = case_noop(b, f"d{rtt}", src, reps)
+        first = data.pop("first_sync_s")
+        results["cases"][f"d-first@{rtt}"] = {
+            "label": f"d: first sync, {n} models x {versions} versions (1 run)", "rtt_ms": rtt, "target": "",
+            "times_s": {t: [v] for t, v in first.items()},
+        }  # fmt: skip
+        add("d", f"no-op re-sync, {n} models x {versions} versions", data)
+        shutil.rmtree(src)
+
+
 def main() -> None:
+    global TOOLS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", choices=sorted(SIZES), default="full")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--cases", default="abc")
+    ap.add_argument("--rtt-ms", default="0", help="round trips to add, comma-separated (0: loopback)")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument(
         "--server",
         choices=["rclone", "moto"],
@@ -277,18 +384,23 @@ def main() -> None:
         help="the local S3 server (moto in memory, or rclone serve s3 on disk)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out-name", default="sync", help="results go to OUT/NAME.json and OUT/NAME.md")
     args = ap.parse_args()
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     # A SIGTERM (timeout, Ctrl-C from a wrapper) still stops the S3 server and removes /tmp data.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    TOOLS = tuple(t for t in TOOLS if t in args.tools.split(","))
+    assert "s5cmd" in TOOLS, "ratios are to s5cmd: keep it in --tools"
     size = SIZES[args.sizes]
     reps = args.reps or int(size["reps"])  # type: ignore[call-overload]
     work = Path(tempfile.mkdtemp(prefix="tritonops-bench-sync-", dir="/tmp"))
     results: dict = {
-        "format_version": 1,
+        "format_version": 2,
         "sizes": args.sizes,
         "reps": reps,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_before": load_note(),
+        "tools_run": list(TOOLS),
         "tools": {
             "s5cmd": subprocess.run(
                 [str(BIN / "s5cmd"), "version"], capture_output=True, text=True
@@ -300,48 +412,27 @@ def main() -> None:
                 [str(BIN / "rclone"), "version"], capture_output=True, text=True
             ).stdout.splitlines()[0],
         },
+        "command": " ".join(["python", "bench/sync.py", *sys.argv[1:]]),
+        "measured_rtt_s": {},
         "cases": {},
     }
     results["server"] = args.server
     b = Bench(work, args.server)
     try:
-        if "a" in args.cases:
-            n_models, n_files, fsize = size["a"]  # type: ignore[misc]
-            src = work / "repo-a"
-            make_repo(src, {f"m{i:03d}": {f"w{j:02d}.bin": fsize for j in range(n_files)}
-                            for i in range(n_models)})  # fmt: skip
-            print(
-                f"case a: {n_models * n_files} files of ~{fsize >> 10} KiB in {n_models} models",
-                file=sys.stderr,
-            )
-            results["cases"]["a"] = {"label": f"{n_models * n_files} files of 256 KiB in {n_models} models",
-                                     **case_first_sync(b, "a", src, reps)}  # fmt: skip
-            shutil.rmtree(src)
-        if "b" in args.cases:
-            n, fsize = size["b"]  # type: ignore[misc]
-            src = work / "repo-b"
-            make_repo(src, {"big": {f"part{j}.bin": fsize for j in range(n)}})
-            print(f"case b: {n} files of {fsize >> 20} MiB", file=sys.stderr)
-            results["cases"]["b"] = {
-                "label": f"{n} files of {fsize >> 20} MiB",
-                **case_first_sync(b, "b", src, reps),
-            }
-            shutil.rmtree(src)
-        if "c" in args.cases:
-            n = size["c"]
-            src = work / "repo-c"
-            make_repo(src, {f"m{i:04d}": {} for i in range(n)})  # type: ignore[call-overload]
-            print(f"case c: no-op re-sync of {n} models", file=sys.stderr)
-            results["cases"]["c"] = {"label": f"no-op re-sync, {n} models", **case_noop(b, "c", src, reps)}
-            shutil.rmtree(src)
+        for rtt in (int(x) for x in args.rtt_ms.split(",")):
+            measured = b.set_rtt(rtt)
+            if measured is not None:
+                results["measured_rtt_s"][str(rtt)] = round(measured, 4)
+            run_cases(b, work, size, args.cases, reps, results, rtt)
     finally:
         b.close()
         shutil.rmtree(work, ignore_errors=True)
+    results["load_after"] = load_note()
     summarize(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sync.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_md(results, args.out / "sync.md")
-    print((args.out / "sync.md").read_text())
+    (args.out / f"{args.out_name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_md(results, args.out / f"{args.out_name}.md")
+    print((args.out / f"{args.out_name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,22 @@ def test_round_trip_parse_write_parse(cfg: mc.ModelConfig) -> None:
     assert config_to_text(again) == text
     # The batching decision is always visible to a person reading the file.
     assert any(line.startswith("max_batch_size: ") for line in text.splitlines())
+
+
+def test_the_schema_loads_without_the_grpc_client_and_is_shared_with_it() -> None:
+    # Parsing a config must not pay for grpc and numpy (tritonclient.grpc's __init__); importing
+    # the gRPC client afterwards must reuse the schema module, not register it a second time.
+    probe = (
+        "import sys\n"
+        "from tritonops.repo.model_config import model_config_pb2, parse_config_text\n"
+        "cfg = parse_config_text('name: \"m\" max_batch_size: 4', 'x')\n"
+        "assert not {'grpc', 'numpy', 'tritonclient.grpc'} & set(sys.modules), sorted(sys.modules)\n"
+        "import tritonclient.grpc as g\n"
+        "from tritonclient.grpc import service_pb2\n"
+        "assert g.model_config_pb2 is model_config_pb2\n"
+        "assert isinstance(cfg, g.model_config_pb2.ModelConfig)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

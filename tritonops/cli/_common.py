@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from tritonops.config import Config, load_config
+if TYPE_CHECKING:  # rich and pydantic (via config) are imported by the commands that use them
+    from rich.console import Console
+
+    from tritonops.config import Config
 
 FORMAT_VERSION = 1
 
@@ -54,14 +56,20 @@ def _width() -> int | None:
 
 def out_console() -> Console:
     # Built per call so CliRunner's captured stdout is honoured.
+    from rich.console import Console
+
     return Console(file=sys.stdout, no_color=_no_color(), soft_wrap=True, width=_width())
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, no_color=_no_color(), soft_wrap=True)
 
 
 def get_config() -> Config:
+    from tritonops.config import load_config
+
     return load_config(STATE.config_path)
 
 

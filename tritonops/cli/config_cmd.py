@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config
+from tritonops.cli.root import app
 from tritonops.config import check_local
 
 MODEL_ROWS_MAX = 200

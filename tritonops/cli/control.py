@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import STATE, OutputFormat, OutputOpt, emit, get_config, human_bytes
-from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
+from tritonops.cli.root import app
 from tritonops.errors import MemoryProbeError, TritonError
+
+if TYPE_CHECKING:
+    from tritonops.config import Config
 
 ServerOpt = Annotated[
     str,
@@ -48,6 +50,8 @@ def _check_in_index(cfg: Config | None, server_ref: str, model: str, protocol: s
 def _optional_config() -> Config | None:
     """The config when one is given or present; commands taking a URL also work without one."""
     from pathlib import Path
+
+    from tritonops.config import CONFIG_ENV, DEFAULT_CONFIG_NAME
 
     if STATE.config_path is None and not os.environ.get(CONFIG_ENV) and not Path(DEFAULT_CONFIG_NAME).exists():
         return None

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, err_console, human_bytes
+from tritonops.cli.root import app
 from tritonops.errors import AccuracyError, ConversionError
 
 if TYPE_CHECKING:

@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, info
-from tritonops.dev import stack
+from tritonops.cli.root import app
 from tritonops.errors import StackError
 
 dev_app = typer.Typer(help="Run a local stack: a real S3 server and a real Triton per region, on loopback.")
@@ -40,6 +39,8 @@ def up_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Start the local stack (idempotent) and write a tritonops.yaml for it."""
+    from tritonops.dev import stack  # psutil, pydantic: only when a dev command runs
+
     regions = region or list(stack.DEFAULT_REGIONS)
     info(f"starting local stack in {state_dir} ({', '.join(regions)}) ...")
     state = stack.up(state_dir, repository, regions=regions, s3_kind=s3, policy_file=policy)
@@ -61,6 +62,8 @@ def up_cmd(
 @dev_app.command("status")
 def status_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = OutputFormat.table) -> None:
     """Show each part of the local stack and whether it is ready (exit 1 if any is not)."""
+    from tritonops.dev import stack
+
     state, parts = stack.status(state_dir)
     data = {
         "up": state is not None,
@@ -85,6 +88,8 @@ def status_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = O
 @dev_app.command("down")
 def down_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = OutputFormat.table) -> None:
     """Stop exactly the processes `dev up` started (by pid), leaving bucket data on disk."""
+    from tritonops.dev import stack
+
     stopped = stack.down(state_dir)
     data = {"stopped": stopped}
     emit(output, data, lambda c: c.print(f"stopped: {', '.join(stopped) or 'nothing was running'}"))
@@ -94,6 +99,7 @@ def down_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = Out
 def check_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = OutputFormat.table) -> None:
     """Publish a tiny model to every region, load it on each Triton, query it, unload it."""
     from tritonops.config import load_config
+    from tritonops.dev import stack
     from tritonops.dev.smoke import check_server
 
     state = stack.read_state(state_dir.absolute())

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, human_bytes, info
+from tritonops.cli.root import app
 
 if TYPE_CHECKING:  # imported inside the commands: keeps `tritonops --help` fast
     from tritonops.reconcile import runner

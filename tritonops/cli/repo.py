@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, human_bytes, info
+from tritonops.cli.root import app
 from tritonops.errors import RepositoryError
 
 repo_app = typer.Typer(help="Build and check versioned Triton model repositories (manifests with sha256).")

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from tritonops.cli import app
 from tritonops.cli._common import OutputFormat, OutputOpt, err_console, get_config, human_bytes, info
+from tritonops.cli.root import app
 from tritonops.errors import PlanError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class _RichProgress:
     """A byte-accurate bar with throughput, on stderr, only when stderr is a terminal."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )  # fmt: skip
+
         self._p = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TextColumn("{task.fields[files]} files"), TimeRemainingColumn(),
@@ -130,6 +131,9 @@ def sync_cmd(
 
 
 def _render(s: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     from tritonops.store.sync import SyncSummary
 
     assert isinstance(s, SyncSummary)

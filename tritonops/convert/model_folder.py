@@ -15,12 +15,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonops.convert.export import TensorInfo
 from tritonops.convert.recipe import DTYPES, TritonSpec
 from tritonops.errors import ConversionError
 from tritonops.repo.model_config import GraphTensor, Runtime, generate_config
+from tritonops.repo.model_config import model_config_pb2 as mc
 
 ONNX_FILE = "model.onnx"
 

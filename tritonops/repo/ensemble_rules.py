@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.repo.model_config import model_config_pb2 as mc
 from tritonops.repo.rule_finding import Finding, name_pattern
 
 ConfigLoader = Callable[[str], "mc.ModelConfig | None"]

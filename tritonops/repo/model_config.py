@@ -13,19 +13,57 @@ model does not batch, dims are the full shape"), so it is always written explici
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from tritonops.errors import RepositoryError, TritonError
 from tritonops.strenum import StrEnum
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_PB2 = "tritonclient.grpc.model_config_pb2"
+
+
+def _load_model_config_pb2() -> ModuleType:
+    """Triton's schema module without ``tritonclient.grpc``'s ``__init__``.
+
+    That ``__init__`` imports grpc and numpy (about 0.15 s) which parsing a config never uses; the
+    pb2 module itself needs only protobuf. It is registered under its real name, so a later
+    ``import tritonclient.grpc`` (the gRPC client) reuses it rather than registering the schema twice.
+    """
+    if _PB2 in sys.modules:
+        return sys.modules[_PB2]
+    import tritonclient
+
+    path = Path(tritonclient.__path__[0]) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location(_PB2, path)
+    if spec is None or spec.loader is None or not path.is_file():  # an unusual install: the usual way
+        return importlib.import_module(_PB2)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[_PB2] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[_PB2]
+        raise
+    return mod
+
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+else:
+    model_config_pb2 = _load_model_config_pb2()
 
 ModelConfig = model_config_pb2.ModelConfig
 
@@ -138,25 +176,28 @@ def override_json(config: dict[str, Any], model: str, versions: list[int]) -> st
 
 # -- warmup ------------------------------------------------------------------------------------------
 
+# Triton's data types as numpy type names (numpy is imported only when a warmup is built).
 _NP = {
-    "TYPE_BOOL": np.bool_,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_UINT16": np.uint16,
-    "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64,
-    "TYPE_INT8": np.int8,
-    "TYPE_INT16": np.int16,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP32": np.float32,
-    "TYPE_FP64": np.float64,
-    "TYPE_STRING": np.object_,
+    "TYPE_BOOL": "bool_",
+    "TYPE_UINT8": "uint8",
+    "TYPE_UINT16": "uint16",
+    "TYPE_UINT32": "uint32",
+    "TYPE_UINT64": "uint64",
+    "TYPE_INT8": "int8",
+    "TYPE_INT16": "int16",
+    "TYPE_INT32": "int32",
+    "TYPE_INT64": "int64",
+    "TYPE_FP16": "float16",
+    "TYPE_FP32": "float32",
+    "TYPE_FP64": "float64",
+    "TYPE_STRING": "object_",
 }
 
 
 def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
     """One small request from the config's inputs: variable dims become 1, batch size 1, zeros."""
+    import numpy as np
+
     out = []
     batched = int(config.get("max_batch_size", 0) or 0) > 0
     for inp in config.get("input", []):
@@ -164,13 +205,13 @@ def warmup_inputs(config: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
         shape = [max(1, int(d)) for d in inp.get("dims", [])]
         if batched:
             shape = [1, *shape]
-        np_type = _NP.get(dtype)
-        if np_type is None:
+        np_name = _NP.get(dtype)
+        if np_name is None:
             raise TritonError(f"input {inp.get('name')!r}: data_type {dtype} has no warmup generator")
         arr = (
             np.array([b"0"] * int(np.prod(shape)), dtype=np.object_).reshape(shape)
-            if np_type is np.object_
-            else np.zeros(shape, dtype=np_type)
+            if np_name == "object_"
+            else np.zeros(shape, dtype=getattr(np, np_name))
         )
         out.append((str(inp["name"]), dtype.removeprefix("TYPE_").replace("STRING", "BYTES"), arr))
     return out

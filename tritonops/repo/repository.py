@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonops.errors import RepositoryError
 from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, sha256_bytes
 from tritonops.repo.manifest import (
@@ -44,6 +42,7 @@ from tritonops.repo.model_config import (
     read_config,
     set_specific_versions,
 )
+from tritonops.repo.model_config import model_config_pb2 as mc
 from tritonops.repo.validate import (
     MODEL_NAME_RE,
     OBJECT_KEY_RE,

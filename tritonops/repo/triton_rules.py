@@ -17,10 +17,9 @@ import posixpath
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonops.repo import ensemble_rules
 from tritonops.repo.model_config import backend_of
+from tritonops.repo.model_config import model_config_pb2 as mc
 from tritonops.repo.rule_finding import Finding, name_pattern
 
 WILDCARD = -1

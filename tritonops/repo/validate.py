@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import RepositoryError
 from tritonops.fileio import sha256_file
 from tritonops.repo import triton_rules
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 from tritonops.repo.model_config import PLATFORM_BACKEND, backend_of, line_of
+from tritonops.repo.model_config import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 

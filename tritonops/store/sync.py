@@ -148,11 +148,23 @@ class RegionPlan:
                 sizes.append(len(m.target.dumps()))
             if m.prune_versions:  # manifest rewritten after the prune
                 sizes.append(len(m.final.dumps()))
-        if self.new_index is not None and self.new_index.dumps() != _index_bytes_or_none(self.remote_index):
-            sizes.append(len(self.new_index.dumps()))
+        index = self.index_to_write()
+        if index is not None:
+            sizes.append(len(index))
         if self.final_index is not None and self.delete_keys():
             sizes.append(len(self.final_index.dumps()))
         return sizes
+
+    def index_to_write(self) -> bytes | None:
+        """The new index's bytes; None where the bucket's index already says the same.
+
+        Compared as data, not bytes: serialising a large index costs more than the no-op's GET.
+        """
+        if self.new_index is None:
+            return None
+        if self.remote_index is not None and self.remote_index.models == self.new_index.models:
+            return None
+        return self.new_index.dumps()
 
     def delete_keys(self) -> list[str]:
         keys: list[str] = []
@@ -216,10 +228,6 @@ class SyncSummary:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _index_bytes_or_none(index: RepoIndex | None) -> bytes | None:
-    return None if index is None else index.dumps()
-
-
 def _model_keys(model: str, man: ModelManifest) -> list[str]:
     """Every key a model manifest accounts for, config first and manifest last (the delete order)."""
     keys = [f"{model}/{CONFIG_NAME}"]
@@ -273,8 +281,17 @@ def validate_local(root: Path, models: Collection[str] | None = None) -> list[Mo
 def load_local(root: Path) -> list[ModelManifest]:
     """The local manifests, with the repository-level checks only (index and manifests readable).
 
-    The per-model checks run in ``sync_region`` on the models a region is about to receive.
+    The per-model checks run in ``sync_region`` on the models a region is about to receive. An
+    index that agrees with the manifests needs nothing more (a no-op sync then never imports the
+    validator and its protobuf schema); anything else goes through the validator, which names it.
     """
+    try:
+        manifests = load_model_manifests(root)
+        index = RepoIndex.loads((root / INDEX_NAME).read_bytes(), str(root / INDEX_NAME))
+    except (OSError, RepositoryError):
+        return validate_local(root, models=())
+    if index.models == RepoIndex.from_manifests(manifests).models:
+        return manifests
     return validate_local(root, models=())
 
 
@@ -803,8 +820,8 @@ def _apply(
             _run_parallel(pool, pointers, plan.models)
             # 3. the index, last.
             assert plan.new_index is not None and plan.final_index is not None
-            new_index_bytes = plan.new_index.dumps()
-            if new_index_bytes != _index_bytes_or_none(plan.remote_index):
+            new_index_bytes = plan.index_to_write()
+            if new_index_bytes is not None:
                 _put_pointer(st, INDEX_NAME, new_index_bytes, steps)
             # 4. prune, only after the new state is up and (with deletes pending) verified.
             deletes = plan.delete_keys()
