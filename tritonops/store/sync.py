@@ -268,12 +268,37 @@ def validate_local(root: Path, models: Collection[str] | None = None) -> list[Mo
     return load_model_manifests(root)
 
 
-def load_local(root: Path) -> list[ModelManifest]:
-    """The local manifests, with the repository-level checks only (index and manifests readable).
+STAT_CACHE_NAME = "repository-stat.json"
 
-    The per-model checks run in ``sync_region`` on the models a region is about to receive.
+
+def stat_cache_path(cfg: Config) -> Path:
+    """Where sync remembers (size, mtime_ns, inode) of every verified file (see repo.drift)."""
+    return cfg.state_path / STAT_CACHE_NAME
+
+
+def load_local(root: Path, cache_path: Path | None = None) -> list[ModelManifest]:
+    """The local manifests, once every model is proven to match them.
+
+    Models whose entries moved since they were last verified (a size, mtime or inode changed, a
+    file or folder was added or removed; see :mod:`tritonops.repo.drift`) are validated in full,
+    as `repo validate` does, re-hashing their bytes; the others cost one ``lstat`` per entry.
+    Without ``cache_path`` every model is validated. Special files are refused outright.
     """
-    return validate_local(root, models=())
+    from tritonops.repo.drift import StatCache, snapshot
+
+    if not root.is_dir():
+        return validate_local(root, models=())  # one line: the folder does not exist
+    snap = snapshot(root)
+    if snap.special:
+        more = f" (and {len(snap.special) - 1} more)" if len(snap.special) > 1 else ""
+        raise RepositoryError(f"refusing to publish an invalid repository: {snap.special[0]}{more}")
+    cache = StatCache.load(cache_path, root)
+    drifted = cache.drifted(snap)
+    if drifted:
+        log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
+    manifests = validate_local(root, drifted)
+    cache.save(snap, set(drifted))
+    return manifests
 
 
 class _Steps:
@@ -675,16 +700,14 @@ def sync_region(
     rcfg = cfg.region(region)
     root = cfg.repository_path
     if manifests is None:
-        manifests = load_local(root)
+        manifests = load_local(root, stat_cache_path(cfg))
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
         check_plan(plan, opts)
-        touched = [m.model for m in plan.models if m.touched]
-        if touched:
-            # Never publish what `repo validate` rejects; bytes not being sent need no re-hash.
-            validate_local(root, touched)
+        # Never publish what `repo validate` rejects: load_local validated every model that moved
+        # on disk since it was last verified, and each upload's bytes are hashed as they are sent.
         deletes = plan.delete_keys()
         uploads = plan.uploads
         up_bytes = sum(u.size for u in uploads)
@@ -790,7 +813,7 @@ def sync(
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
         raise PlanError("no region to sync (pass --region or --all-regions; none configured?)")
-    manifests = load_local(cfg.repository_path)
+    manifests = load_local(cfg.repository_path, stat_cache_path(cfg))
     if not manifests:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
