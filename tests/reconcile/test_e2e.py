@@ -129,7 +129,7 @@ def test_reconcile_end_to_end(rec_regions, unique) -> None:
     rr.publishers[EU].publish(a, 3, {"model.py": model_py(3.0, broken=True)})
     for attempt in range(3):
         res = cli(rr, "reconcile", "--region", EU, "-o", "json")
-        assert res.exit_code == 1, res.output
+        assert res.exit_code == runner.EXIT_DEGRADED, res.output
         doc = json.loads(res.stdout)
         (r3,) = doc["results"]
         assert (r3["model"], r3["version"], r3["result"]) == (a, 3, "failed")

@@ -113,7 +113,8 @@ def reconcile_cmd(
     metrics_file: MetricsOpt = None,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron."""
+    """Plan and apply once under the region's lock; for cron (exit 5: a server skipped or an action
+    failed; exit 3: another reconcile holds the lock)."""
     from tritonops.reconcile import runner
 
     ctx = runner.context(get_config(), region)
@@ -122,9 +123,14 @@ def reconcile_cmd(
 
 
 def _finish(report: runner.RunReport, output: OutputFormat) -> None:
+    from rich.markup import escape
+
+    from tritonops.reconcile.runner import EXIT_DEGRADED
 
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
-    if report.failed:
-        # Failed actions were recorded (journal, quarantine); a non-zero exit makes cron notice.
-        raise typer.Exit(code=1)
+    if report.degraded:
+        # Recorded in the journal and the metrics textfile too; a distinct exit makes cron notice.
+        for line in report.degraded_reasons():
+            info(escape(f"degraded: region {report.region}: {line}"))
+        raise typer.Exit(code=EXIT_DEGRADED)
