@@ -152,9 +152,10 @@ class StatCache:
                 continue
             if m in verified or self.models.get(m) == ents:
                 keep[m] = ents
+        unchanged = keep == self.models
         self.models = keep
-        if self.path is None:
-            return
+        if self.path is None or unchanged:
+            return  # the no-op: nothing moved, nothing to write
         data = {"format_version": CACHE_FORMAT_VERSION, "root": self.root,
                 "models": {m: {k: list(v) for k, v in sorted(e.items())} for m, e in sorted(keep.items())}}  # fmt: skip
         try:
