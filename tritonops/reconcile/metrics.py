@@ -62,7 +62,7 @@ def _actions(report: dict[str, Any], metric: Metric) -> None:
         "gauge",
         "1 for each action of the last run that failed or was skipped.",
         [
-            ({"server": r["server"], "model": r["model"], "version": str(r["version"]), "kind": r["kind"],
+            ({"server": r["server"], "model": r["model"], "version": str(r.get("version")), "kind": r["kind"],
               "result": r["result"]}, 1)  # fmt: skip
             for r in report["results"]
             if r["result"] != "ok"
