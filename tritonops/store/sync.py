@@ -343,6 +343,16 @@ def _load_remote_manifest(store: ObjectStore, model: str, raw: bytes | None) -> 
     return man, ""
 
 
+def _verified_config(mdir: Path, local: ModelManifest) -> str:
+    """The local config.pbtxt, refused if it changed since load_local verified it (a race)."""
+    raw = (mdir / CONFIG_NAME).read_bytes()
+    if local.config_sha256 and sha256_bytes(raw) != local.config_sha256:
+        raise RepositoryError(
+            f"{mdir / CONFIG_NAME}: config_sha256: config.pbtxt changed during sync; nothing points at it, rerun"
+        )
+    return raw.decode("utf-8")
+
+
 def _plan_model(
     mp: ModelPlan,
     store: ObjectStore,
@@ -406,8 +416,7 @@ def _plan_model(
     mp.target = ModelManifest(model, dict(sorted(published.items())), config_sha)
     live = sorted(set(published) - set(mp.prune_versions))
     mp.final = ModelManifest(model, {n: published[n] for n in live}, config_sha)
-    text = (mdir / CONFIG_NAME).read_text(encoding="utf-8")
-    mp.config_bytes = published_config(text, live, str(mdir / CONFIG_NAME))
+    mp.config_bytes = published_config(_verified_config(mdir, local), live, str(mdir / CONFIG_NAME))
     if remote is not None:
         remote_live_set = sorted(remote.versions)
         mp.write_config = bool(
