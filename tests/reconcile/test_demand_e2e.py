@@ -6,7 +6,7 @@ model is loaded, is sent to Triton. Reconcile reads ``increase(gateway_requests_
 Prometheus once per run and places 30 on-demand models on a server with room for 8 of them (plus
 one pinned model that nobody calls).
 
-Footprints: every model is given the same predicted footprint (``SizeGuess`` with a floor, the
+Footprints: every model is given the same predicted footprint (``_SameFootprint``, the
 port reconcile uses when nothing is measured) and no memory probe, so "room for 8" is exact; the
 budget itself is the server's ``memory_budget_bytes`` in tritonops.yaml.
 """
@@ -34,12 +34,21 @@ from tritonops.demand.settings import DemandSettings, TritonSource
 from tritonops.dev import stack
 from tritonops.reconcile import runner
 from tritonops.reconcile.adapters import ControlAdapter
-from tritonops.reconcile.ports import SizeGuess
 from tritonops.store.s3 import s3_client
 
 pytestmark = pytest.mark.slow
 EU = "eu-west-1"
 UNIT = 64 << 20  # every model's predicted footprint
+
+
+class _SameFootprint:
+    """Every model priced at UNIT (a FootprintPort), so the budget holds exactly 8 of them."""
+
+    def predict(self, model: str, digest: str, size_bytes: int) -> int:
+        return UNIT
+
+    def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
+        return UNIT, "estimate"
 SLOTS = 8  # on-demand models that fit
 WINDOW_S = 10
 ZIPF_S = 1.0
@@ -205,7 +214,7 @@ def test_placement_follows_zipf_demand_from_prometheus(
             _wait_scraped(prometheus, gw)
         ctx = runner.context(load_config(cfg_path), EU)
         ctx.interval_s = 5.0
-        ctx.ports.footprint = SizeGuess(floor_bytes=UNIT)  # the same footprint for all: room for exactly 8
+        ctx.ports.footprint = _SameFootprint()  # the same footprint for all: room for exactly 8
         ctx.ports.memories = {k: None for k in ctx.ports.memories}
         for ctl in ctx.ports.controls.values():
             assert isinstance(ctl, ControlAdapter)

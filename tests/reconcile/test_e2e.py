@@ -129,7 +129,7 @@ def test_reconcile_end_to_end(rec_regions, unique) -> None:
     rr.publishers[EU].publish(a, 3, {"model.py": model_py(3.0, broken=True)})
     for attempt in range(3):
         res = cli(rr, "reconcile", "--region", EU, "-o", "json")
-        assert res.exit_code == 1, res.output
+        assert res.exit_code == runner.EXIT_DEGRADED, res.output
         doc = json.loads(res.stdout)
         (r3,) = doc["results"]
         assert (r3["model"], r3["version"], r3["result"]) == (a, 3, "failed")
@@ -207,9 +207,11 @@ def test_server_down_is_skipped_and_reported(rec_regions, unique) -> None:
     )
     rr.publishers[EU].publish(m, 1, {"model.py": model_py(1.0)})
     res = cli(rr, "reconcile", "--region", EU, "-o", "json")
-    assert res.exit_code == 0, res.output
+    # The other server is reconciled, but cron must see the unreachable one (issue 13: was exit 0).
+    assert res.exit_code == runner.EXIT_DEGRADED, res.output
+    assert f"degraded: region {EU}: server down: skipped" in res.stderr
     doc = json.loads(res.stdout)
-    assert doc["skipped_servers"] == ["down"]
+    assert doc["skipped_servers"] == ["down"] and doc["degraded"] is True
     assert [(x["server"], x["model"], x["result"]) for x in doc["results"]] == [(f"{EU}-a", m, "ok")]
     assert ready(rr.servers[EU]) == {m: [1]}
 

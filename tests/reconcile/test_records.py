@@ -94,4 +94,7 @@ def test_metrics_text_has_actions_by_kind_and_result_and_memory() -> None:
     assert 'tritonops_device_memory_free_bytes{device="gpu0",region="eu-west-1",server="s1"} 90' in text
     assert 'tritonops_memory_prediction_error_bytes{model="a",region="eu-west-1",server="s1"} -1024' in text
     assert 'tritonops_reconcile_last_run_success{region="eu-west-1"} 0' in text
-    assert text.count("# TYPE") == 10
+    failed = 'tritonops_reconcile_failed_action{kind="load",model="b",region="eu-west-1",result="failed",server="s1",'
+    assert failed in text
+    assert 'tritonops_reconcile_degraded{region="eu-west-1"} 0' in text  # a report without the field
+    assert text.count("# TYPE") == 13

@@ -149,7 +149,8 @@ def reconcile_cmd(
     verify_content: VerifyContentOpt = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Plan and apply once under the region's lock (exit 3 if another reconcile holds it); for cron.
+    """Plan and apply once under the region's lock; for cron (exit 5: a server skipped or an action
+    failed; exit 3: another reconcile holds the lock; 1: a version refused by the bucket check).
 
     With --every: one process that holds the lock and runs every interval until SIGTERM or SIGINT."""
     from tritonops.reconcile import runner
@@ -198,9 +199,17 @@ def _loop(ctx: runner.Context, every_s: float, force: bool, metrics_file: Path |
 
 
 def _finish(report: runner.RunReport, output: OutputFormat) -> None:
+    from rich.markup import escape
+
+    from tritonops.reconcile.runner import EXIT_DEGRADED
 
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
-    if report.failed or report.refused:
-        # Failed actions and refused versions were recorded (journal, quarantine); cron must notice.
+    if report.degraded:
+        # Recorded in the journal and the metrics textfile too; a distinct exit makes cron notice.
+        for line in report.degraded_reasons():
+            info(escape(f"degraded: region {report.region}: {line}"))
+        raise typer.Exit(code=EXIT_DEGRADED)
+    if report.refused:
+        # A version whose bucket objects differ from its manifest was not loaded (quarantined).
         raise typer.Exit(code=1)

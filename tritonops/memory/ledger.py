@@ -4,7 +4,8 @@ A JSON file (default ``<state_dir>/footprints.json``), rewritten atomically unde
 ``flock`` so concurrent tritonops processes never lose each other's records.
 
 ``predict`` returns the measured footprint when one exists for exactly that key (median of the last
-samples), else a first guess: ``size_bytes * ESTIMATE_MULTIPLIER + ESTIMATE_BASE_BYTES``. The
+samples), else a first guess: ``size_bytes * ESTIMATE_MULTIPLIER + ESTIMATE_BASE_BYTES``
+(:func:`estimate_bytes`, the one estimate: reconcile's fallback when no probe answers uses it too). The
 multiplier (2.0, not the 1.25 other managers use) covers weights expanded in memory, framework
 workspaces and allocator slack; the base covers the per-instance process cost measured for a
 python-backend stub (see README). Both are guesses, and are reported as ``source="estimate"``.
@@ -227,6 +228,30 @@ class FootprintLedger:
         with self._edit() as d:
             return dict(d["servers"].get(server, {}).pop(model, {}) or {})
 
+    def reconcile_holdings(self, server: str, ready: dict[str, set[int]], as_of: str) -> dict[str, list[int]]:
+        """Drop what ``server`` is recorded to hold but its index, read at ``as_of``, does not show READY
+        (a restarted Triton holds nothing; a version switched away from is gone). Records written at or
+        after ``as_of`` are kept: the index may predate them. Returns model -> versions dropped."""
+
+        def stale(d: dict[str, Any]) -> dict[str, list[str]]:
+            held = d["servers"].get(server, {})
+            out = {m: [v for v, rec in sorted(vs.items()) if int(v) not in ready.get(m, set())
+                       and str(rec.get("loaded", "")) < as_of] for m, vs in held.items()}  # fmt: skip
+            return {m: vs for m, vs in out.items() if vs}
+
+        if not stale(self._read()):
+            return {}  # the common case: no write, no lock
+        with self._edit() as d:
+            drop = stale(d)
+            held = d["servers"].get(server, {})
+            for m, vs in drop.items():
+                for v in vs:
+                    held[m].pop(v, None)
+                if not held[m]:
+                    del held[m]
+        log.info("server %s: ledger holdings no longer loaded, dropped: %s", server, drop)
+        return {m: [int(v) for v in vs] for m, vs in drop.items()}
+
     def record_leak(self, server: str, model: str, leaked_bytes: int) -> None:
         with self._edit() as d:
             s = d["leaks"].setdefault(server, {"leaked_bytes": 0, "events": []})
@@ -341,7 +366,9 @@ def _measured_load(
         raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
-    if already:
+    # A version loaded beside the ones already serving (an availability-preserving switch) is new:
+    # the delta is its footprint. Only a reload of a version already loaded measures nothing.
+    if already and version in already:
         log.warning(
             "server %s: model %r was already loaded (v%s): reloaded, footprint not measured",
             client.name, model, already,
@@ -423,8 +450,10 @@ def measured_unload(
 
     Memory the measured load added that did not come back is recorded as leaked for the server.
     """
+    # Only what the server's index shows loaded now: records of a restarted server are stale.
+    ready = set(client.loaded_versions(model))
     held = ledger.data()["servers"].get(client.name, {}).get(model, {})
-    expect = sum(int(r["footprint_bytes"]) for r in held.values()) or None
+    expect = sum(int(r["footprint_bytes"]) for v, r in held.items() if int(v) in ready) or None
     try:
         res = unload_and_wait(
             client, probe, model, unload_dependents=unload_dependents, timeout_s=timeout_s,

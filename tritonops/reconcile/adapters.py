@@ -15,10 +15,11 @@ from typing import Any
 
 from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
+from tritonops.fileio import utc_now
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
 from tritonops.memory.probes import DeviceMemory, MemoryProbe, probe_for_server
 from tritonops.repo.model_config import warmup_inputs
-from tritonops.triton.client import ControlClient, ModelState
+from tritonops.triton.client import READY, ControlClient, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,19 @@ class ControlAdapter:
         self.ledger = ledger
 
     def index(self) -> list[ModelState]:
-        return self.client.index()
+        """The server's repository index; the ledger's holdings for this server follow it on every read."""
+        as_of = utc_now()
+        rows = self.client.index()
+        if self.ledger is not None:
+            ready: dict[str, set[int]] = {}
+            for r in rows:
+                if r.state == READY and r.version is not None:
+                    ready.setdefault(r.name, set()).add(r.version)
+            try:
+                self.ledger.reconcile_holdings(self.name, ready, as_of)
+            except MemoryProbeError as e:  # an unreadable ledger: the next measured load reports it
+                log.warning("server %s: ledger holdings not reconciled: %s", self.name, e)
+        return rows
 
     def statistics(self, model: str | None = None) -> list[dict[str, Any]]:
         """Triton's per-model statistics (the demand stage's Triton source reads them)."""

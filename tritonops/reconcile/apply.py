@@ -100,7 +100,8 @@ def apply_plan(
                 owned.update(set(), {a.model})
             else:
                 _load(a, desired, ctl, r, quarantine)
-                owned.update({a.model}, set())
+                if r.result == "ok":  # a failed load creates nothing tritonops may later unload
+                    owned.update({a.model}, set())
         except TritonOpsError as e:
             r.result, r.error = Outcome.failed, str(e)
         r.duration_s = time.monotonic() - t0
@@ -156,8 +157,8 @@ def _restore(ctl: ServerControl, model: str, old: list[int], config: dict[str, A
         if old:
             if _ready_versions(ctl, model) != sorted(old):
                 ctl.load(model, override_json(config, model, old))
-        elif any(r.name == model and r.state in ("READY", "UNAVAILABLE") for r in ctl.index()):
-            ctl.unload(model)
+        elif any(r.name == model and r.state == "READY" for r in ctl.index()):
+            ctl.unload(model)  # half-loaded (the gate failed); a load that failed left nothing loaded
         return _ready_versions(ctl, model)
     except TritonOpsError as e:
         log.warning("server %s: could not restore model %s: %s", ctl.name, model, e)

@@ -35,6 +35,15 @@ def _load_durations(report: dict[str, Any]) -> Samples:
     ]
 
 
+def _failed_actions(report: dict[str, Any]) -> Samples:
+    return [
+        ({"server": r["server"], "model": r["model"], "version": str(r.get("version")), "kind": r["kind"],
+          "result": r["result"]}, 1)  # fmt: skip
+        for r in report["results"]
+        if r["result"] != "ok"
+    ]
+
+
 def _per_device(field: str) -> Callable[[dict[str, Any]], Samples]:
     return lambda report: [({"server": d["server"], "device": d["device"]}, d[field]) for d in report["memory"]]
 
@@ -55,6 +64,8 @@ def _one(value: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]],
 _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
     ("tritonops_reconcile_actions", "Actions in the last run by kind and result.", _action_counts),
     ("tritonops_reconcile_load_duration_seconds", "Duration of each load in the last run.", _load_durations),
+    ("tritonops_reconcile_failed_action", "1 for each action of the last run that failed or was skipped.",
+     _failed_actions),
     ("tritonops_device_memory_used_bytes", "Measured memory used per device after the run.", _per_device("used_bytes")),
     ("tritonops_device_memory_free_bytes", "Measured memory free per device after the run.", _per_device("free_bytes")),
     ("tritonops_memory_prediction_error_bytes", "Measured minus predicted footprint of a load.", _prediction_errors),
@@ -65,6 +76,10 @@ _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
         "Servers down or timing out in the last run.",
         _one(lambda r: len(r["skipped_servers"])),
     ),
+    ("tritonops_reconcile_skipped_server", "1 for each server the last run skipped (down, frozen, unreachable).",
+     lambda r: [({"server": s}, 1) for s in r["skipped_servers"]]),
+    ("tritonops_reconcile_degraded", "1 if the last run skipped a server or an action failed (exit code 5).",
+     _one(lambda r: 1 if r.get("degraded") else 0)),
     ("tritonops_reconcile_last_run_timestamp_seconds", "End of the last run.", _one(lambda r: r["finished"])),
     (
         "tritonops_reconcile_last_run_success",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tritonops.memory.ledger import estimate_bytes
 from tritonops.memory.probes import DeviceMemory
 from tritonops.triton.client import ModelState
 
@@ -70,16 +71,12 @@ class FootprintPort(Protocol):
 
 @dataclass(frozen=True)
 class SizeGuess:
-    """First guess for a model never measured: disk size times a multiplier, plus a floor.
-
-    The floor exists because a tiny python-backend model still costs a stub process.
-    """
-
-    multiplier: float = 1.25
-    floor_bytes: int = 0
+    """The first guess for a model never measured, when no probe answers: the ledger's one estimate
+    (``memory.ledger.estimate_bytes``: disk size x 2 + 64 MiB), so a plan made with or without a
+    probe prices an unmeasured model the same."""
 
     def predict(self, model: str, digest: str, size_bytes: int) -> int:
-        return max(self.floor_bytes, int(size_bytes * self.multiplier))
+        return estimate_bytes(size_bytes)
 
     def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
         return self.predict(model, digest, size_bytes), "estimate"

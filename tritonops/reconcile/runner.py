@@ -41,6 +41,10 @@ from tritonops.reconcile.state import (
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+# A run that skipped a server (down, frozen, unreachable) or had an action fail: cron must see it.
+# Distinct from 1 (error: nothing was applied), 2 (plan --detailed-exitcode: changes pending),
+# 3 (lock held) and 4 (convert: an optional target failed).
+EXIT_DEGRADED = 5
 
 
 @dataclass
@@ -213,6 +217,25 @@ class RunReport:
     def failed(self) -> int:
         return sum(1 for r in self.results if r.result is not Outcome.ok)
 
+    @property
+    def skipped_servers(self) -> dict[str, str]:
+        """Servers the run could not read or act on (down, frozen, unreachable) -> why."""
+        return {n.server: n.message for n in sorted(self.plan.notes, key=lambda n: n.server)
+                if n.kind == "server-skipped"}  # fmt: skip
+
+    def degraded_reasons(self) -> list[str]:
+        """One line per skipped server and per action that did not succeed; empty for a clean run."""
+        out = [f"server {s}: skipped ({why})" for s, why in self.skipped_servers.items()]
+        for r in self.results:
+            if r.result != "ok":
+                a = r.action
+                out.append(f"server {a.server}: {a.kind} {a.model} v{a.version} {r.result}: {r.error}")
+        return out
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degraded_reasons())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
@@ -226,7 +249,10 @@ class RunReport:
             "results": [r.to_json() for r in self.results],
             "failed": self.failed,
             "notes": [n.data for n in self.plan.notes],
-            "skipped_servers": sorted({n.server for n in self.plan.notes if n.kind == "server-skipped"}),
+            "skipped_servers": sorted(self.skipped_servers),
+            "degraded": self.degraded,
+            "degraded_reasons": self.degraded_reasons(),
+            "exit_code": EXIT_DEGRADED if self.degraded else 0,
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,

@@ -9,9 +9,12 @@ Clients use path-style addressing for S3-compatible endpoints, and checksums onl
 boto3's newer default (a CRC32 trailer on every upload) is refused or mangled by several
 S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to boto3.
 
-Retries: botocore's adaptive mode (throttling, 5xx, connection errors, with backoff) covers each
-request; :func:`_with_retries` adds a whole-file retry with backoff on top, because a multipart
-upload whose completion fails must be restarted as a whole.
+Time bounds: botocore's own retries (standard mode: throttling, 5xx, connection errors and
+timeouts, with capped exponential backoff) are the only retries; nothing loops around them. So
+every request (a GET, HEAD, LIST page, PUT, multipart part or completion, DELETE batch) ends within
+one documented deadline, :func:`request_deadline_s` (148 s with the defaults), even against a
+server that accepts connections and never answers. A failed multipart upload is aborted and the
+sync fails; the next sync re-sends only what the bucket does not hold yet.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ import base64
 import hashlib
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,19 +43,26 @@ log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD_BYTES = 16 << 20
 PART_BYTES = 16 << 20  # >= 5 MiB, the S3 minimum for every part but the last
-FILE_RETRIES = 3
-BACKOFF_BASE_S = 0.5
 SHA256_META = "sha256"
-CONNECT_TIMEOUT_S = 5
-READ_TIMEOUT_S = 60
-MAX_ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0  # per socket read: a slow but live server keeps a long transfer going
+MAX_ATTEMPTS = 3  # botocore's total_max_attempts: the first try and two retries
+MAX_BACKOFF_S = 20.0  # botocore's cap on one retry's backoff (standard mode)
+EXPECT_CONTINUE_S = 1.0  # botocore waits this long for "100 Continue" before sending a PUT body
 
 T = TypeVar("T")
 
-_TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
-}  # fmt: skip
+
+def request_deadline_s(
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> float:
+    """The longest one request can take against a server that never answers: every attempt runs
+    into its connect timeout, botocore's wait for "100 Continue" and its read timeout, and every
+    retry waits at most botocore's backoff cap."""
+    per_attempt = connect_timeout_s + EXPECT_CONTINUE_S + read_timeout_s
+    return max_attempts * per_attempt + (max_attempts - 1) * MAX_BACKOFF_S
 
 
 def _boto_session(region: RegionConfig) -> boto3.Session:
@@ -69,16 +77,23 @@ def _boto_session(region: RegionConfig) -> boto3.Session:
         raise StoreError(f"{region.bucket}: profile {region.profile!r} not found in {where}") from None
 
 
-def s3_client(region: RegionConfig, max_pool_connections: int = 32) -> Any:
+def s3_client(
+    region: RegionConfig,
+    max_pool_connections: int = 32,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
     """A boto3 S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
 
     The library reads and writes buckets through :class:`S3Store`; tests use this client to look
     at a bucket independently of the code under test.
     """
     cfg_kwargs: dict[str, Any] = {
-        "connect_timeout": CONNECT_TIMEOUT_S,
-        "read_timeout": READ_TIMEOUT_S,
-        "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"},
+        "connect_timeout": connect_timeout_s,
+        "read_timeout": read_timeout_s,
+        # Standard, not adaptive: adaptive adds a client-side rate limiter whose waits have no bound.
+        "retries": {"total_max_attempts": max_attempts, "mode": "standard"},
         "max_pool_connections": max_pool_connections,
         "request_checksum_calculation": "when_required",
         "response_checksum_validation": "when_required",
@@ -102,29 +117,6 @@ def _code(e: botocore.exceptions.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
-def _transient(e: BaseException) -> bool:
-    if isinstance(e, botocore.exceptions.ClientError):
-        return _code(e) in _TRANSIENT_CODES
-    return isinstance(
-        e,
-        (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
-         botocore.exceptions.ConnectTimeoutError),
-    )  # fmt: skip
-
-
-def _with_retries(what: str, fn: Callable[[], T], attempts: int = FILE_RETRIES) -> T:
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - classified below; everything else re-raised
-            if not _transient(e) or i == attempts - 1:
-                raise
-            delay = BACKOFF_BASE_S * (2**i) * (0.5 + random.random())  # noqa: S311 - jitter
-            log.warning("%s: transient error (%s), retrying in %.1fs", what, type(e).__name__, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
 class S3Store:
     """One region's bucket and prefix. Thread-safe: boto3 clients may be shared between threads."""
 
@@ -135,6 +127,9 @@ class S3Store:
         max_workers: int = 16,
         multipart_threshold_bytes: int = MULTIPART_THRESHOLD_BYTES,
         part_bytes: int = PART_BYTES,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.region_name = region_name
         self.bucket = region.bucket_name
@@ -144,7 +139,12 @@ class S3Store:
         self.part_bytes = part_bytes
         # Parts and whole files run in separate pools: a file task waiting on its parts never
         # starves the pool its parts need.
-        self._client = s3_client(region, max_pool_connections=max_workers * 2 + 4)
+        self.deadline_s = request_deadline_s(connect_timeout_s, read_timeout_s, max_attempts)
+        self._attempts = max_attempts
+        self._client = s3_client(
+            region, max_workers * 2 + 4, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            max_attempts=max_attempts,
+        )  # fmt: skip
         self._part_pool = ThreadPoolExecutor(max_workers, thread_name_prefix="s3-part")
         self._hash_pool = ThreadPoolExecutor(2, thread_name_prefix="s3-hash")
         self._lock = threading.Lock()
@@ -185,7 +185,14 @@ class S3Store:
         if isinstance(
             e, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)
         ):
-            return StoreError(f"{where}cannot reach S3 endpoint {self.endpoint} for {self.url}")
+            return StoreError(
+                f"{where}cannot reach S3 endpoint {self.endpoint} for {self.url} ({self._attempts} attempts)"
+            )
+        if isinstance(e, (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)):
+            return StoreError(
+                f"{where}{op} {target}: S3 endpoint {self.endpoint} did not answer "
+                f"({self._attempts} attempts; deadline {self.deadline_s:.0f} s)"
+            )
         if isinstance(e, botocore.exceptions.BotoCoreError):
             return StoreError(f"{where}{op} {target} failed: {type(e).__name__}: {e}")
         if isinstance(e, OSError):
@@ -193,8 +200,9 @@ class S3Store:
         raise e
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """One operation; botocore retries each request inside it, nothing retries around it."""
         try:
-            return _with_retries(f"{op} {self.url}/{key}", fn)
+            return fn()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
             raise self._error(op, key, e) from None
 

@@ -278,13 +278,42 @@ def validate_local(root: Path, models: Collection[str] | None = None) -> list[Mo
     return load_model_manifests(root)
 
 
-def load_local(root: Path) -> list[ModelManifest]:
-    """The local manifests, with the repository-level checks only (index and manifests readable).
+STAT_CACHE_NAME = "repository-stat.json"
 
-    The per-model checks run in ``sync_region`` on the models a region is about to receive. An
-    index that agrees with the manifests needs nothing more (a no-op sync then never imports the
-    validator and its protobuf schema); anything else goes through the validator, which names it.
+
+def stat_cache_path(cfg: Config) -> Path:
+    """Where sync remembers (size, mtime_ns, inode) of every verified file (see repo.drift)."""
+    return cfg.state_path / STAT_CACHE_NAME
+
+
+def load_local(root: Path, cache_path: Path | None = None) -> list[ModelManifest]:
+    """The local manifests, once every model is proven to match them.
+
+    Models whose entries moved since they were last verified (a size, mtime or inode changed, a
+    file or folder was added or removed; see :mod:`tritonops.repo.drift`) are validated in full,
+    as `repo validate` does, re-hashing their bytes; the others cost one ``lstat`` per entry.
+    Without ``cache_path`` every model is validated. Special files are refused outright.
     """
+    from tritonops.repo.drift import StatCache, snapshot
+
+    if not root.is_dir():
+        return validate_local(root, models=())  # one line: the folder does not exist
+    snap = snapshot(root)
+    if snap.special:
+        more = f" (and {len(snap.special) - 1} more)" if len(snap.special) > 1 else ""
+        raise RepositoryError(f"refusing to publish an invalid repository: {snap.special[0]}{more}")
+    cache = StatCache.load(cache_path, root)
+    drifted = cache.drifted(snap)
+    if drifted:
+        log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
+    manifests = validate_local(root, drifted) if drifted else _manifests_if_index_agrees(root)
+    cache.save(snap, set(drifted))
+    return manifests
+
+
+def _manifests_if_index_agrees(root: Path) -> list[ModelManifest]:
+    """An index that agrees with the manifests needs nothing more (a no-op sync then never imports the
+    validator and its protobuf schema); anything else goes through the validator, which names it."""
     try:
         manifests = load_model_manifests(root)
         index = RepoIndex.loads((root / INDEX_NAME).read_bytes(), str(root / INDEX_NAME))
@@ -335,6 +364,16 @@ def _load_remote_manifest(store: ObjectStore, model: str, raw: bytes | None) -> 
     if man.model != model:
         return None, f"remote manifest names model {man.model!r}"
     return man, ""
+
+
+def _verified_config(mdir: Path, local: ModelManifest) -> str:
+    """The local config.pbtxt, refused if it changed since load_local verified it (a race)."""
+    raw = (mdir / CONFIG_NAME).read_bytes()
+    if local.config_sha256 and sha256_bytes(raw) != local.config_sha256:
+        raise RepositoryError(
+            f"{mdir / CONFIG_NAME}: config_sha256: config.pbtxt changed during sync; nothing points at it, rerun"
+        )
+    return raw.decode("utf-8")
 
 
 def _plan_model(
@@ -400,8 +439,7 @@ def _plan_model(
     mp.target = ModelManifest(model, dict(sorted(published.items())), config_sha)
     live = sorted(set(published) - set(mp.prune_versions))
     mp.final = ModelManifest(model, {n: published[n] for n in live}, config_sha)
-    text = (mdir / CONFIG_NAME).read_text(encoding="utf-8")
-    mp.config_bytes = published_config(text, live, str(mdir / CONFIG_NAME))
+    mp.config_bytes = published_config(_verified_config(mdir, local), live, str(mdir / CONFIG_NAME))
     if remote is not None:
         remote_live_set = sorted(remote.versions)
         mp.write_config = bool(
@@ -746,16 +784,14 @@ def sync_region(
     rcfg = cfg.region(region)
     root = cfg.repository_path
     if manifests is None:
-        manifests = load_local(root)
+        manifests = load_local(root, stat_cache_path(cfg))
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
         check_plan(plan, opts)
-        touched = [m.model for m in plan.models if m.touched]
-        if touched:
-            # Never publish what `repo validate` rejects; bytes not being sent need no re-hash.
-            validate_local(root, touched)
+        # Never publish what `repo validate` rejects: load_local validated every model that moved
+        # on disk since it was last verified, and each upload's bytes are hashed as they are sent.
         deletes = plan.delete_keys()
         uploads = plan.uploads
         up_bytes = sum(u.size for u in uploads)
@@ -863,7 +899,7 @@ def sync(
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
         raise PlanError("no region to sync (pass --region or --all-regions; none configured?)")
-    manifests = load_local(cfg.repository_path)
+    manifests = load_local(cfg.repository_path, stat_cache_path(cfg))
     if not manifests:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []

@@ -1,0 +1,160 @@
+"""Local drift: a repository edited or damaged after its index was written is refused by sync.
+
+Before the stat cache, the no-op path compared index digests only: every case below published
+nothing and exited 0. Each case damages one model after a successful sync, then syncs again:
+non-zero exit, one line naming the file, the bucket unchanged. The cache itself is proven to keep
+the no-op cheap: an untouched model is not re-hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.store.conftest import Env, _write_config, model_py, write_model
+from tritonops.cli import app
+from tritonops.config import load_config
+from tritonops.repo import validate as validate_mod
+from tritonops.repo.drift import StatCache, snapshot
+from tritonops.store.sync import load_local, stat_cache_path
+
+EU = "eu-west-1"
+PAST_S = 1_000_000  # mtimes far in the past: entries the cache may trust (not "racy")
+
+
+def backdate(root: Path, seconds_ago: float) -> None:
+    """Set every mtime below ``root`` (links untouched) to ``seconds_ago``: stats the cache can trust."""
+    t = time.time() - seconds_ago
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p) and (os.path.isfile(p) or os.path.isdir(p)):
+                os.utime(p, (t, t))
+
+
+@pytest.fixture
+def denv(env: Env, tmp_path: Path) -> Env:
+    """The env with a private state_dir (the stat cache lives there)."""
+    cfg = env.config.model_copy(update={"state_dir": tmp_path / "state"})
+    path = _write_config(cfg, env.config_path)
+    return Env(load_config(path), path, env.repo, env.stack)
+
+
+def sync_cli(env: Env, *args: str):  # noqa: ANN201 - click Result
+    return CliRunner().invoke(app, ["--config", str(env.config_path), "sync", "--region", EU, *args])
+
+
+def _flip_byte(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[10] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+def _replace_same_stat(p: Path) -> None:
+    """An editor's save: new inode (write + rename), same size, old mtime put back."""
+    st = p.stat()
+    data = bytearray(p.read_bytes())
+    data[10] ^= 0x01
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_bytes(bytes(data))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, p)
+
+
+def _symlink_out(p: Path) -> None:
+    (p.parent / "leak").symlink_to("/etc/hostname")
+
+
+# name -> (damage(model_dir), text the one error line must contain)
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "changed-byte": (lambda md: _flip_byte(md / "1" / "model.py"), "1/model.py"),
+    "same-size-same-mtime-new-inode": (lambda md: _replace_same_stat(md / "1" / "model.py"), "1/model.py"),
+    "added-file": (lambda md: (md / "1" / "extra.bin").write_bytes(b"x" * 10), "1/extra.bin"),
+    "removed-file": (lambda md: (md / "1" / "w.bin").unlink(), "1/w.bin"),
+    "removed-version-folder": (lambda md: shutil.rmtree(md / "2"), "/2"),
+    "config-hand-edited": (
+        lambda md: (md / "config.pbtxt").write_text((md / "config.pbtxt").read_text() + "# tuned\n"),
+        "config.pbtxt",
+    ),
+    "config-malformed": (lambda md: (md / "config.pbtxt").write_text('name: "x" input [ {\n'), "config.pbtxt"),
+    "symlink-out": (lambda md: _symlink_out(md / "1" / "model.py"), "1/leak"),
+    "fifo": (lambda md: os.mkfifo(md / "1" / "pipe"), "1/pipe"),
+    "folder-01": (lambda md: ((md / "01").mkdir(), (md / "01" / "model.py").write_bytes(b"x")), "/01"),
+    "new-model-without-manifest": (
+        lambda md: ((md.parent / "stray").mkdir(), (md.parent / "stray" / "config.pbtxt").write_text("")),
+        "stray",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_sync_refuses_local_drift(denv: Env, unique, case: str) -> None:
+    damage, culprit = DAMAGE[case]
+    m, other = unique("drift"), unique("keep")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0), "w.bin": os.urandom(300)}, 2: {"model.py": model_py(3.0)}})
+    write_model(denv.repo, other, {1: {"model.py": model_py(4.0)}})
+    backdate(denv.repo, PAST_S)
+    assert sync_cli(denv).exit_code == 0
+    assert sync_cli(denv).exit_code == 0  # the warm no-op
+    before = denv.keys(EU)
+
+    damage(denv.repo / m)
+    backdate(denv.repo, PAST_S - 50)  # detection must come from the stats, not from "racy" mtimes
+    res = sync_cli(denv)
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: refusing to publish an invalid repository:"), lines[0]
+    assert culprit in lines[0] and "Traceback" not in res.output, lines[0]
+    assert denv.keys(EU) == before
+
+
+def test_noop_rehashes_nothing_and_a_change_rehashes_only_its_model(
+    denv: Env, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = unique("a"), unique("b")
+    write_model(denv.repo, a, {1: {"model.py": model_py(2.0)}})
+    write_model(denv.repo, b, {1: {"model.py": model_py(3.0)}})
+    backdate(denv.repo, PAST_S)
+    cache = stat_cache_path(denv.config)
+    load_local(denv.repo, cache)  # cold: validates (hashes) everything and fills the cache
+
+    hashed: list[str] = []
+    real = validate_mod.sha256_file
+    monkeypatch.setattr(validate_mod, "sha256_file", lambda p, *a: hashed.append(str(p)) or real(p, *a))
+    assert StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo)) == []
+    assert [m.model for m in load_local(denv.repo, cache)] == sorted([a, b])
+    assert hashed == []
+
+    os.utime(denv.repo / a / "1" / "model.py", (time.time() - PAST_S + 5,) * 2)  # touched, same bytes
+    load_local(denv.repo, cache)
+    assert hashed and all(f"/{a}/" in p for p in hashed), hashed
+    hashed.clear()
+    load_local(denv.repo, cache)  # verified again: back to no hashing
+    assert hashed == []
+
+
+def test_fresh_files_are_never_trusted(denv: Env, unique) -> None:
+    """A file written in the last RACY_S seconds could change again within the same mtime tick."""
+    m = unique("racy")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0)}})
+    cache = stat_cache_path(denv.config)
+    load_local(denv.repo, cache)
+    assert StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo)) == [m]
+
+
+def test_a_damaged_cache_costs_a_rehash_not_a_failure(denv: Env, unique) -> None:
+    m = unique("cache")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0)}})
+    backdate(denv.repo, PAST_S)
+    cache = stat_cache_path(denv.config)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"\xff not json")
+    assert [x.model for x in load_local(denv.repo, cache)] == [m]
+    assert StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo)) == []
