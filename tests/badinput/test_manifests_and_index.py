@@ -17,8 +17,6 @@ import pytest
 from tests.badinput.harness import assert_refused, invoke, tree_hash
 from tests.repo.conftest import make_python_model, python_config
 
-LOOSE = "manifest.py accepts it (not this helper's area: repo/manifest.py is being reshaped); see the report"
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
@@ -56,14 +54,11 @@ MANIFEST: list[Any] = [
     ("files-list", _edit(lambda d: _v1(d).update(files=["model.py"])), "malformed manifest"),
     ("size-word", _edit(lambda d: _v1(d)["files"]["model.py"].update(size="big")), "malformed manifest"),
     ("sha-missing", _edit(lambda d: _v1(d)["files"]["model.py"].pop("sha256")), "malformed manifest"),
-    pytest.param("size-negative", _edit(lambda d: _v1(d)["files"]["model.py"].update(size=-1)), "size",
-                 marks=pytest.mark.xfail(strict=True, reason=LOOSE)),
-    pytest.param("sha-not-hex", _edit(lambda d: _v1(d)["files"]["model.py"].update(sha256="zz")), "sha256",
-                 marks=pytest.mark.xfail(strict=True, reason=LOOSE)),
+    pytest.param("size-negative", _edit(lambda d: _v1(d)["files"]["model.py"].update(size=-1)), "size"),
+    pytest.param("sha-not-hex", _edit(lambda d: _v1(d)["files"]["model.py"].update(sha256="zz")), "sha256"),
     pytest.param("path-escapes", _edit(lambda d: _v1(d).update(files={"../../x": {"size": 1, "sha256": "0" * 64}})),
-                 "../../x", marks=pytest.mark.xfail(strict=True, reason=LOOSE)),
-    pytest.param("version-zero", _edit(lambda d: d.update(versions={"0": _v1(d)})), "version",
-                 marks=pytest.mark.xfail(strict=True, reason=LOOSE)),
+                 "../../x"),
+    pytest.param("version-zero", _edit(lambda d: d.update(versions={"0": _v1(d)})), "version"),
 ]
 
 

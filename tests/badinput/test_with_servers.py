@@ -79,10 +79,8 @@ def test_sync_of_a_model_its_rule_keeps_out(env: dict[str, Any]) -> None:
     _refused(env, ["sync", "--region", other, "--model", "m"], ["'m'", other])
 
 
-DRIFT = "sync compares index digests only: local drift is another helper's part of issue 13 (sync drift)"
 
 
-@pytest.mark.xfail(strict=True, reason=DRIFT)
 @pytest.mark.parametrize(
     "damage",
     [

@@ -22,6 +22,7 @@ formatting:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,24 @@ class VersionEntry:
 
     @classmethod
     def from_json(cls, version: int, d: dict[str, Any]) -> VersionEntry:
-        files = [FileEntry(p, int(v["size"]), str(v["sha256"])) for p, v in d["files"].items()]
+        files = [_file_entry(version, p, v) for p, v in d["files"].items()]
         return cls(version, files, d.get("created", ""), d.get("source", {}), d.get("metadata", {}))
+
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_VERSION_RE = re.compile(r"[1-9][0-9]*")
+
+
+def _file_entry(version: int, path: str, v: dict[str, Any]) -> FileEntry:
+    """One manifest file, refused when a reader could be misled by it: sync reads files by these paths."""
+    where = f"versions.{version}.files.{path!r}"
+    size = v["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"{where}: size must be a non-negative integer, not {size!r}")
+    sha = v["sha256"]
+    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+        raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits, not {sha!r}")
+    return FileEntry(path, size, sha)
 
 
 @dataclass
@@ -129,6 +146,12 @@ class ModelManifest:
         try:
             if d.get("format_version") != FORMAT_VERSION:
                 raise RepositoryError(f"{source}: format_version: unsupported {d.get('format_version')!r}")
+            for n in d["versions"]:
+                if not _VERSION_RE.fullmatch(str(n)):
+                    raise RepositoryError(
+                        f"{source}: malformed manifest: versions: {n!r} is not a version number "
+                        "(1, 2, ...; Triton ignores 0 and zero-prefixed folders)"
+                    )
             versions = {int(n): VersionEntry.from_json(int(n), v) for n, v in d["versions"].items()}
             return cls(str(d["model"]), versions, str(d.get("config_sha256", "")))
         except RepositoryError:
@@ -151,10 +174,20 @@ class ModelManifest:
 
     @classmethod
     def load(cls, path: Path) -> ModelManifest:
+        """A local manifest. Its file paths must stay inside their version folder: local code opens them.
+        (A remote manifest's keys are checked where they are used, by ``store.check_key``.)"""
         try:
-            return cls.loads(path.read_bytes(), str(path))
+            man = cls.loads(path.read_bytes(), str(path))
         except FileNotFoundError:
             raise RepositoryError(f"{path}: manifest missing") from None
+        for n, v in man.versions.items():
+            for f in v.files:
+                parts = f.path.split("/")
+                if f.path.startswith("/") or "\\" in f.path or any(p in ("", ".", "..") for p in parts):
+                    raise RepositoryError(
+                        f"{path}: versions.{n}.files.{f.path!r}: path must stay inside the version folder"
+                    )
+        return man
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(path, self.dumps())
