@@ -109,9 +109,17 @@ def prepare_triton_home(dest: Path) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: the sockets stay bound until all are chosen (one at a time,
+    the kernel may hand the same port out twice, and Triton refuses HTTP and gRPC on one port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -338,7 +346,7 @@ def start_triton(
     extra_env: Mapping[str, str] | None = None,
 ) -> TritonServer:
     """Start the real tritonserver (python backend, CPU) in explicit model-control mode on loopback."""
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = free_ports(3)
     argv = [
         str(home / "bin" / "tritonserver"),
         f"--model-repository={repository_url}",
