@@ -93,6 +93,8 @@ class HostProbe:
     """
 
     source = "host"
+    # A reading is a fresh look at the process tree (no polling behind it): settling needs no long gaps.
+    settle_interval_s = 0.05
 
     def __init__(self, pid: int, metric: str = "rss") -> None:
         if metric not in ("pss", "rss"):
@@ -173,6 +175,7 @@ class NvmlProbe:
     """
 
     source = "nvml"
+    settle_interval_s = 0.1  # NVML reads the driver's current numbers
 
     def __init__(self, pids: Iterable[int] | None = None, nvml_module: ModuleType | None = None) -> None:
         self.pids = list(pids) if pids is not None else None
@@ -502,7 +505,9 @@ def settle(
     """The one settle loop: read ``probe`` until ``SETTLE_SAMPLES`` readings lie within
     ``SETTLE_TOLERANCE_BYTES`` of each other (and ``until(reading)`` holds, when given), or
     ``timeout_s`` passes (then the last reading, ``settled=False``). ``about`` names the server in
-    the MemoryProbeError a failing probe becomes."""
+    the MemoryProbeError a failing probe becomes. Readings are ``probe.settle_interval_s`` apart where
+    the probe says how fresh its numbers are (host and NVML read live values), else SETTLE_INTERVAL_S."""
+    interval_s = float(getattr(probe, "settle_interval_s", SETTLE_INTERVAL_S))
     deadline = time.monotonic() + timeout_s
     seen: list[int] = []
     while True:
@@ -515,7 +520,7 @@ def settle(
         if time.monotonic() >= deadline:
             log.info("%s memory still moving after %.0fs; using the last reading", about or "probe", timeout_s)
             return Settled(now, False)
-        time.sleep(SETTLE_INTERVAL_S)
+        time.sleep(interval_s)
 
 
 def usage(probe: MemoryProbe, about: str = "") -> dict[str, int]:
