@@ -31,6 +31,18 @@ class ControlAdapter:
         self.client = ControlClient.from_server(server)
         self.probe = probe
         self.ledger = ledger
+        self.load_threads = server.load_threads
+        self._ledger_key: tuple[str, str] | None = None
+
+    def footprint_known(self, model: str, version: int, digest: str) -> bool:
+        """Whether a load of this version is placed from a measurement (no measuring, so it may run
+        beside other loads); False without a probe or ledger, where loads are not measured at all."""
+        if self.probe is None or self.ledger is None or not digest:
+            return self.probe is None or self.ledger is None
+        if self._ledger_key is None:
+            self._ledger_key = (self.probe.device_type(), self.client.triton_version())
+        device_type, triton_version = self._ledger_key
+        return self.ledger.measured(model, version, digest, device_type, triton_version) is not None
 
     def index(self) -> list[ModelState]:
         return self.client.index()

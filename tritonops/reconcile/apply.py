@@ -1,4 +1,5 @@
-"""Apply a plan: unloads and evictions first (to free memory), then reloads and loads, one at a time.
+"""Apply a plan: the servers at the same time; on each, unloads and evictions first (to free memory),
+one at a time, then reloads and loads, several at a time where their footprints are known.
 
 Each load passes a health gate (the version READY in the index, then a warmup inference generated
 from the config's inputs). A failed gate keeps or restores the previous version, records the
@@ -9,10 +10,12 @@ actions skipped and reported; the other servers proceed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tritonops.errors import TritonOpsError
 from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
@@ -27,12 +30,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class ActionResult:
     action: Action
-    result: str  # ok | failed | skipped
+    result: str  # ok | failed | skipped | deferred (no longer fits once measurements replaced estimates)
     duration_s: float = 0.0
     error: str = ""
     quarantined: bool = False
     restored: list[int] = field(default_factory=list)
     prediction_error_bytes: int | None = None
+    measured: bool = False  # the load measured a footprint (False when the ledger knew it)
 
     def to_json(self) -> dict[str, Any]:
         a = self.action
@@ -48,6 +52,7 @@ class ActionResult:
             "quarantined": self.quarantined,
             "restored_versions": self.restored,
             "prediction_error_bytes": self.prediction_error_bytes,
+            "measured": self.measured,
         }
 
 
@@ -78,33 +83,228 @@ def apply_plan(
     quarantine: Quarantine,
     owned: Owned,
 ) -> list[ActionResult]:
-    results: list[ActionResult] = []
-    down: dict[str, str] = {}
+    """Apply every server's actions, the servers at the same time; results in the plan's order."""
+    lock = threading.Lock()
+    q = cast(Quarantine, _Serialised(quarantine, lock))
+    o = cast(Owned, _Serialised(owned, lock))
+    by_server: dict[str, list[Action]] = {}
     for a in plan.actions:  # already sorted: per server, unloads/evictions, then reloads, then loads
-        if a.server in down:
-            results.append(ActionResult(a, "skipped", error=down[a.server]))
+        by_server.setdefault(a.server, []).append(a)
+    if not by_server:
+        return []
+    with ThreadPoolExecutor(len(by_server), thread_name_prefix="apply") as pool:
+        futs = [pool.submit(_apply_server, acts, desired, controls[s], q, o) for s, acts in by_server.items()]
+        done = [r for f in futs for r in f.result()]
+    order = {id(a): i for i, a in enumerate(plan.actions)}
+    return sorted(done, key=lambda r: order[id(r.action)])
+
+
+class _Serialised:
+    """Quarantine and Owned are read-modify-write files: the apply threads take turns with them."""
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kw)
+
+        return call
+
+
+def _run_action(
+    a: Action, desired: DesiredState, ctl: ServerControl, quarantine: Quarantine, owned: Owned
+) -> ActionResult:
+    t0 = time.monotonic()
+    r = ActionResult(a, "ok")
+    try:
+        if a.kind in ("unload", "evict"):
+            ctl.unload(a.model)
+            owned.update(set(), {a.model})
+        else:
+            _load(a, desired, ctl, r, quarantine)
+            owned.update({a.model}, set())
+    except TritonOpsError as e:
+        r.result, r.error = "failed", str(e)
+    r.duration_s = time.monotonic() - t0
+    if r.result == "failed":
+        log.warning("%s", r.error)
+    return r
+
+
+def _down(ctl: ServerControl) -> str:
+    """After a failure: why the server is down ('' when it still answers)."""
+    try:
+        ctl.index()
+    except TritonOpsError as e:
+        return f"server {ctl.name!r} stopped answering during apply: {e}"
+    return ""
+
+
+def _apply_server(
+    actions: list[Action], desired: DesiredState, ctl: ServerControl, quarantine: Quarantine, owned: Owned
+) -> list[ActionResult]:
+    """Unloads and evictions one at a time (each waits until its memory is back), then the loads."""
+    results: list[ActionResult] = []
+    down = ""
+    for a in (a for a in actions if a.kind in ("unload", "evict")):
+        if down:
+            results.append(ActionResult(a, "skipped", error=down))
             continue
-        ctl = controls[a.server]
-        t0 = time.monotonic()
-        r = ActionResult(a, "ok")
-        try:
-            if a.kind in ("unload", "evict"):
-                ctl.unload(a.model)
-                owned.update(set(), {a.model})
-            else:
-                _load(a, desired, ctl, r, quarantine)
-                owned.update({a.model}, set())
-        except TritonOpsError as e:
-            r.result, r.error = "failed", str(e)
-        r.duration_s = time.monotonic() - t0
-        if r.result == "failed":
-            log.warning("%s", r.error)
-            try:
-                ctl.index()
-            except TritonOpsError as e:
-                down[a.server] = f"server {a.server!r} stopped answering during apply: {e}"
+        r = _run_action(a, desired, ctl, quarantine, owned)
         results.append(r)
-    return results
+        if r.result == "failed":
+            down = _down(ctl)
+    loads = [a for a in actions if a.kind in ("reload", "load")]
+    if down:
+        return results + [ActionResult(a, "skipped", error=down) for a in loads]
+    return results + _LoadScheduler(loads, desired, ctl, quarantine, owned).run()
+
+
+class _LoadScheduler:
+    """Loads and reloads of one server, in the plan's order, several at a time where nothing is measured.
+
+    A load whose footprint is known runs beside others, up to the server's load threads, and only if
+    its footprint fits in what the plan left free given the loads in flight. A load that measures runs
+    alone (its before/after delta must be its own). After each measured load the free memory is
+    corrected by the measurement's error against the plan's assumption, and the rest of the loads are
+    placed again against it: one that no longer fits is deferred to the next run, never forced in.
+    """
+
+    def __init__(
+        self,
+        loads: list[Action],
+        desired: DesiredState,
+        ctl: ServerControl,
+        quarantine: Quarantine,
+        owned: Owned,
+    ) -> None:
+        self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
+        self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
+        self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
+        first = self.pending[0] if self.pending else None
+        # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
+        self.free: int | None = None
+        if first is not None and first.memory_free_after:
+            self.free = min(v for _, v in first.memory_free_after) + first.predicted_bytes
+        self.results: list[ActionResult] = []
+        self.down = ""
+        # Measured / estimated over this run's measurements: the same estimate is as wrong for the
+        # models still to measure, so their room is reserved scaled by it (never scaled down).
+        self.estimated = self.measured = 0
+
+    def _reserve(self, a: Action, known: bool) -> int:
+        """What ``a`` holds while in flight: both copies for a reload that keeps the old one serving;
+        an estimate corrected by how wrong this run's estimates turned out."""
+        dm = self.desired.models.get(a.model)
+        need = a.predicted_bytes
+        if a.kind == "reload" and a.strategy == AVAILABILITY and a.version not in a.from_versions and dm:
+            need = max(a.predicted_bytes, dm.footprint_bytes)
+        if not known and self.estimated > 0 and self.measured > self.estimated and need > 0:
+            need = need * self.measured // self.estimated
+        return need
+
+    def _known(self, a: Action) -> bool:
+        if a.kind == "reload" and a.version in a.from_versions:
+            return True  # only drops versions: nothing is measured
+        assert a.version is not None
+        try:
+            return self.ctl.footprint_known(a.model, a.version, a.digest)
+        except TritonOpsError:
+            return False  # cannot tell: measure, alone
+
+    def run(self) -> list[ActionResult]:
+        in_flight: dict[Future[ActionResult], tuple[Action, int, bool]] = {}
+        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+            while self.pending or in_flight:
+                self._start(pool, in_flight)
+                if not in_flight:
+                    continue
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    self._finish(f.result(), *in_flight.pop(f))
+        return self.results
+
+    def _start(self, pool: ThreadPoolExecutor, in_flight: dict[Future[ActionResult], tuple[Action, int, bool]]) -> None:
+        while self.pending:
+            a = self.pending[0]
+            if self.down:
+                self.results += [ActionResult(x, "skipped", error=self.down) for x in self.pending]
+                self.pending.clear()
+                return
+            known = self._known(a)
+            measuring_in_flight = any(not k for _, _, k in in_flight.values())
+            if in_flight and (not known or measuring_in_flight or len(in_flight) >= self.threads):
+                return
+            need = self._reserve(a, known)
+            self.pending.pop(0)
+            if self.free is not None and need > 0 and need > self.free:
+                self.results.append(self._deferred(a, need))
+                continue
+            if self.free is not None:
+                self.free -= need
+            in_flight[pool.submit(_run_action, a, self.desired, self.ctl, self.quarantine, self.owned)] = (
+                a, need, known,
+            )  # fmt: skip
+
+    def _finish(self, r: ActionResult, a: Action, need: int, known: bool) -> None:
+        r.measured = not known and r.result == "ok" and r.prediction_error_bytes is not None
+        self.results.append(r)
+        if r.result != "ok":
+            if self.free is not None:
+                self.free += need  # the previous versions were restored (or nothing was loaded)
+            self.down = self.down or _down(self.ctl)
+            return
+        err = r.prediction_error_bytes or 0
+        if r.measured and (dm := self.desired.models.get(a.model)) is not None:
+            self.estimated += dm.footprint_bytes
+            self.measured += dm.footprint_bytes + err
+        if self.free is None:
+            return
+        # Give back the old copy a reload kept while loading, and take what the plan got wrong.
+        self.free += need - a.predicted_bytes - err
+        if err:
+            log.info(
+                "server %s: model %r measured %+d bytes against the plan; %d bytes left for the rest",
+                self.ctl.name, a.model, err, self.free,
+            )  # fmt: skip
+        if self.free < 0 and a.kind == "load":
+            self._take_back(r, a)
+
+    def _take_back(self, r: ActionResult, a: Action) -> None:
+        """A first load whose measurement put the server over its budget is unloaded again: the budget
+        is a promise, and the next run plans from the measurement."""
+        assert self.free is not None
+        over = -self.free
+        try:
+            self.ctl.unload(a.model)
+        except TritonOpsError as e:
+            log.warning("server %s: over budget by %d bytes; unloading %r failed: %s", self.ctl.name, over, a.model, e)
+            return
+        self.owned.update(set(), {a.model})
+        self.free += a.predicted_bytes + (r.prediction_error_bytes or 0)
+        r.result = "deferred"
+        r.error = (
+            f"server {self.ctl.name!r}: model {a.model!r} version {a.version} measured "
+            f"{a.predicted_bytes + (r.prediction_error_bytes or 0)} bytes, {over} over the memory budget; "
+            "unloaded again and deferred to the next run"
+        )
+        log.warning("%s", r.error)
+
+    def _deferred(self, a: Action, need: int) -> ActionResult:
+        msg = (
+            f"server {self.ctl.name!r}: model {a.model!r} version {a.version} needs {need} bytes but only "
+            f"{max(0, self.free or 0)} are left once measured footprints replaced the plan's estimates; "
+            "deferred to the next run"
+        )
+        log.warning("%s", msg)
+        return ActionResult(a, "deferred", error=msg)
 
 
 def _load(

@@ -20,8 +20,15 @@ class ServerControl(Protocol):
     """Model control of one Triton server."""
 
     name: str
+    # Loads run at once on this server when their footprints are known (Triton's model load threads).
+    load_threads: int
 
     def index(self) -> list[ModelState]: ...
+
+    def footprint_known(self, model: str, version: int, digest: str) -> bool:
+        """True when loading this version measures nothing (its footprint is known, or loads are not
+        measured at all): such loads may run beside each other. A measurement runs alone on the server."""
+        ...
 
     def last_inference_ms(self) -> dict[str, int]:
         """Model -> last inference time (ms since the epoch; 0 = never), from Triton's statistics."""

@@ -11,9 +11,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tritonops.config import Config
+from tritonops.config import Config, RegionConfig
 from tritonops.errors import PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.reconcile import metrics
@@ -30,6 +30,9 @@ from tritonops.reconcile.state import (
     gather_actual,
     read_published,
 )
+
+if TYPE_CHECKING:
+    from tritonops.memory.ledger import FootprintLedger
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -50,6 +53,7 @@ def default_ports(cfg: Config, region: str) -> Ports:
 
     rcfg = cfg.region(region)
     ledger = FootprintLedger.in_state_dir(cfg.state_path)
+    _share_footprints(rcfg, region, ledger)
     controls: dict[str, ServerControl] = {}
     memories: dict[str, MemoryPort | None] = {}
     footprint: FootprintPort | None = None
@@ -63,6 +67,22 @@ def default_ports(cfg: Config, region: str) -> Ports:
             with contextlib.suppress(TritonOpsError):
                 footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
     return Ports(controls, memories, footprint or SizeGuess())
+
+
+def _share_footprints(rcfg: RegionConfig, region: str, ledger: FootprintLedger) -> None:
+    """Footprints are measured once per fleet: import what the region's other reconcilers measured,
+    and share this host's measurements through the region's bucket."""
+    from tritonops.memory.fleet import FleetFootprints
+    from tritonops.store import open_store
+
+    try:
+        store = open_store(rcfg, region, max_workers=4)
+    except TritonOpsError as e:
+        log.warning("region %s: footprints of the fleet not shared (%s)", region, e)
+        return
+    n = FleetFootprints(store).attach(ledger)
+    if n:
+        log.info("region %s: %d footprint measurements imported from %s", region, n, store.url)
 
 
 @dataclass
@@ -135,7 +155,8 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.results if r.result != "ok")
+        # A load deferred because measurements replaced estimates is drift, like the plan's own deferrals.
+        return sum(1 for r in self.results if r.result not in ("ok", "deferred"))
 
     def to_json(self) -> dict[str, Any]:
         return {
