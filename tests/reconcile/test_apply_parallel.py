@@ -62,11 +62,15 @@ def test_measured_on_one_host_then_loaded_in_parallel_on_another(
     for i, m in enumerate(models):
         rr.publishers[EU].publish(m, 1, {"model.py": model_py(float(i))})
 
-    # Host 1, first run: every footprint unknown, so the loads measure one at a time.
+    # Host 1, first run: every footprint unknown. On the host probe a python model is measured from its
+    # own stub process, so after the first measurement the rest load several at a time.
     ctx, watch = _context(rr.config_path, f"{EU}-a")
     rep = runner.reconcile(ctx)
     assert [(r.action.model, r.result, r.measured) for r in rep.results] == [(m, "ok", True) for m in models]
-    assert watch.peak == 1
+    assert 2 <= watch.peak <= 4
+    # each measurement is the stub's own memory: a python stub with numpy, tens of MiB, alike for all six
+    sizes = [r.action.predicted_bytes + (r.prediction_error_bytes or 0) for r in rep.results]
+    assert all(20 * MIB < b < 150 * MIB for b in sizes) and max(sizes) - min(sizes) < 8 * MIB, sizes
     store = open_store(rr.config.region(EU), EU)
     assert len(store.list(PREFIX)) == 6  # the measurements went to the region's bucket
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.fileio import atomic_write_bytes, utc_now
-from tritonops.memory.probes import MemoryProbe, settle, usage
+from tritonops.memory.probes import HOST_DEVICE, HostProbe, MemoryProbe, StubUsage, settle, usage
 from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
 
 log = logging.getLogger(__name__)
@@ -444,6 +444,50 @@ def _known_load(
     return LoadResult(model, version, known_bytes, pred, time.monotonic() - t0, {}, measured=False, from_ledger=True)
 
 
+def python_backend(config: str | None) -> bool:
+    """Whether a load-time config (JSON) runs the model on the python backend (in stub processes)."""
+    if not config:
+        return False
+    try:
+        c = json.loads(config)
+    except ValueError:
+        return False
+    return isinstance(c, dict) and c.get("backend") == "python"
+
+
+def _stub_load(
+    client: ControlClient,
+    probe: HostProbe,
+    ledger: FootprintLedger,
+    model: str,
+    version: int | None,
+    digest: str | None,
+    size_bytes: int | None,
+    config: str | None,
+    files: dict[str, bytes] | None,
+    devices: list[str],
+    keys: tuple[str, str, float, float],
+) -> LoadResult:
+    """A python-backend model on the host probe, loaded fresh, is measured from its own stub processes
+    rather than from a before/after delta: no settle before, and it loads beside other loads (the
+    shared device lock only keeps it out of another load's before/after measurement)."""
+    device_type, triton_version, settle_timeout_s, t0 = keys
+    predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+    with device_locks(client.key, devices, shared=True):
+        client.load(model, config=config, files=files)
+    version = _ready_version(client, model, version)
+    about = f"server {client.url} model {model!r}"
+    footprint = settle(StubUsage(probe, model), timeout_s=settle_timeout_s, about=about).reading[HOST_DEVICE]
+    per_device = {HOST_DEVICE: footprint}
+    ledger.record(
+        model, version, digest, device_type, triton_version, footprint,
+        predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
+    )  # fmt: skip
+    log.info("server %s: model %r v%s footprint %d bytes (its stub processes), predicted %d (%s)",
+             client.name, model, version, footprint, predicted.bytes, predicted.source)  # fmt: skip
+    return LoadResult(model, version, footprint, predicted, time.monotonic() - t0, per_device)
+
+
 def _measured_load(
     client: ControlClient,
     probe: MemoryProbe,
@@ -465,6 +509,9 @@ def _measured_load(
         if known is not None:
             return _known_load(client, ledger, model, version, digest, device_type, triton_version, known,
                                config, files, devices, t0)  # fmt: skip
+    if isinstance(probe, HostProbe) and python_backend(config) and not client.loaded_versions(model):
+        keys = (device_type, triton_version, settle_timeout_s, t0)
+        return _stub_load(client, probe, ledger, model, version, digest, size_bytes, config, files, devices, keys)
     with device_locks(client.key, devices):
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
         # A reload swaps the old instance for the new one: the difference says nothing about its size.

@@ -28,6 +28,8 @@ from tritonops.triton import client as triton_client
 log = logging.getLogger(__name__)
 
 HOST_DEVICE = "host"
+# The python backend runs each model instance in a process of its own with this executable.
+STUB_NAME = "triton_python_backend_stub"
 # How long the metrics probe waits for a just-started Triton's first memory poll.
 FIRST_POLL_WAIT_S = 5.0
 # A memory reading has settled when this many consecutive samples...
@@ -140,6 +142,39 @@ class HostProbe:
 
     def device_type(self) -> str:
         return "cpu"
+
+    def stub_bytes(self, model: str) -> int | None:
+        """Resident memory of ``model``'s python-backend stub processes (one per instance, children of
+        Triton, named ``<model>_<group>_<instance>`` on their command line); None when it has none."""
+        name = re.compile(re.escape(model) + r"_\d+_\d+")
+        total, found = 0, False
+        for p in _tree([self.pid]):
+            try:
+                argv = p.cmdline()
+                if len(argv) < 3 or not argv[0].endswith(STUB_NAME) or not name.fullmatch(argv[-2]):
+                    continue
+                total += self._bytes(p)
+                found = True
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return total if found else None
+
+
+class StubUsage:
+    """One model's stub processes as a probe reading, so the one settle loop can wait on them."""
+
+    source = "host-stub"
+
+    def __init__(self, host: HostProbe, model: str) -> None:
+        self.host = host
+        self.model = model
+        self.settle_interval_s = host.settle_interval_s
+
+    def usage(self) -> dict[str, int]:
+        b = self.host.stub_bytes(self.model)
+        if b is None:
+            raise MemoryProbeError(f"host probe: no python-backend stub process for model {self.model!r}")
+        return {HOST_DEVICE: b}
 
 
 # -- NVML ------------------------------------------------------------------------------------------
@@ -495,8 +530,12 @@ class Settled:
     settled: bool
 
 
+class _Readable(Protocol):
+    def usage(self) -> dict[str, int]: ...
+
+
 def settle(
-    probe: MemoryProbe,
+    probe: _Readable,
     *,
     timeout_s: float = 10.0,
     until: Callable[[dict[str, int]], bool] | None = None,
@@ -523,7 +562,7 @@ def settle(
         time.sleep(interval_s)
 
 
-def usage(probe: MemoryProbe, about: str = "") -> dict[str, int]:
+def usage(probe: _Readable, about: str = "") -> dict[str, int]:
     """``probe.usage()``, any failure a MemoryProbeError naming ``about`` (the server)."""
     try:
         return dict(probe.usage())

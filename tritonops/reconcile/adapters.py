@@ -16,7 +16,7 @@ from typing import Any
 from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
-from tritonops.memory.probes import DeviceMemory, MemoryProbe, probe_for_server
+from tritonops.memory.probes import DeviceMemory, HostProbe, MemoryProbe, probe_for_server
 from tritonops.repo.model_config import warmup_inputs
 from tritonops.triton.client import ControlClient, ModelState
 
@@ -34,15 +34,15 @@ class ControlAdapter:
         self.load_threads = server.load_threads
         self._ledger_key: tuple[str, str] | None = None
 
-    def footprint_known(self, model: str, version: int, digest: str) -> bool:
-        """Whether a load of this version is placed from a measurement (no measuring, so it may run
-        beside other loads); False without a probe or ledger, where loads are not measured at all."""
-        if self.probe is None or self.ledger is None or not digest:
-            return self.probe is None or self.ledger is None
+    def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
+        if self.probe is None or self.ledger is None:
+            return "known"  # nothing is measured
         if self._ledger_key is None:
             self._ledger_key = (self.probe.device_type(), self.client.triton_version())
         device_type, triton_version = self._ledger_key
-        return self.ledger.measured(model, version, digest, device_type, triton_version) is not None
+        if digest and self.ledger.measured(model, version, digest, device_type, triton_version) is not None:
+            return "known"
+        return "own-process" if isinstance(self.probe, HostProbe) and backend == "python" else "alone"
 
     def index(self) -> list[ModelState]:
         return self.client.index()

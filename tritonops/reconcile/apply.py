@@ -170,11 +170,13 @@ def _apply_server(
 class _LoadScheduler:
     """Loads and reloads of one server, in the plan's order, several at a time where nothing is measured.
 
-    A load whose footprint is known runs beside others, up to the server's load threads, and only if
-    its footprint fits in what the plan left free given the loads in flight. A load that measures runs
-    alone (its before/after delta must be its own). After each measured load the free memory is
-    corrected by the measurement's error against the plan's assumption, and the rest of the loads are
-    placed again against it: one that no longer fits is deferred to the next run, never forced in.
+    A load whose footprint is known, or is measured from its own processes (a python stub on the host
+    probe), runs beside others, up to the server's load threads, and only if its footprint fits in what
+    the plan left free given the loads in flight. A load measured by a before/after delta runs alone.
+    After each measured load the free memory is corrected by the measurement's error against the
+    plan's assumption, and the rest of the loads are placed again against it (estimates scaled by
+    this run's error): one that no longer fits is deferred to the next run, never forced in; one whose
+    measurement overshot is unloaded again.
     """
 
     def __init__(
@@ -210,17 +212,22 @@ class _LoadScheduler:
             need = need * self.measured // self.estimated
         return need
 
-    def _known(self, a: Action) -> bool:
+    def _mode(self, a: Action) -> str:
+        """``known``, ``own-process`` or ``alone`` (see ``ServerControl.load_mode``)."""
         if a.kind == "reload" and a.version in a.from_versions:
-            return True  # only drops versions: nothing is measured
+            return "known"  # only drops versions: nothing is measured
         assert a.version is not None
+        dm = self.desired.models.get(a.model)
         try:
-            return self.ctl.footprint_known(a.model, a.version, a.digest)
+            backend = str(config_dict(dm.config_text, a.model).get("backend", "")) if dm else ""
+            mode = self.ctl.load_mode(a.model, a.version, a.digest, backend)
         except TritonOpsError:
-            return False  # cannot tell: measure, alone
+            return "alone"  # cannot tell: measure, alone
+        # A model already loaded runs its old stubs beside the new ones: only a delta can tell them apart.
+        return "alone" if mode == "own-process" and a.kind == "reload" else mode
 
     def run(self) -> list[ActionResult]:
-        in_flight: dict[Future[ActionResult], tuple[Action, int, bool]] = {}
+        in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
         with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
             while self.pending or in_flight:
                 self._start(pool, in_flight)
@@ -231,18 +238,21 @@ class _LoadScheduler:
                     self._finish(f.result(), *in_flight.pop(f))
         return self.results
 
-    def _start(self, pool: ThreadPoolExecutor, in_flight: dict[Future[ActionResult], tuple[Action, int, bool]]) -> None:
+    def _start(self, pool: ThreadPoolExecutor, in_flight: dict[Future[ActionResult], tuple[Action, int, str]]) -> None:
         while self.pending:
             a = self.pending[0]
             if self.down:
                 self.results += [ActionResult(x, "skipped", error=self.down) for x in self.pending]
                 self.pending.clear()
                 return
-            known = self._known(a)
-            measuring_in_flight = any(not k for _, _, k in in_flight.values())
-            if in_flight and (not known or measuring_in_flight or len(in_flight) >= self.threads):
+            mode = self._mode(a)
+            alone_in_flight = any(m == "alone" for _, _, m in in_flight.values())
+            # Until one measurement says how wrong the estimates are, estimated loads go one at a time.
+            first_pending = self.estimated == 0 and any(m != "known" for _, _, m in in_flight.values())
+            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
+            if in_flight and (mode == "alone" or busy):
                 return
-            need = self._reserve(a, known)
+            need = self._reserve(a, mode == "known")
             self.pending.pop(0)
             if self.free is not None and need > 0 and need > self.free:
                 self.results.append(self._deferred(a, need))
@@ -250,11 +260,11 @@ class _LoadScheduler:
             if self.free is not None:
                 self.free -= need
             in_flight[pool.submit(_run_action, a, self.desired, self.ctl, self.quarantine, self.owned)] = (
-                a, need, known,
+                a, need, mode,
             )  # fmt: skip
 
-    def _finish(self, r: ActionResult, a: Action, need: int, known: bool) -> None:
-        r.measured = not known and r.result == "ok" and r.prediction_error_bytes is not None
+    def _finish(self, r: ActionResult, a: Action, need: int, mode: str) -> None:
+        r.measured = mode != "known" and r.result == "ok" and r.prediction_error_bytes is not None
         self.results.append(r)
         if r.result != "ok":
             if self.free is not None:

@@ -25,9 +25,10 @@ class ServerControl(Protocol):
 
     def index(self) -> list[ModelState]: ...
 
-    def footprint_known(self, model: str, version: int, digest: str) -> bool:
-        """True when loading this version measures nothing (its footprint is known, or loads are not
-        measured at all): such loads may run beside each other. A measurement runs alone on the server."""
+    def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
+        """How a first load of this version is measured: ``known`` (footprint known, or loads not measured:
+        nothing to measure), ``own-process`` (measured from the model's own processes, e.g. a python
+        stub on the host probe) or ``alone`` (a before/after delta: nothing else may load meanwhile)."""
         ...
 
     def last_inference_ms(self) -> dict[str, int]:
