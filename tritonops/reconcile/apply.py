@@ -167,6 +167,21 @@ def _apply_server(
     return results + _LoadScheduler(loads, desired, ctl, quarantine, owned).run()
 
 
+class _Slotted:
+    """A server's control whose load calls take one of the server's load slots."""
+
+    def __init__(self, inner: ServerControl, slots: threading.BoundedSemaphore) -> None:
+        self._inner = inner
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
+        with self._slots:
+            return self._inner.load(model, *args, **kw)
+
+
 class _LoadScheduler:
     """Loads and reloads of one server, in the plan's order, several at a time where nothing is measured.
 
@@ -190,6 +205,9 @@ class _LoadScheduler:
         self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
         self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
         self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
+        # Triton's load threads bound the load calls; a load's health gate (index, warmup) needs none, so
+        # as many again may be gating while the next loads run.
+        self.slotted = cast(ServerControl, _Slotted(ctl, threading.BoundedSemaphore(self.threads)))
         first = self.pending[0] if self.pending else None
         # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
         self.free: int | None = None
@@ -228,7 +246,7 @@ class _LoadScheduler:
 
     def run(self) -> list[ActionResult]:
         in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
-        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+        with ThreadPoolExecutor(2 * self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
             while self.pending or in_flight:
                 self._start(pool, in_flight)
                 if not in_flight:
@@ -249,7 +267,7 @@ class _LoadScheduler:
             alone_in_flight = any(m == "alone" for _, _, m in in_flight.values())
             # Until one measurement says how wrong the estimates are, estimated loads go one at a time.
             first_pending = self.estimated == 0 and any(m != "known" for _, _, m in in_flight.values())
-            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
+            busy = len(in_flight) >= 2 * self.threads or alone_in_flight or (mode != "known" and first_pending)
             if in_flight and (mode == "alone" or busy):
                 return
             need = self._reserve(a, mode == "known")
@@ -259,7 +277,7 @@ class _LoadScheduler:
                 continue
             if self.free is not None:
                 self.free -= need
-            in_flight[pool.submit(_run_action, a, self.desired, self.ctl, self.quarantine, self.owned)] = (
+            in_flight[pool.submit(_run_action, a, self.desired, self.slotted, self.quarantine, self.owned)] = (
                 a, need, mode,
             )  # fmt: skip
 
