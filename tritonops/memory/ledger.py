@@ -209,24 +209,37 @@ class FootprintLedger:
 
     # -- samples shared by the fleet (see ``memory.fleet``) --------------------------------------
 
+    # The names of imported samples live beside the ledger (one a line, appended), not in it: the ledger
+    # is read on every prediction, and a fleet's list of names only grows.
+    @property
+    def _imported_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".imported")
+
     def imported(self) -> set[str]:
-        return set(self._read().get("fleet", {}).get("imported", []))
+        try:
+            return set(self._imported_path.read_text(encoding="utf-8").split())
+        except FileNotFoundError:
+            return set()
+
+    def _append_imported(self, names: list[str]) -> None:
+        if names:
+            with open(self._imported_path, "a", encoding="utf-8") as f:
+                f.write("".join(n + "\n" for n in names))
 
     def mark_imported(self, names: list[str]) -> None:
-        with self._edit() as d:
-            f = d.setdefault("fleet", {})
-            f["imported"] = sorted(set(f.get("imported", [])) | set(names))
+        with self._edit():
+            self._append_imported(sorted(set(names) - self.imported()))
 
     def merge_samples(self, samples: list[tuple[str, dict[str, Any]]]) -> int:
         """Add samples measured elsewhere (name, sample); each name once. Returns how many were new."""
-        added = 0
+        new: list[str] = []
         with self._edit() as d:
-            f = d.setdefault("fleet", {})
-            seen = set(f.get("imported", []))
+            seen = self.imported()
             for name, x in samples:
                 if name in seen:
                     continue
                 seen.add(name)
+                new.append(name)
                 key = _key(x["model"], x["version"], x["digest"], x["device_type"], x["triton_version"])
                 e = d["footprints"].setdefault(
                     key,
@@ -238,9 +251,8 @@ class FootprintLedger:
                 e["updated"] = max(str(e.get("updated", "")), str(x.get("time", "")))
                 if x.get("size_bytes") is not None:
                     e["size_bytes"] = int(x["size_bytes"])
-                added += 1
-            f["imported"] = sorted(seen)
-        return added
+            self._append_imported(new)
+        return len(new)
 
     def measured(
         self, model: str, version: int | None, digest: str | None, device_type: str, triton_version: str
