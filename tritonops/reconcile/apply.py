@@ -205,8 +205,8 @@ class _LoadScheduler:
         self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
         self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
         self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
-        # Triton's load threads bound the load calls; a load's health gate (index, warmup) needs none, so
-        # as many again may be gating while the next loads run.
+        # Triton's load threads bound the load calls (a slot is held for the load call only). Gates are
+        # not overlapped with further loads: on a saturated server that starved the gates' requests.
         self.slotted = cast(ServerControl, _Slotted(ctl, threading.BoundedSemaphore(self.threads)))
         first = self.pending[0] if self.pending else None
         # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
@@ -246,7 +246,7 @@ class _LoadScheduler:
 
     def run(self) -> list[ActionResult]:
         in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
-        with ThreadPoolExecutor(2 * self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
             while self.pending or in_flight:
                 self._start(pool, in_flight)
                 if not in_flight:
@@ -267,7 +267,7 @@ class _LoadScheduler:
             alone_in_flight = any(m == "alone" for _, _, m in in_flight.values())
             # Until one measurement says how wrong the estimates are, estimated loads go one at a time.
             first_pending = self.estimated == 0 and any(m != "known" for _, _, m in in_flight.values())
-            busy = len(in_flight) >= 2 * self.threads or alone_in_flight or (mode != "known" and first_pending)
+            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
             if in_flight and (mode == "alone" or busy):
                 return
             need = self._reserve(a, mode == "known")
