@@ -3,6 +3,13 @@
 compared with what a naive cron script does instead (call load for every model on every run).
 
     PYTHONPATH=. python bench/reconcile.py [--repeat 7] [--live [--live-models 50]]
+    PYTHONPATH=. python bench/reconcile.py --cold [--cold-models 20,50] [--cold-repeat 3]
+
+``--cold`` (issue 14): a cold reconcile of N python models on one empty server against the same models'
+raw `POST /v2/repository/models/<m>/load` calls four at a time (target <= 1.2x); on two servers of one
+region against one (target <= 1.3x); one server of another host whose ledger is empty but whose region's
+bucket holds the footprints; and a second region reconciled by the same host (measured loads counted).
+Writes bench/results/reconcile_cold.json and reconcile_cold.md.
 
 Writes bench/results/reconcile.json and reconcile.md. Targets: plan < 0.5 s; no-op reconcile < 2 s.
 """
@@ -11,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,6 +34,7 @@ from tritonops.reconcile.plan import make_plan  # noqa: E402
 
 TARGET_S = 0.5
 NOOP_TARGET_S = 2.0
+EU, US = "eu-west-1", "us-east-1"
 
 
 def live(n_models: int, repeat: int) -> dict[str, object]:
@@ -106,12 +116,199 @@ def scenario(n_models: int = 1000, n_servers: int = 10) -> tuple[object, object]
     return desired(models, servers, budget=3500 * MB), actual(loaded)
 
 
+# -- cold reconcile vs raw parallel loads (issue 14) ----------------------------------------------------
+
+COLD_TARGET = 1.2  # cold reconcile of one server / raw 4-parallel loads
+TWO_SERVER_TARGET = 1.3  # two servers of one region / one server
+
+
+class _Cold:
+    """A local stack (S3 + both regions' buckets) with ``n`` python models published in each region; every
+    timed run gets fresh, empty Tritons, a fresh state dir, and (unless told) no footprint in the bucket."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        import os
+
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+        from tests.reconcile.conftest import Publisher, model_py
+        from tritonops.config import load_config
+        from tritonops.dev import stack
+
+        self.root, self.n, self.stack = root, n, stack
+        self.st = stack.up(root / "state", root / "repo", regions=(EU, US))
+        self.cfg = load_config(Path(self.st.config))
+        self.creds = stack.Credentials.read_shared_file(root / "state" / "credentials")
+        self.models = [f"cold-{i:03d}" for i in range(n)]
+        for r in (EU, US):
+            pub = Publisher(self.cfg.region(r))
+            for i, m in enumerate(self.models):
+                pub.publish(m, 1, {"model.py": model_py(float(i))})
+        self.runs = 0
+        self.failed = 0
+
+    def triton(self, region: str) -> Any:
+        assert self.creds is not None
+        self.runs += 1
+        log = self.root / f"triton-{self.runs}.log"
+        url = self.cfg.region(region).triton_repository_url()
+        return self.stack.start_triton(self.root / "state" / "tritonserver", url, log, self.creds.env())
+
+    def forget_fleet(self, region: str) -> None:
+        from tritonops.memory.fleet import PREFIX
+        from tritonops.store import open_store
+
+        store = open_store(self.cfg.region(region), region)
+        store.delete([o.key for o in store.list(PREFIX)])
+
+    def raw(self) -> float:
+        """`POST /v2/repository/models/<m>/load` for every model, four at a time, on an empty Triton."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import tritonclient.http as httpclient
+
+        t = self.triton(EU)
+        try:
+            hostport = t.http_url.removeprefix("http://")
+
+            def load(m: str) -> None:
+                httpclient.InferenceServerClient(hostport, network_timeout=600).load_model(m)
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(load, self.models))
+            return time.perf_counter() - t0
+        finally:
+            self.stack.stop(t.record)
+
+    def reconcile(self, region: str, servers: int, state: str, known: bool = False) -> tuple[float, int]:
+        """(seconds, measured loads) of one cold `reconcile` of ``region`` over ``servers`` empty Tritons."""
+        import yaml
+
+        from tritonops.config import load_config
+        from tritonops.reconcile import runner
+
+        if not known:
+            self.forget_fleet(region)
+        ts = [self.triton(region) for _ in range(servers)]
+        try:
+            data = yaml.safe_load(Path(self.st.config).read_text())
+            data["state_dir"] = str(self.root / state)
+            data["regions"] = {region: data["regions"][region]}
+            data["regions"][region]["servers"] = [
+                {"name": f"s{i}", "http_url": t.http_url, "metrics_url": t.metrics_url} for i, t in enumerate(ts)
+            ]
+            path = self.root / f"{state}-{region}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            t0 = time.perf_counter()
+            rep = runner.reconcile(runner.context(load_config(path), region))
+            secs = time.perf_counter() - t0
+            self.failed += rep.failed  # reported: a saturated machine times out health gates
+            assert len(rep.results) == self.n * servers, rep.to_json()
+            return secs, sum(r.measured for r in rep.results)
+        finally:
+            for t in ts:
+                self.stack.stop(t.record)
+
+    def close(self) -> None:
+        self.stack.down(self.root / "state")
+
+
+def cold(n: int, repeat: int) -> dict[str, Any]:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tritonops-bench-cold-") as tmp:
+        c = _Cold(Path(tmp), n)
+        try:
+            raw, one, two, known = [], [], [], []
+            measured_one = measured_two = 0
+            for i in range(repeat):
+                raw.append(c.raw())
+                s, measured_one = c.reconcile(EU, 1, f"one-{i}")
+                one.append(s)
+                s, measured_two = c.reconcile(EU, 2, f"two-{i}")
+                two.append(s)
+                s, _ = c.reconcile(EU, 1, f"known-{i}", known=True)  # another host: the bucket knows them
+                known.append(s)
+            # A second region reconciled by the host that measured the first: its ledger knows the footprints.
+            us_s, us_measured = c.reconcile(US, 2, f"two-{repeat - 1}")
+            failed = c.failed
+        finally:
+            c.close()
+    med = statistics.median
+    return {
+        "models": n,
+        "repeat": repeat,
+        "load_average_1m_before_after": [round(x, 1) for x in LOAD_BEFORE] + [round(os.getloadavg()[0], 1)],
+        "raw_4_parallel_loads_median_s": round(med(raw), 2),
+        "reconcile_one_server_median_s": round(med(one), 2),
+        "ratio_one_server_to_raw": round(med(one) / med(raw), 2),
+        "target_one_server_to_raw": COLD_TARGET,
+        "measured_loads_one_server": measured_one,
+        "reconcile_two_servers_median_s": round(med(two), 2),
+        "ratio_two_servers_to_one": round(med(two) / med(one), 2),
+        "target_two_servers_to_one": TWO_SERVER_TARGET,
+        "measured_loads_two_servers": measured_two,
+        "reconcile_one_server_footprints_known_median_s": round(med(known), 2),
+        "ratio_known_to_raw": round(med(known) / med(raw), 2),
+        "second_region_two_servers_s": round(us_s, 2),
+        "second_region_measured_loads": us_measured,
+        "failed_actions_all_runs": failed,
+        "raw_s": [round(x, 2) for x in raw],
+        "one_s": [round(x, 2) for x in one],
+        "two_s": [round(x, 2) for x in two],
+        "known_s": [round(x, 2) for x in known],
+    }
+
+
+def write_cold(rows: list[dict[str, Any]], note: str) -> None:
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"format_version": 1, "benchmark": "reconcile-cold", "note": note, "python": platform.python_version(),
+           "cpus": os.cpu_count(), "results": rows}  # fmt: skip
+    (out / "reconcile_cold.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# reconcile: cold start against raw Triton loads\n",
+        "`PYTHONPATH=. python bench/reconcile.py --cold` (issue 14). Every timed run starts from empty Tritons "
+        "(python-backend models, local stack, host memory probe), a fresh state dir and, unless said, no "
+        "footprint in the region's bucket. Medians of the repeats; one run.\n",
+        f"{note}\n",
+        "| models | raw 4-parallel loads | reconcile, 1 server | ratio (target 1.2) | 2 servers | 2 / 1 (target 1.3)"
+        " | 1 server, footprints in the bucket | / raw | 2nd region, measured loads | load avg (1 min) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['models']} | {r['raw_4_parallel_loads_median_s']} s | {r['reconcile_one_server_median_s']} s | "
+            f"{r['ratio_one_server_to_raw']} | {r['reconcile_two_servers_median_s']} s | "
+            f"{r['ratio_two_servers_to_one']} | {r['reconcile_one_server_footprints_known_median_s']} s | "
+            f"{r['ratio_known_to_raw']} | {r['second_region_measured_loads']} of {2 * r['models']} | "
+            f"{r['load_average_1m_before_after']} |"
+            + (f" ({r['failed_actions_all_runs']} actions failed)" if r["failed_actions_all_runs"] else "")
+        )
+    (out / "reconcile_cold.md").write_text("\n".join(lines) + "\n")
+
+
+LOAD_BEFORE: list[float] = []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--live", action="store_true", help="also time a no-op reconcile on the local stack")
     ap.add_argument("--live-models", type=int, default=50)
+    ap.add_argument("--cold", action="store_true", help="only the cold reconcile vs raw loads (issue 14)")
+    ap.add_argument("--cold-models", default="20,50", help="model counts, comma-separated")
+    ap.add_argument("--cold-repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.cold:
+        rows: list[dict[str, Any]] = []
+        for n in (int(x) for x in args.cold_models.split(",")):
+            LOAD_BEFORE[:] = [os.getloadavg()[0]]
+            rows.append(cold(n, args.cold_repeat))
+            write_cold(rows, f"Load average (1 min) when started: {LOAD_BEFORE[0]:.1f} on {os.cpu_count()} CPUs.")
+            print(json.dumps(rows[-1], indent=2))
+        return
     d, a = scenario()
     times = []
     for _ in range(args.repeat):

@@ -54,6 +54,9 @@ class ServerConfig(_Strict):
     headroom_bytes: int = Field(default=0, ge=0)
     # Models this server should keep loaded; empty means "every model allowed in the region".
     models: list[str] = Field(default_factory=list)
+    # Loads reconcile runs at once on this server when their footprints are known: set it to the
+    # server's --model-load-thread-count (Triton's default is 4). Unknown footprints load one at a time.
+    load_threads: int = Field(default=4, ge=1, le=64)
 
     _http = field_validator("http_url", "metrics_url")(_http_url)
 

@@ -70,14 +70,14 @@ class Publisher:
     def _key(self, rel: str) -> str:
         return f"{self.region.prefix}/{rel}" if self.region.prefix else rel
 
-    def publish(self, model: str, version: int, files: dict[str, bytes]) -> None:
+    def publish(self, model: str, version: int, files: dict[str, bytes], config_text: str | None = None) -> None:
         s3 = s3_client(self.region)
         for rel, data in sorted(files.items()):
             s3.put_object(
                 Bucket=self.region.bucket_name, Key=self._key(f"{model}/{version}/{rel}"), Body=data,
                 Metadata={"sha256": sha256_bytes(data)},  # as sync records it (reconcile's bucket gate reads it)
             )  # fmt: skip
-        config = CONFIG_TMPL.format(version=version).encode()
+        config = (config_text or CONFIG_TMPL.format(version=version)).encode()
         man = self.manifests.setdefault(model, ModelManifest(model))
         man.versions[version] = VersionEntry(
             version, [FileEntry(p, len(d), sha256_bytes(d)) for p, d in sorted(files.items())]

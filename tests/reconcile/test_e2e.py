@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.http as httpclient
 from typer.testing import CliRunner
@@ -276,7 +277,10 @@ class KillOnSecondLoad(Counting):
         if sum(w.startswith("load") for w in self.writes) == 1:
             p = self.server.record.process()
             assert p is not None
-            self.children = p.children(recursive=True)
+            for _ in range(5):  # a stub of a load in flight may come or go while the tree is listed
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.children = p.children(recursive=True)
+                    break
             p.kill()
             p.wait(10)
         return super().load(model, *args, **kw)
@@ -287,6 +291,8 @@ def test_triton_killed_during_apply_is_reported_and_a_later_run_converges(
 ) -> None:
     models = sorted(unique("k") for _ in range(3))
     rr = rec_regions({})
+    # One load call at a time, so "the second load" is well defined.
+    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(load_threads=1))
     for m in models:
         rr.publishers[EU].publish(m, 1, {"model.py": model_py(1.0)})
     ctx = runner.context(rr.config, EU)
@@ -297,11 +303,13 @@ def test_triton_killed_during_apply_is_reported_and_a_later_run_converges(
     for c in killer.children:  # the crashed server's python stubs
         with contextlib.suppress(Exception):
             c.kill()
-    assert [(r.action.model, r.result) for r in report.results] == [
-        (models[0], "ok"), (models[1], "failed"), (models[2], "skipped"),
-    ]  # fmt: skip
-    assert "stopped answering" in report.results[2].error
-    assert killer.writes == [f"load {models[0]}", f"load {models[1]}"]  # nothing sent after the crash
+    # The third load was already in flight beside the second (apply runs loads in parallel): it fails
+    # or, when it had not started, is skipped; nothing is started once the crash is seen.
+    assert [(r.action.model, r.result) for r in report.results[:2]] == [(models[0], "ok"), (models[1], "failed")]
+    third = report.results[2]
+    assert third.result in ("failed", "skipped"), third
+    assert third.result == "failed" or "stopped answering" in third.error
+    assert killer.writes[:2] == [f"load {models[0]}", f"load {models[1]}"] and len(killer.writes) <= 3
 
     # the server comes back (empty, on a new port); the next run converges
     t = stack.start_triton(

@@ -21,14 +21,14 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.fileio import atomic_write_bytes, utc_now
-from tritonops.memory.probes import MemoryProbe, settle, usage
+from tritonops.memory.probes import HOST_DEVICE, HostProbe, MemoryProbe, StubUsage, settle, usage
 from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class LoadResult:
     per_device_bytes: dict[str, int] = field(default_factory=dict)
     joined: bool = False  # True when this call waited for a load already in flight instead of loading
     measured: bool = True  # False for a reload of a model already loaded (nothing recorded)
+    from_ledger: bool = False  # True when the footprint was known: loaded without measuring, nothing settled
 
     @property
     def error_ratio(self) -> float | None:
@@ -80,6 +81,7 @@ class LoadResult:
             "per_device_bytes": self.per_device_bytes,
             "joined": self.joined,
             "measured": self.measured,
+            "from_ledger": self.from_ledger,
         }
 
 
@@ -95,6 +97,9 @@ class FootprintLedger:
         self.path = Path(path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._tlock = threading.Lock()
+        # Called with (key, sample) after each measurement is stored; returns the sample's name where it
+        # was shared (``memory.fleet`` puts it in the region's bucket), so a later import skips it.
+        self.on_record: Callable[[str, dict[str, Any]], str | None] | None = None
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> FootprintLedger:
@@ -180,6 +185,75 @@ class FootprintLedger:
                     "key": key, "footprint_bytes": int(footprint_bytes),
                     "per_device_bytes": per_device_bytes or {}, "loaded": now,
                 }  # fmt: skip
+        if self.on_record is not None:
+            sample = {
+                "model": model, "version": version, "digest": digest or UNKNOWN_DIGEST,
+                "device_type": device_type, "triton_version": triton_version,
+                "footprint_bytes": int(footprint_bytes), "size_bytes": size_bytes, "time": now,
+                "server": server,
+            }  # fmt: skip
+            try:
+                name = self.on_record(key, sample)
+            except Exception as e:  # noqa: BLE001 - sharing is best effort; the local record stands
+                log.warning("footprint of model %r not shared with the fleet: %s", model, e)
+                name = None
+            if name:
+                self.mark_imported([name])
+
+    def hold(self, server: str, model: str, version: int, key: str, footprint_bytes: int) -> None:
+        """Record that ``server`` holds this model version with a footprint known from an earlier measurement."""
+        with self._edit() as d:
+            d["servers"].setdefault(server, {}).setdefault(model, {})[str(version)] = {
+                "key": key, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
+                "loaded": utc_now(), "from_ledger": True,
+            }  # fmt: skip
+
+    # -- samples shared by the fleet (see ``memory.fleet``) --------------------------------------
+
+    # The names of imported samples live beside the ledger (one a line, appended), not in it: the ledger
+    # is read on every prediction, and a fleet's list of names only grows.
+    @property
+    def _imported_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".imported")
+
+    def imported(self) -> set[str]:
+        try:
+            return set(self._imported_path.read_text(encoding="utf-8").split())
+        except FileNotFoundError:
+            return set()
+
+    def _append_imported(self, names: list[str]) -> None:
+        if names:
+            with open(self._imported_path, "a", encoding="utf-8") as f:
+                f.write("".join(n + "\n" for n in names))
+
+    def mark_imported(self, names: list[str]) -> None:
+        with self._edit():
+            self._append_imported(sorted(set(names) - self.imported()))
+
+    def merge_samples(self, samples: list[tuple[str, dict[str, Any]]]) -> int:
+        """Add samples measured elsewhere (name, sample); each name once. Returns how many were new."""
+        new: list[str] = []
+        with self._edit() as d:
+            seen = self.imported()
+            for name, x in samples:
+                if name in seen:
+                    continue
+                seen.add(name)
+                new.append(name)
+                key = _key(x["model"], x["version"], x["digest"], x["device_type"], x["triton_version"])
+                e = d["footprints"].setdefault(
+                    key,
+                    {"model": x["model"], "version": x["version"], "digest": x["digest"],
+                     "device_type": x["device_type"], "triton_version": x["triton_version"], "samples": []},
+                )  # fmt: skip
+                e["samples"] = (e["samples"] + [int(x["footprint_bytes"])])[-SAMPLES_KEPT:]
+                e["footprint_bytes"] = int(statistics.median(e["samples"]))
+                e["updated"] = max(str(e.get("updated", "")), str(x.get("time", "")))
+                if x.get("size_bytes") is not None:
+                    e["size_bytes"] = int(x["size_bytes"])
+            self._append_imported(new)
+        return len(new)
 
     def measured(
         self, model: str, version: int | None, digest: str | None, device_type: str, triton_version: str
@@ -276,29 +350,62 @@ def estimate_bytes(size_bytes: int) -> int:
 # -- measured loads ----------------------------------------------------------------------------------
 
 # Device locks are not a second registry of loads in flight (that is ``triton.client.LOADS``): they
-# keep loads of *different* models on one device apart, so one's memory delta is not the other's.
+# keep a measurement on one device apart from every other load there, so one's memory delta is not
+# the other's. Loads of models whose footprint is known take the lock shared: they measure nothing.
+class DeviceLock:
+    """A readers-writer lock that prefers writers: a measurement waits only for the loads in flight."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire(self, shared: bool) -> None:
+        with self._cond:
+            if shared:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+                return
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def release(self, shared: bool) -> None:
+        with self._cond:
+            if shared:
+                self._readers -= 1
+            else:
+                self._writer = False
+            self._cond.notify_all()
+
+
 _device_locks_guard = threading.Lock()
-_device_locks: dict[str, threading.Lock] = {}
+_device_locks: dict[str, DeviceLock] = {}
 
 
-def _device_lock(name: str) -> threading.Lock:
+def _device_lock(name: str) -> DeviceLock:
     with _device_locks_guard:
-        return _device_locks.setdefault(name, threading.Lock())
+        return _device_locks.setdefault(name, DeviceLock())
 
 
 @contextlib.contextmanager
-def device_locks(server: str, devices: list[str]) -> Iterator[None]:
-    """Hold one lock per device of ``server`` (sorted, so two callers never deadlock)."""
+def device_locks(server: str, devices: list[str], *, shared: bool = False) -> Iterator[None]:
+    """Hold one lock per device of ``server`` (sorted, so two callers never deadlock); ``shared`` for a
+    load that measures nothing, exclusive for a measurement."""
     # GPU and MIG uuids are unique machine-wide: two Tritons sharing a GPU share its lock too.
     names = {d if d.startswith(("GPU-", "MIG-")) else f"{server}/{d}" for d in devices}
     locks = [_device_lock(n) for n in sorted(names)]
     for lk in locks:
-        lk.acquire()
+        lk.acquire(shared)
     try:
         yield
     finally:
         for lk in reversed(locks):
-            lk.release()
+            lk.release(shared)
 
 
 def measured_load(
@@ -334,6 +441,89 @@ def measured_load(
     return res
 
 
+def _ready_version(client: ControlClient, model: str, version: int | None) -> int:
+    """The version a load made READY (``version`` itself when given); TritonError when it is not READY."""
+    loaded = client.loaded_versions(model)
+    if not loaded:
+        states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
+        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
+    if version is None:
+        return max(loaded)
+    if version not in loaded:
+        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
+    return version
+
+
+def _known_load(
+    client: ControlClient,
+    ledger: FootprintLedger,
+    model: str,
+    version: int,
+    digest: str,
+    device_type: str,
+    triton_version: str,
+    known_bytes: int,
+    config: str | None,
+    files: dict[str, bytes] | None,
+    devices: list[str],
+    t0: float,
+) -> LoadResult:
+    """A load whose footprint the ledger knows for this exact key: nothing to measure, so no settling and
+    no exclusive device lock (it only waits while a measurement is in flight on the same devices)."""
+    with device_locks(client.key, devices, shared=True):
+        client.load(model, config=config, files=files)
+    _ready_version(client, model, version)
+    ledger.hold(client.name, model, version, _key(model, version, digest, device_type, triton_version), known_bytes)
+    log.info("server %s: model %r v%s loaded; footprint %d bytes known from the ledger",
+             client.name, model, version, known_bytes)  # fmt: skip
+    pred = Prediction(known_bytes, "measured")
+    return LoadResult(model, version, known_bytes, pred, time.monotonic() - t0, {}, measured=False, from_ledger=True)
+
+
+def python_backend(config: str | None) -> bool:
+    """Whether a load-time config (JSON) runs the model on the python backend (in stub processes)."""
+    if not config:
+        return False
+    try:
+        c = json.loads(config)
+    except ValueError:
+        return False
+    return isinstance(c, dict) and c.get("backend") == "python"
+
+
+def _stub_load(
+    client: ControlClient,
+    probe: HostProbe,
+    ledger: FootprintLedger,
+    model: str,
+    version: int | None,
+    digest: str | None,
+    size_bytes: int | None,
+    config: str | None,
+    files: dict[str, bytes] | None,
+    devices: list[str],
+    keys: tuple[str, str, float],
+) -> LoadResult:
+    """A python-backend model on the host probe, loaded fresh, is measured from its own stub processes
+    rather than from a before/after delta: no settle before, and it loads beside other loads (the
+    shared device lock only keeps it out of another load's before/after measurement)."""
+    device_type, triton_version, t0 = keys
+    predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+    with device_locks(client.key, devices, shared=True):
+        client.load(model, config=config, files=files)
+    version = _ready_version(client, model, version)
+    about = f"server {client.url} model {model!r}"
+    footprint = settle(StubUsage(probe, model), about=about).reading[HOST_DEVICE]
+    per_device = {HOST_DEVICE: footprint}
+    ledger.record(
+        model, version, digest, device_type, triton_version, footprint,
+        predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
+    )  # fmt: skip
+    log.info("server %s: model %r v%s footprint %d bytes (its stub processes), predicted %d (%s)",
+             client.name, model, version, footprint, predicted.bytes, predicted.source)  # fmt: skip
+    return LoadResult(model, version, footprint, predicted, time.monotonic() - t0, per_device)
+
+
 def _measured_load(
     client: ControlClient,
     probe: MemoryProbe,
@@ -349,6 +539,14 @@ def _measured_load(
     triton_version = client.triton_version()
     device_type = probe.device_type()
     devices = sorted(probe.usage())
+    if digest and version is not None:
+        known = ledger.measured(model, version, digest, device_type, triton_version)
+        if known is not None:
+            return _known_load(client, ledger, model, version, digest, device_type, triton_version, known,
+                               config, files, devices, t0)  # fmt: skip
+    if isinstance(probe, HostProbe) and python_backend(config) and not client.loaded_versions(model):
+        keys = (device_type, triton_version, t0)
+        return _stub_load(client, probe, ledger, model, version, digest, size_bytes, config, files, devices, keys)
     with device_locks(client.key, devices):
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
         # A reload swaps the old instance for the new one: the difference says nothing about its size.
@@ -356,14 +554,7 @@ def _measured_load(
         before = settle(probe, about=f"server {client.url}").reading
         client.load(model, config=config, files=files)
         after = settle(probe, about=f"server {client.url}").reading
-    loaded = client.loaded_versions(model)
-    if not loaded:
-        states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
-        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
-    if version is None:
-        version = max(loaded)
-    elif version not in loaded:
-        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
+    version = _ready_version(client, model, version)
     per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
     footprint = max(0, sum(per_device.values()))
     # A version loaded beside the ones already serving (an availability-preserving switch) is new:

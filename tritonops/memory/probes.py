@@ -29,6 +29,8 @@ from tritonops.triton import client as triton_client
 log = logging.getLogger(__name__)
 
 HOST_DEVICE = "host"
+# The python backend runs each model instance in a process of its own with this executable.
+STUB_NAME = "triton_python_backend_stub"
 # How long the metrics probe waits for a just-started Triton's first memory poll.
 FIRST_POLL_WAIT_S = 5.0
 # A memory reading has settled when this many consecutive samples...
@@ -49,6 +51,7 @@ class ProbeSource(StrEnum):
     nvml = "nvml"
     metrics = "metrics"  # Triton's Prometheus endpoint
     host = "host"  # the Triton process tree's resident memory
+    host_stub = "host-stub"  # one python-backend model's own stub processes
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class HostProbe:
     """
 
     source = ProbeSource.host
+    # A reading is a fresh look at the process tree (no polling behind it): settling needs no long gaps.
+    settle_interval_s = 0.05
 
     def __init__(self, pid: int, metric: str = "rss") -> None:
         if metric not in ("pss", "rss"):
@@ -153,6 +158,39 @@ class HostProbe:
     def device_type(self) -> str:
         return "cpu"
 
+    def stub_bytes(self, model: str) -> int | None:
+        """Resident memory of ``model``'s python-backend stub processes (one per instance, children of
+        Triton, named ``<model>_<group>_<instance>`` on their command line); None when it has none."""
+        name = re.compile(re.escape(model) + r"_\d+_\d+")
+        total, found = 0, False
+        for p in _tree([self.pid]):
+            try:
+                argv = p.cmdline()
+                if len(argv) < 3 or not argv[0].endswith(STUB_NAME) or not name.fullmatch(argv[-2]):
+                    continue
+                total += self._bytes(p)
+                found = True
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return total if found else None
+
+
+class StubUsage:
+    """One model's stub processes as a probe reading, so the one settle loop can wait on them."""
+
+    source = ProbeSource.host_stub
+
+    def __init__(self, host: HostProbe, model: str) -> None:
+        self.host = host
+        self.model = model
+        self.settle_interval_s = host.settle_interval_s
+
+    def usage(self) -> dict[str, int]:
+        b = self.host.stub_bytes(self.model)
+        if b is None:
+            raise MemoryProbeError(f"host probe: no python-backend stub process for model {self.model!r}")
+        return {HOST_DEVICE: b}
+
 
 # -- NVML ------------------------------------------------------------------------------------------
 
@@ -187,6 +225,7 @@ class NvmlProbe:
     """
 
     source = ProbeSource.nvml
+    settle_interval_s = 0.1  # NVML reads the driver's current numbers
 
     def __init__(self, pids: Iterable[int] | None = None, nvml_module: ModuleType | None = None) -> None:
         self.pids = list(pids) if pids is not None else None
@@ -506,8 +545,12 @@ class Settled:
     settled: bool
 
 
+class _Readable(Protocol):
+    def usage(self) -> dict[str, int]: ...
+
+
 def settle(
-    probe: MemoryProbe,
+    probe: _Readable,
     *,
     timeout_s: float = 10.0,
     until: Callable[[dict[str, int]], bool] | None = None,
@@ -516,7 +559,9 @@ def settle(
     """The one settle loop: read ``probe`` until ``SETTLE_SAMPLES`` readings lie within
     ``SETTLE_TOLERANCE_BYTES`` of each other (and ``until(reading)`` holds, when given), or
     ``timeout_s`` passes (then the last reading, ``settled=False``). ``about`` names the server in
-    the MemoryProbeError a failing probe becomes."""
+    the MemoryProbeError a failing probe becomes. Readings are ``probe.settle_interval_s`` apart where
+    the probe says how fresh its numbers are (host and NVML read live values), else SETTLE_INTERVAL_S."""
+    interval_s = float(getattr(probe, "settle_interval_s", SETTLE_INTERVAL_S))
     deadline = time.monotonic() + timeout_s
     seen: list[int] = []
     while True:
@@ -529,10 +574,10 @@ def settle(
         if time.monotonic() >= deadline:
             log.info("%s memory still moving after %.0fs; using the last reading", about or "probe", timeout_s)
             return Settled(now, False)
-        time.sleep(SETTLE_INTERVAL_S)
+        time.sleep(interval_s)
 
 
-def usage(probe: MemoryProbe, about: str = "") -> dict[str, int]:
+def usage(probe: _Readable, about: str = "") -> dict[str, int]:
     """``probe.usage()``, any failure a MemoryProbeError naming ``about`` (the server)."""
     try:
         return dict(probe.usage())

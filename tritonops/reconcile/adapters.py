@@ -17,7 +17,7 @@ from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.fileio import utc_now
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
-from tritonops.memory.probes import DeviceMemory, MemoryProbe, probe_for_server
+from tritonops.memory.probes import DeviceMemory, HostProbe, MemoryProbe, probe_for_server
 from tritonops.repo.model_config import warmup_inputs
 from tritonops.triton.client import READY, ControlClient, ModelState
 
@@ -32,6 +32,18 @@ class ControlAdapter:
         self.client = ControlClient.from_server(server)
         self.probe = probe
         self.ledger = ledger
+        self.load_threads = server.load_threads
+        self._ledger_key: tuple[str, str] | None = None
+
+    def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
+        if self.probe is None or self.ledger is None:
+            return "known"  # nothing is measured
+        if self._ledger_key is None:
+            self._ledger_key = (self.probe.device_type(), self.client.triton_version())
+        device_type, triton_version = self._ledger_key
+        if digest and self.ledger.measured(model, version, digest, device_type, triton_version) is not None:
+            return "known"
+        return "own-process" if isinstance(self.probe, HostProbe) and backend == "python" else "alone"
 
     def index(self) -> list[ModelState]:
         """The server's repository index; the ledger's holdings for this server follow it on every read."""

@@ -1,4 +1,5 @@
-"""Apply a plan: unloads and evictions first (to free memory), then reloads and loads, one at a time.
+"""Apply a plan: the servers at the same time; on each, unloads and evictions first (to free memory),
+one at a time, then reloads and loads, several at a time where their footprints are known.
 
 Each load passes a health gate (the version READY in the index, then a warmup inference generated
 from the config's inputs). A failed gate keeps or restores the previous version, records the
@@ -9,10 +10,12 @@ actions skipped and reported; the other servers proceed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tritonops.errors import TritonOpsError
 from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
@@ -29,6 +32,7 @@ class Outcome(StrEnum):
     ok = "ok"
     failed = "failed"
     skipped = "skipped"  # its server stopped answering earlier in the run
+    deferred = "deferred"  # no longer fits once measurements replaced estimates (drift, not failure)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class ActionResult:
     quarantined: bool = False
     restored: list[int] = field(default_factory=list)
     prediction_error_bytes: int | None = None
+    measured: bool = False  # the load measured a footprint (False when the ledger knew it)
 
     def to_json(self) -> dict[str, Any]:
         a = self.action
@@ -55,6 +60,7 @@ class ActionResult:
             "quarantined": self.quarantined,
             "restored_versions": self.restored,
             "prediction_error_bytes": self.prediction_error_bytes,
+            "measured": self.measured,
         }
 
 
@@ -85,34 +91,257 @@ def apply_plan(
     quarantine: Quarantine,
     owned: Owned,
 ) -> list[ActionResult]:
-    results: list[ActionResult] = []
-    down: dict[str, str] = {}
+    """Apply every server's actions, the servers at the same time; results in the plan's order."""
+    lock = threading.Lock()
+    q = cast(Quarantine, _Serialised(quarantine, lock))
+    o = cast(Owned, _Serialised(owned, lock))
+    by_server: dict[str, list[Action]] = {}
     for a in plan.actions:  # already sorted: per server, unloads/evictions, then reloads, then loads
-        if a.server in down:
-            results.append(ActionResult(a, Outcome.skipped, error=down[a.server]))
+        by_server.setdefault(a.server, []).append(a)
+    if not by_server:
+        return []
+    with ThreadPoolExecutor(len(by_server), thread_name_prefix="apply") as pool:
+        futs = [pool.submit(_apply_server, acts, desired, controls[s], q, o) for s, acts in by_server.items()]
+        done = [r for f in futs for r in f.result()]
+    order = {id(a): i for i, a in enumerate(plan.actions)}
+    return sorted(done, key=lambda r: order[id(r.action)])
+
+
+class _Serialised:
+    """Quarantine and Owned are read-modify-write files: the apply threads take turns with them."""
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kw)
+
+        return call
+
+
+def _run_action(
+    a: Action, desired: DesiredState, ctl: ServerControl, quarantine: Quarantine, owned: Owned
+) -> ActionResult:
+    t0 = time.monotonic()
+    r = ActionResult(a, Outcome.ok)
+    try:
+        if a.kind in ("unload", "evict"):
+            ctl.unload(a.model)
+            owned.update(set(), {a.model})
+        else:
+            _load(a, desired, ctl, r, quarantine)
+            if r.result is Outcome.ok:  # a failed load creates nothing tritonops may later unload
+                owned.update({a.model}, set())
+    except TritonOpsError as e:
+        r.result, r.error = Outcome.failed, str(e)
+    r.duration_s = time.monotonic() - t0
+    if r.result is Outcome.failed:
+        log.warning("%s", r.error)
+    return r
+
+
+def _down(ctl: ServerControl) -> str:
+    """After a failure: why the server is down ('' when it still answers)."""
+    try:
+        ctl.index()
+    except TritonOpsError as e:
+        return f"server {ctl.name!r} stopped answering during apply: {e}"
+    return ""
+
+
+def _apply_server(
+    actions: list[Action], desired: DesiredState, ctl: ServerControl, quarantine: Quarantine, owned: Owned
+) -> list[ActionResult]:
+    """Unloads and evictions one at a time (each waits until its memory is back), then the loads."""
+    results: list[ActionResult] = []
+    down = ""
+    for a in (a for a in actions if a.kind in ("unload", "evict")):
+        if down:
+            results.append(ActionResult(a, Outcome.skipped, error=down))
             continue
-        ctl = controls[a.server]
-        t0 = time.monotonic()
-        r = ActionResult(a, Outcome.ok)
-        try:
-            if a.kind in ("unload", "evict"):
-                ctl.unload(a.model)
-                owned.update(set(), {a.model})
-            else:
-                _load(a, desired, ctl, r, quarantine)
-                if r.result == "ok":  # a failed load creates nothing tritonops may later unload
-                    owned.update({a.model}, set())
-        except TritonOpsError as e:
-            r.result, r.error = Outcome.failed, str(e)
-        r.duration_s = time.monotonic() - t0
-        if r.result is Outcome.failed:
-            log.warning("%s", r.error)
-            try:
-                ctl.index()
-            except TritonOpsError as e:
-                down[a.server] = f"server {a.server!r} stopped answering during apply: {e}"
+        r = _run_action(a, desired, ctl, quarantine, owned)
         results.append(r)
-    return results
+        if r.result is Outcome.failed:
+            down = _down(ctl)
+    loads = [a for a in actions if a.kind in ("reload", "load")]
+    if down:
+        return results + [ActionResult(a, Outcome.skipped, error=down) for a in loads]
+    return results + _LoadScheduler(loads, desired, ctl, quarantine, owned).run()
+
+
+class _Slotted:
+    """A server's control whose load calls take one of the server's load slots."""
+
+    def __init__(self, inner: ServerControl, slots: threading.BoundedSemaphore) -> None:
+        self._inner = inner
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
+        with self._slots:
+            return self._inner.load(model, *args, **kw)
+
+
+class _LoadScheduler:
+    """Loads and reloads of one server, in the plan's order, several at a time where nothing is measured.
+
+    A load whose footprint is known, or is measured from its own processes (a python stub on the host
+    probe), runs beside others, up to the server's load threads, and only if its footprint fits in what
+    the plan left free given the loads in flight. A load measured by a before/after delta runs alone.
+    After each measured load the free memory is corrected by the measurement's error against the
+    plan's assumption, and the rest of the loads are placed again against it (estimates scaled by
+    this run's error): one that no longer fits is deferred to the next run, never forced in; one whose
+    measurement overshot is unloaded again.
+    """
+
+    def __init__(
+        self,
+        loads: list[Action],
+        desired: DesiredState,
+        ctl: ServerControl,
+        quarantine: Quarantine,
+        owned: Owned,
+    ) -> None:
+        self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
+        self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
+        self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
+        # Triton's load threads bound the load calls (a slot is held for the load call only). Gates are
+        # not overlapped with further loads: on a saturated server that starved the gates' requests.
+        self.slotted = cast(ServerControl, _Slotted(ctl, threading.BoundedSemaphore(self.threads)))
+        first = self.pending[0] if self.pending else None
+        # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
+        self.free: int | None = None
+        if first is not None and first.memory_free_after:
+            self.free = min(v for _, v in first.memory_free_after) + first.predicted_bytes
+        self.results: list[ActionResult] = []
+        self.down = ""
+        # Measured / estimated over this run's measurements: the same estimate is as wrong for the
+        # models still to measure, so their room is reserved scaled by it (never scaled down).
+        self.estimated = self.measured = 0
+
+    def _reserve(self, a: Action, known: bool) -> int:
+        """What ``a`` holds while in flight: both copies for a reload that keeps the old one serving;
+        an estimate corrected by how wrong this run's estimates turned out."""
+        dm = self.desired.models.get(a.model)
+        need = a.predicted_bytes
+        if a.kind == "reload" and a.strategy == AVAILABILITY and a.version not in a.from_versions and dm:
+            need = max(a.predicted_bytes, dm.footprint_bytes)
+        if not known and self.estimated > 0 and self.measured > self.estimated and need > 0:
+            need = need * self.measured // self.estimated
+        return need
+
+    def _mode(self, a: Action) -> str:
+        """``known``, ``own-process`` or ``alone`` (see ``ServerControl.load_mode``)."""
+        if a.kind == "reload" and a.version in a.from_versions:
+            return "known"  # only drops versions: nothing is measured
+        assert a.version is not None
+        dm = self.desired.models.get(a.model)
+        try:
+            backend = str(config_dict(dm.config_text, a.model).get("backend", "")) if dm else ""
+            mode = self.ctl.load_mode(a.model, a.version, a.digest, backend)
+        except TritonOpsError:
+            return "alone"  # cannot tell: measure, alone
+        # A model already loaded runs its old stubs beside the new ones: only a delta can tell them apart.
+        return "alone" if mode == "own-process" and a.kind == "reload" else mode
+
+    def run(self) -> list[ActionResult]:
+        in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
+        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+            while self.pending or in_flight:
+                self._start(pool, in_flight)
+                if not in_flight:
+                    continue
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    self._finish(f.result(), *in_flight.pop(f))
+        return self.results
+
+    def _start(self, pool: ThreadPoolExecutor, in_flight: dict[Future[ActionResult], tuple[Action, int, str]]) -> None:
+        while self.pending:
+            a = self.pending[0]
+            if self.down:
+                self.results += [ActionResult(x, Outcome.skipped, error=self.down) for x in self.pending]
+                self.pending.clear()
+                return
+            mode = self._mode(a)
+            alone_in_flight = any(m == "alone" for _, _, m in in_flight.values())
+            # Until one measurement says how wrong the estimates are, estimated loads go one at a time.
+            first_pending = self.estimated == 0 and any(m != "known" for _, _, m in in_flight.values())
+            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
+            if in_flight and (mode == "alone" or busy):
+                return
+            need = self._reserve(a, mode == "known")
+            self.pending.pop(0)
+            if self.free is not None and need > 0 and need > self.free:
+                self.results.append(self._deferred(a, need))
+                continue
+            if self.free is not None:
+                self.free -= need
+            in_flight[pool.submit(_run_action, a, self.desired, self.slotted, self.quarantine, self.owned)] = (
+                a, need, mode,
+            )  # fmt: skip
+
+    def _finish(self, r: ActionResult, a: Action, need: int, mode: str) -> None:
+        r.measured = mode != "known" and r.result is Outcome.ok and r.prediction_error_bytes is not None
+        self.results.append(r)
+        if r.result is not Outcome.ok:
+            if self.free is not None:
+                self.free += need  # the previous versions were restored (or nothing was loaded)
+            self.down = self.down or _down(self.ctl)
+            return
+        err = r.prediction_error_bytes or 0
+        if r.measured and (dm := self.desired.models.get(a.model)) is not None:
+            self.estimated += dm.footprint_bytes
+            self.measured += dm.footprint_bytes + err
+        if self.free is None:
+            return
+        # Give back the old copy a reload kept while loading, and take what the plan got wrong.
+        self.free += need - a.predicted_bytes - err
+        if err:
+            log.info(
+                "server %s: model %r measured %+d bytes against the plan; %d bytes left for the rest",
+                self.ctl.name, a.model, err, self.free,
+            )  # fmt: skip
+        if self.free < 0 and a.kind == "load":
+            self._take_back(r, a)
+
+    def _take_back(self, r: ActionResult, a: Action) -> None:
+        """A first load whose measurement put the server over its budget is unloaded again: the budget
+        is a promise, and the next run plans from the measurement."""
+        assert self.free is not None
+        over = -self.free
+        try:
+            self.ctl.unload(a.model)
+        except TritonOpsError as e:
+            log.warning("server %s: over budget by %d bytes; unloading %r failed: %s", self.ctl.name, over, a.model, e)
+            return
+        self.owned.update(set(), {a.model})
+        self.free += a.predicted_bytes + (r.prediction_error_bytes or 0)
+        r.result = Outcome.deferred
+        r.error = (
+            f"server {self.ctl.name!r}: model {a.model!r} version {a.version} measured "
+            f"{a.predicted_bytes + (r.prediction_error_bytes or 0)} bytes, {over} over the memory budget; "
+            "unloaded again and deferred to the next run"
+        )
+        log.warning("%s", r.error)
+
+    def _deferred(self, a: Action, need: int) -> ActionResult:
+        msg = (
+            f"server {self.ctl.name!r}: model {a.model!r} version {a.version} needs {need} bytes but only "
+            f"{max(0, self.free or 0)} are left once measured footprints replaced the plan's estimates; "
+            "deferred to the next run"
+        )
+        log.warning("%s", msg)
+        return ActionResult(a, Outcome.deferred, error=msg)
 
 
 def _load(

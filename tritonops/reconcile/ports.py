@@ -21,8 +21,16 @@ class ServerControl(Protocol):
     """Model control of one Triton server."""
 
     name: str
+    # Loads run at once on this server when their footprints are known (Triton's model load threads).
+    load_threads: int
 
     def index(self) -> list[ModelState]: ...
+
+    def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
+        """How a first load of this version is measured: ``known`` (footprint known, or loads not measured:
+        nothing to measure), ``own-process`` (measured from the model's own processes, e.g. a python
+        stub on the host probe) or ``alone`` (a before/after delta: nothing else may load meanwhile)."""
+        ...
 
     def last_inference_ms(self) -> dict[str, int]:
         """Model -> last inference time (ms since the epoch; 0 = never), from Triton's statistics."""

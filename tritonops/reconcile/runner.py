@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tritonops.config import Config
+from tritonops.config import Config, RegionConfig
 from tritonops.demand.read import read_demand
 from tritonops.demand.sources import StatsClient
 from tritonops.errors import PlanError, StalePlanError, TritonOpsError
@@ -38,6 +38,9 @@ from tritonops.reconcile.state import (
     gather_actual,
     read_published,
 )
+
+if TYPE_CHECKING:
+    from tritonops.memory.ledger import FootprintLedger
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -63,6 +66,7 @@ def default_ports(cfg: Config, region: str) -> Ports:
 
     rcfg = cfg.region(region)
     ledger = FootprintLedger.in_state_dir(cfg.state_path)
+    _share_footprints(rcfg, region, ledger)
     controls: dict[str, ServerControl] = {}
     memories: dict[str, MemoryPort | None] = {}
     footprint: FootprintPort | None = None
@@ -77,6 +81,22 @@ def default_ports(cfg: Config, region: str) -> Ports:
                 footprint = LedgerFootprint(ledger, probe.device_type(), ctl.client.triton_version())
     stats: list[StatsClient] = [c for c in controls.values() if isinstance(c, ControlAdapter)]
     return Ports(controls, memories, footprint or SizeGuess(), stats)
+
+
+def _share_footprints(rcfg: RegionConfig, region: str, ledger: FootprintLedger) -> None:
+    """Footprints are measured once per fleet: import what the region's other reconcilers measured,
+    and share this host's measurements through the region's bucket."""
+    from tritonops.memory.fleet import FleetFootprints
+    from tritonops.store import open_store
+
+    try:
+        store = open_store(rcfg, region, max_workers=4)
+    except TritonOpsError as e:
+        log.warning("region %s: footprints of the fleet not shared (%s)", region, e)
+        return
+    n = FleetFootprints(store).attach(ledger)
+    if n:
+        log.info("region %s: %d footprint measurements imported from %s", region, n, store.url)
 
 
 @dataclass
@@ -215,7 +235,8 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return sum(1 for r in self.results if r.result is not Outcome.ok)
+        # A load deferred because measurements replaced estimates is drift, like the plan's own deferrals.
+        return sum(1 for r in self.results if r.result not in (Outcome.ok, Outcome.deferred))
 
     @property
     def skipped_servers(self) -> dict[str, str]:
@@ -227,7 +248,7 @@ class RunReport:
         """One line per skipped server and per action that did not succeed; empty for a clean run."""
         out = [f"server {s}: skipped ({why})" for s, why in self.skipped_servers.items()]
         for r in self.results:
-            if r.result != "ok":
+            if r.result not in (Outcome.ok, Outcome.deferred):
                 a = r.action
                 out.append(f"server {a.server}: {a.kind} {a.model} v{a.version} {r.result}: {r.error}")
         return out

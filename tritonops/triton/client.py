@@ -116,8 +116,9 @@ class LoadsInFlight:
                     mine = _Flight(Future(), args, me)
                     self._running[key] = mine
                     break
-                if cur.owner == me:
-                    return fn(), False
+                nested = cur.owner == me
+            if nested:  # outside the registry's lock: holding it here would serialise every load
+                return fn(), False
             log.info("server %s: load of model %r already in flight; waiting for it", *key)
             try:
                 result = cur.future.result()

@@ -1,0 +1,137 @@
+"""Parallel apply on real Tritons: measured once per fleet, then loaded several at a time; a plan made
+from estimates is re-planned after each measurement so the server never ends over its budget."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.memory.models import ALLOC_MODEL_PY, alloc_config
+from tests.reconcile.conftest import model_py
+from tests.reconcile.test_e2e import EU, ready
+from tritonops.config import load_config
+from tritonops.dev import stack
+from tritonops.memory.fleet import PREFIX
+from tritonops.reconcile import runner
+from tritonops.store import open_store
+
+pytestmark = pytest.mark.slow
+MIB = 1 << 20
+
+
+class Concurrency:
+    """Wraps a server's real control and records how many loads were in flight at once."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.now = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            return self.inner.load(model, *args, **kw)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def _context(config_path: Path, server: str) -> tuple[runner.Context, Concurrency]:
+    ctx = runner.context(load_config(config_path), EU)
+    watch = Concurrency(ctx.ports.controls[server])
+    ctx.ports.controls[server] = watch
+    return ctx, watch
+
+
+def test_measured_on_one_host_then_loaded_in_parallel_on_another(
+    rec_regions, unique, dev_stack, tmp_path: Path
+) -> None:
+    models = sorted(unique("par") for _ in range(6))
+    rr = rec_regions({})
+    for i, m in enumerate(models):
+        rr.publishers[EU].publish(m, 1, {"model.py": model_py(float(i))})
+
+    # Host 1, first run: every footprint unknown. On the host probe a python model is measured from its
+    # own stub process, so after the first measurement the rest load several at a time.
+    ctx, watch = _context(rr.config_path, f"{EU}-a")
+    rep = runner.reconcile(ctx)
+    assert [(r.action.model, r.result, r.measured) for r in rep.results] == [(m, "ok", True) for m in models]
+    assert 2 <= watch.peak <= 4
+    # each measurement is the stub's own memory: a python stub with numpy, tens of MiB, alike for all six
+    sizes = [r.action.predicted_bytes + (r.prediction_error_bytes or 0) for r in rep.results]
+    assert all(20 * MIB < b < 150 * MIB for b in sizes) and max(sizes) - min(sizes) < 8 * MIB, sizes
+    store = open_store(rr.config.region(EU), EU)
+    assert len(store.list(PREFIX)) == 6  # the measurements went to the region's bucket
+
+    # Host 2: its own state dir (nothing local), a fresh Triton of the same region.
+    t = stack.start_triton(
+        dev_stack.triton_home, rr.servers[EU].repository_url, tmp_path / "host2.log", dev_stack.triton_env()
+    )
+    try:
+        data = yaml.safe_load(rr.config_path.read_text())
+        data["state_dir"] = str(tmp_path / "state-host2")
+        data["regions"][EU]["servers"] = [
+            {"name": "b", "http_url": t.http_url, "metrics_url": t.metrics_url, "load_threads": 3}
+        ]
+        cfg2 = tmp_path / "host2.yaml"
+        cfg2.write_text(yaml.safe_dump(data, sort_keys=False))
+        ctx2, watch2 = _context(cfg2, "b")
+        rep2 = runner.reconcile(ctx2)
+        assert [(r.action.model, r.result) for r in rep2.results] == [(m, "ok") for m in models]
+        assert [r.measured for r in rep2.results] == [False] * 6  # placed from host 1's measurements
+        assert 2 <= watch2.peak <= 3  # several at a time, never more than the server's load threads
+        assert ready(t) == {m: [1] for m in models}
+        assert len(store.list(PREFIX)) == 6  # nothing measured again
+    finally:
+        stack.stop(t.record)
+
+
+def test_replanned_after_each_measurement_never_over_budget(rec_regions, unique) -> None:
+    """Issue 13's soak finding: 6 python models of about 77 MiB measured, a budget that fits 3, size
+    estimates (64 MiB each) smaller than reality: the plan fits 4 of them, apply must stop at 3."""
+    models = sorted(unique("big") for _ in range(6))
+    rr = rec_regions({})
+    budget = 273_000_000
+    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(memory_budget_bytes=budget))
+    for m in models:
+        rr.publishers[EU].publish(m, 1, {"model.py": ALLOC_MODEL_PY.encode()}, config_text=alloc_config(32))
+
+    ctx = runner.context(rr.config, EU)
+    plan = runner.make_region_plan(ctx)
+    assert sum(a.kind == "load" for a in plan.actions) * 64 * MIB <= budget  # the plan trusts its estimates
+    rep = runner.reconcile(ctx)
+    ok = [r for r in rep.results if r.result == "ok"]
+    deferred = [r for r in rep.results if r.result == "deferred"]
+    assert ok and deferred and not [r for r in rep.results if r.result in ("failed", "skipped")]
+    measured = [r.action.predicted_bytes + (r.prediction_error_bytes or 0) for r in ok]
+    # each model really costs more than the 64 MiB estimate (stub + 32 MiB allocated)
+    assert all(66 * MIB < b < 130 * MIB for b in measured), [b / MIB for b in measured]
+    assert sum(measured) <= budget, [b / MIB for b in measured]
+    # and the room was used: no further model of that size would have fitted
+    assert budget - sum(measured) < min(measured), [b / MIB for b in measured]
+    assert rep.failed == 0 and "deferred to the next run" in deferred[0].error
+    assert sorted(ready(rr.servers[EU])) == sorted(r.action.model for r in ok)
+
+    # The next run plans from the measurements: nothing loads that would not fit.
+    again = runner.reconcile(runner.context(rr.config, EU))
+    assert [r for r in again.results if r.result == "ok"] == []
+    assert any(n.kind == "deferred" for n in again.plan.notes)
+
+    # Room for one more estimate (64 MiB) but not for a real one: a model still unmeasured (deferred
+    # above) is loaded, measured, and unloaded again, so the run still ends within the budget.
+    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(memory_budget_bytes=sum(measured) + 70 * MIB))
+    third = runner.reconcile(runner.context(rr.config, EU))
+    assert [(r.result, "unloaded again" in r.error) for r in third.results] == [("deferred", True)]
+    assert third.failed == 0
+    assert sorted(ready(rr.servers[EU])) == sorted(x.action.model for x in ok)
