@@ -124,6 +124,35 @@ class ModelRule(_Strict):
     placement: Placement = Placement.on_demand
 
 
+# -- release (tritonops.release reads these; see README "Releases") --------------------------
+
+
+class ReleaseMode(str, Enum):
+    on_publish = "on-publish"  # a newly published version is live at once (the behaviour before releases)
+    explicit = "explicit"  # sync only publishes; promote / rollback / rollout move the live version
+
+
+class GateConfig(_Strict):
+    min_requests: int = Field(default=50, ge=1)  # per step, on the new version, before any verdict
+    max_failure_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_latency_ratio: float = Field(default=1.5, gt=1.0)  # new mean request duration / reference
+    max_queue_ratio: float = Field(default=2.0, gt=1.0)
+    # Differences smaller than this never fail a latency or queue gate (noise on fast models).
+    min_latency_delta_ms: float = Field(default=2.0, ge=0.0)
+
+
+class RolloutConfig(_Strict):
+    waves: list[list[str]] | None = None  # None: the first region, then all the others
+    canary_share: float = Field(default=0.5, gt=0.0, le=1.0)  # of each region's servers, at least one
+    bake_s: float = Field(default=300.0, ge=0.0)
+    gates: GateConfig = Field(default_factory=GateConfig)
+
+
+class ReleaseConfig(_Strict):
+    mode: ReleaseMode = ReleaseMode.on_publish
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
 class Config(_Strict):
     format_version: int = FORMAT_VERSION
     repository: Path = Path("model_repos/default")
@@ -131,6 +160,7 @@ class Config(_Strict):
     regions: dict[str, RegionConfig] = Field(default_factory=dict)
     models: dict[str, ModelRule] = Field(default_factory=dict)
     default_placement: Placement = Placement.on_demand
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     # Where the file was read from; paths in it are relative to its folder.
     source: Path | None = Field(default=None, exclude=True)
@@ -167,6 +197,10 @@ class Config(_Strict):
                             f"regions.{rname}.servers[{i}].models[{j}]",
                             f"model {m!r} is not allowed in region {rname!r} (models.{m}.regions)",
                         )
+        for i, wave in enumerate(self.release.rollout.waves or []):
+            for j, rname in enumerate(wave):
+                if rname not in self.regions:
+                    raise _KeyedError(f"release.rollout.waves[{i}][{j}]", f"unknown region {rname!r}")
         return self
 
     # -- helpers -------------------------------------------------------------------------------

@@ -322,7 +322,8 @@ def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple
         return (0 if placement(m) is Placement.pinned else 1, -(lm.last_inference_ms if lm else 0), m)
 
     for m in sorted(wanted, key=priority):
-        dm = desired.models[m]
+        dm = desired.model_on(name, m)  # a canary server's release version, else the region's
+        assert dm is not None
         cur = loaded.get(m)
         if cur is not None and cur.ready_versions == [dm.version]:
             continue  # never call load for a model already at the desired state: Triton would reload it

@@ -88,8 +88,14 @@ def context(cfg: Config, region: str, ports: Ports | None = None) -> Context:
 
 
 def _states(ctx: Context, s3: Any | None = None) -> tuple[DesiredState, ActualState, Published]:
+    from tritonops.release.view import region_release
+
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, s3, ctx.dir / "published-cache")
-    desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
+    rel = region_release(ctx.cfg, ctx.region, published.manifests, published.configs)
+    published.problems += rel.problems
+    desired = desired_state(
+        ctx.cfg, ctx.region, published, ctx.ports.footprint, rel.versions, rel.digest
+    )
     actual = gather_actual(
         desired,
         ctx.ports.controls,
