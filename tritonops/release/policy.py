@@ -48,9 +48,9 @@ def live_version(
     newest = man.latest()
     if newest is None:
         return None
-    if rec is not None and mode is ReleaseMode.on_publish and newest > rec.watermark:
-        if not is_blocked(rec, man, newest):
-            return newest
+    fresh = rec is not None and mode is ReleaseMode.on_publish and newest > rec.watermark
+    if fresh and not is_blocked(rec, man, newest):
+        return newest
     if rec is not None and rec.live in man.versions:
         return rec.live
     if rec is None and mode is ReleaseMode.explicit:
