@@ -97,7 +97,7 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module adds its commands to ``app``.
-    from tritonops.cli import config_cmd, control, convert, dev, reconcile, repo, sync  # noqa: F401
+    from tritonops.cli import config_cmd, control, convert, dev, reconcile, release, repo, sync  # noqa: F401
 
 
 _register()

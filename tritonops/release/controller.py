@@ -197,7 +197,8 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     now, notes = gates.take_snapshot(cfg, regions, ro["model"])
     olds = {ro["origin"].get(r) for r in regions}
     old = next(iter(olds)) if len(olds) == 1 else None
-    v = gates.evaluate(cfg.release.rollout.gates, ro["baseline"], now, ro["version"], old, step_servers, control)
+    g = cfg.release.rollout.gates
+    v = gates.evaluate(g, ro.get("pre") or {}, ro["baseline"], now, ro["version"], old, step_servers, control)
     v.reasons += notes
     if v.restarted:
         ro["baseline"], ro["bake_started"] = now, time.time()
@@ -248,8 +249,12 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
     """One transition; True when another may follow at once."""
     n = len(ro["steps"])
     if ro["phase"] == "apply":
-        _apply_step(cfg, ro)
         regions = sorted(ro["steps"][ro["step"]]["targets"])
+        if ro.get("pre_step") != ro["step"]:  # the old version's counters before the step: a reference
+            ro["pre"], _ = gates.take_snapshot(cfg, regions, ro["model"])
+            ro["pre_step"] = ro["step"]
+            _save(cfg, ro)
+        _apply_step(cfg, ro)
         ro["baseline"], _ = gates.take_snapshot(cfg, regions, ro["model"])
         ro["bake_started"], ro["phase"] = time.time(), "bake"
         report.append(f"step {ro['step'] + 1}/{n} ({_describe(ro['steps'][ro['step']])}) applied; baking")

@@ -1,6 +1,7 @@
 """Gates: Triton's own per-model, per-version Prometheus counters, read from each server's /metrics.
 
-A step's verdict compares two snapshots of the counters (taken at the start of the bake and now):
+A step's verdict compares snapshots of the counters: before the step was applied (``pre``), at the
+start of its bake (``base``) and now:
 
 - traffic: requests (success + failure) to the new version on the step's servers; fewer than
   ``min_requests`` -> ``wait`` ("too little traffic", never a pass by default);
@@ -129,7 +130,13 @@ def _mean_ms(c: Counters, attr: str) -> float | None:
 
 
 def _reference(
-    g: GateConfig, base: Snapshot, now: Snapshot, step: list[str], control: list[str], old: int | None
+    g: GateConfig,
+    pre: Snapshot,
+    base: Snapshot,
+    now: Snapshot,
+    step: list[str],
+    control: list[str],
+    old: int | None,
 ) -> tuple[Counters | None, str]:
     if old is None:
         return None, "no old version to compare with"
@@ -138,7 +145,7 @@ def _reference(
         return window, f"version {old} on {', '.join(control)} over the same window"
     before = Counters()
     for s in [*step, *control]:
-        c = _get(base, s, old)
+        c = _get(pre, s, old)
         if c is not None:
             before = before.plus(c)
     if before.requests >= g.min_requests:
@@ -148,6 +155,7 @@ def _reference(
 
 def evaluate(
     g: GateConfig,
+    pre: Snapshot,
     base: Snapshot,
     now: Snapshot,
     version: int,
@@ -173,7 +181,7 @@ def evaluate(
     reasons: list[str] = []
     if rate > g.max_failure_rate:
         reasons.append(f"failure rate {rate:.1%} of {int(new.requests)} requests > {g.max_failure_rate:.1%}")
-    ref, why = _reference(g, base, now, step_servers, control_servers, old)
+    ref, why = _reference(g, pre, base, now, step_servers, control_servers, old)
     readings["reference"] = why
     for attr, limit, label in (("duration_us", g.max_latency_ratio, "latency"),
                                ("queue_us", g.max_queue_ratio, "queue time")):  # fmt: skip

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from tritonops.config import Config, ReleaseMode
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
+from tritonops.release.pointer import publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -50,7 +51,6 @@ from tritonops.repo.manifest import (
     load_model_manifests,
     sha256_bytes,
 )
-from tritonops.release.pointer import publish_release
 from tritonops.store import open_store
 from tritonops.store.base import ObjectInfo, ObjectStore, check_key
 
