@@ -532,14 +532,7 @@ def up(
                 "repository_url": t.repository_url,
             }
             for i in range(1, servers if r == regions[0] else 1):
-                t = start_triton(
-                    home, region_cfg.triton_repository_url(), logs / f"triton-{r}-{i}.log", creds.env()
-                )
-                started.append(t.record)
-                state.processes[f"triton-{r}-{i}"] = t.record
-                state.extra_servers.setdefault(r, []).append(
-                    {"http_url": t.http_url, "grpc_url": t.grpc_url, "metrics_url": t.metrics_url}
-                )
+                _start_extra_triton(state, started, home, region_cfg, r, i, creds)
     except BaseException:
         for rec in reversed(started):
             stop(rec)
@@ -552,6 +545,25 @@ def up(
         raise
     _write_state(state)
     return state
+
+
+def _start_extra_triton(
+    state: StackState,
+    started: list[ProcessRecord],
+    home: Path,
+    region_cfg: RegionConfig,
+    region: str,
+    i: int,
+    creds: Credentials,
+) -> None:
+    """The region's i-th Triton (i >= 1) on the same bucket: ``up(servers=N)``, for canaries."""
+    logs = Path(state.state_dir) / "logs"
+    t = start_triton(home, region_cfg.triton_repository_url(), logs / f"triton-{region}-{i}.log", creds.env())
+    started.append(t.record)
+    state.processes[f"triton-{region}-{i}"] = t.record
+    state.extra_servers.setdefault(region, []).append(
+        {"http_url": t.http_url, "grpc_url": t.grpc_url, "metrics_url": t.metrics_url}
+    )
 
 
 def _read_policy(path: Path, regions: list[str]) -> dict[str, Any]:
