@@ -8,7 +8,7 @@
   or answers with the new version, and every rollout ends where its gates say (good: live everywhere;
   bad: rolled back, never beyond its canary server).
 
-    PYTHONPATH=. python bench/release.py [--trials 20] [--bad-trials 4] [--bake 1]
+    PYTHONPATH=. python bench/release.py [--trials 20] [--bad-trials 2] [--bake 1]
 
 Writes bench/results/release.json and release.md.
 """
@@ -107,7 +107,9 @@ def sigkill_trial(rel: RelStack, lg: LoadGen, version: int, rng: random.Random) 
         argv = [sys.executable, "-m", "tritonops", "--config", str(rel.config_path), "rollout", "advance", MODEL]
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:
-            p.wait(timeout=rng.uniform(0.3, 6.0))
+            # A run that applies a step (startup, records, a reconcile with measured loads) takes ~5-15 s
+            # on the loaded 2-core machine; a judging or baking run ~2-4 s: the kills land anywhere.
+            p.wait(timeout=rng.uniform(0.3, 12.0))
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
@@ -121,8 +123,9 @@ def sigkill_trial(rel: RelStack, lg: LoadGen, version: int, rng: random.Random) 
                 violations.append(f"{name} serves v{version} at step {ro['step']} {ro['phase']}")
         if ro["phase"] in controller.TERMINAL:
             break
-        if time.time() - t_start > 300:
-            violations.append("did not finish in 300 s")
+        if time.time() - t_start > 600:
+            violations.append("did not finish in 600 s")
+            controller.abort(rel.config, MODEL)
             break
         time.sleep(0.3)
     # answers: a server outside every step the gates allowed never answered with the new version
@@ -138,7 +141,7 @@ def sigkill_trial(rel: RelStack, lg: LoadGen, version: int, rng: random.Random) 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--bad-trials", type=int, default=4)
+    ap.add_argument("--bad-trials", type=int, default=2)
     ap.add_argument("--bake", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
