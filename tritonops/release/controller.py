@@ -36,6 +36,7 @@ from tritonops.repo.manifest import atomic_write_bytes, utc_now
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 TERMINAL = ("done", "failed", "aborted")
+LOCK_HELD = "reconcile lock held: "
 
 
 def rollouts_dir(cfg: Config) -> Path:
@@ -154,7 +155,7 @@ def _reconcile(cfg: Config, region: str) -> str:
     try:
         rep = reconcile(context(cfg, region))
     except LockHeldError as e:
-        return str(e)
+        return f"{LOCK_HELD}{e}"
     return f"{rep.failed} action(s) failed" if rep.failed else ""
 
 
@@ -186,7 +187,7 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     control = [s for s in all_servers if s not in step_servers]
     for r in regions:  # a restarted Triton gets its override back before it is judged
         why = _reconcile(cfg, r)
-        if why:
+        if why.startswith(LOCK_HELD):  # failed loads are judged by the health gate below
             return gates.Verdict("wait", [f"region {r!r}: {why}"])
     served: dict[str, Any] = {}
     for r in regions:
