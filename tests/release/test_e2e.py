@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -18,7 +19,11 @@ EU0, EU1, US0 = f"{EU}-triton-0", f"{EU}-triton-1", f"{US}-triton-0"
 
 
 def cli(rel: RelStack, *args: str) -> Any:
-    return CliRunner().invoke(app, ["--config", str(rel.config_path), *args])
+    res = CliRunner().invoke(app, ["--config", str(rel.config_path), *args])
+    # The CLI points tritonops' log handler at CliRunner's stderr, closed once it returns; library
+    # calls made by this test afterwards must not log into it.
+    logging.getLogger("tritonops").handlers.clear()
+    return res
 
 
 def snapshot(rel: RelStack) -> dict[str, list[int]]:
