@@ -49,8 +49,8 @@ done
 tritonops release status echo
 
 advance_until_done() {
-  local rc
-  while true; do
+  local rc i
+  for i in $(seq 120); do
     rc=0
     tritonops rollout advance echo || rc=$?
     [ "$rc" = 4 ] && return 0          # rolled back after a failed gate
@@ -58,6 +58,8 @@ advance_until_done() {
     tritonops release status echo -o json | python -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["rollouts"] and d["rollouts"][0]["phase"] in ("done","failed","aborted") else 1)' && return 0
     sleep 1
   done
+  echo "rollout still in progress after 120 advances: see tritonops release status echo" >&2
+  return 1
 }
 
 step "10. staged rollout of v2 under traffic: canary server -> eu-west-1 -> us-east-1, each after its bake and gates"

@@ -10,6 +10,7 @@ import collections
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import tritonclient.http as th
@@ -18,7 +19,7 @@ from tritonops.config import load_config
 
 
 def main() -> None:
-    cfg = load_config(sys.argv[1])
+    cfg = load_config(Path(sys.argv[1]))
     seconds = float(sys.argv[2])
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     stop = time.monotonic() + seconds

@@ -11,7 +11,9 @@ start of its bake (``base``) and now:
   over the same window when they had ``min_requests``, else the old version's own counters up to the
   start of the step (a baseline taken before it). Worse by more than the ratio AND by more than
   ``min_latency_delta_ms`` -> fail. No reference with enough requests -> said, and not judged.
-- a counter that went down means Triton restarted: the step re-baselines and its bake starts again.
+- a counter that went down means Triton restarted (or reloaded the version: Triton 2.51 re-creates a
+  version when its version policy changes, and the old instance's counters can still be the ones
+  read at the baseline): the step re-baselines and its bake starts again.
 """
 
 from __future__ import annotations
@@ -165,8 +167,9 @@ def evaluate(
 ) -> Verdict:
     restarted = restarted_servers(base, now)
     if restarted:
-        return Verdict("wait", [f"counters went down on {', '.join(restarted)} (Triton restarted?): "
-                                "re-baselined, the bake starts again"], restarted=True)  # fmt: skip
+        return Verdict("wait", [f"counters went down on {', '.join(restarted)} (Triton restarted, or the "
+                                "version was reloaded): re-baselined, the bake starts again"],
+                       restarted=True)  # fmt: skip
     missing = [s for s in step_servers if s not in now]
     if missing:
         return Verdict("wait", [f"metrics not read from {', '.join(missing)}"])
