@@ -8,8 +8,8 @@ export AWS_EC2_METADATA_DISABLED=true
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1. local stack: an S3 server and a Triton per region (iris is EU-only: scripts/demo-policy.yaml)"
-tritonops dev up --state-dir "$STATE_DIR" --repository model_repos/demo --policy scripts/demo-policy.yaml
+step "1. local stack: an S3 server, two Tritons in eu-west-1, one in us-east-1 (iris is EU-only: scripts/demo-policy.yaml)"
+tritonops dev up --state-dir "$STATE_DIR" --repository model_repos/demo --policy scripts/demo-policy.yaml --servers 2
 export TRITONOPS_CONFIG="$STATE_DIR/tritonops.yaml"
 
 step "2. convert: a PyTorch MLP and a scikit-learn classifier -> ONNX fp32 / fp16 / int8, gated on accuracy"
@@ -36,6 +36,52 @@ tritonops status --region us-east-1
 
 step "8. an inference answer from each region"
 python scripts/demo_infer.py "$TRITONOPS_CONFIG"
+
+step "9. releases: publish echo v1 and v2; in explicit mode v2 is published but not live"
+REL=$(mktemp -d)
+cp scripts/demo-release/model.py "$REL/model.py"
+for v in 1 2; do
+  echo "# build $v" >> "$REL/model.py"   # a rebuild: different bytes, a new version
+  tritonops repo add echo --from "$REL/model.py" --config scripts/demo-release/echo.pbtxt >/dev/null
+  tritonops sync --all-regions >/dev/null   # v1: the model's first publish is its first release; v2: published only
+  for region in eu-west-1 us-east-1; do tritonops reconcile --region "$region" >/dev/null; done
+done
+tritonops release status echo
+
+advance_until_done() {
+  local rc i
+  for i in $(seq 120); do
+    rc=0
+    tritonops rollout advance echo || rc=$?
+    [ "$rc" = 4 ] && return 0          # rolled back after a failed gate
+    [ "$rc" != 0 ] && return "$rc"
+    tritonops release status echo -o json | python -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["rollouts"] and d["rollouts"][0]["phase"] in ("done","failed","aborted") else 1)' && return 0
+    sleep 1
+  done
+  echo "rollout still in progress after 120 advances: see tritonops release status echo" >&2
+  return 1
+}
+
+step "10. staged rollout of v2 under traffic: canary server -> eu-west-1 -> us-east-1, each after its bake and gates"
+python scripts/demo_traffic.py "$TRITONOPS_CONFIG" 300 & TRAFFIC=$!
+trap 'kill $TRAFFIC 2>/dev/null || true' EXIT
+sleep 1
+tritonops rollout start echo --version 2
+advance_until_done
+tritonops release status echo --all-regions
+
+step "11. a bad v3 (a third of its requests fail) is caught on the canary server and rolled back; us-east-1 never loads it"
+sed 's/^FAIL_EVERY = 0/FAIL_EVERY = 3/' scripts/demo-release/model.py > "$REL/model.py"
+tritonops repo add echo --from "$REL/model.py" --config scripts/demo-release/echo.pbtxt >/dev/null
+tritonops sync --all-regions >/dev/null
+tritonops rollout start echo --version 3
+advance_until_done
+tritonops release status echo --all-regions
+
+step "12. rollback: eu-west-1 back from v2 to v1, reconciled at once"
+tritonops rollback echo --region eu-west-1 --now
+tritonops release status echo --region eu-west-1
+kill $TRAFFIC 2>/dev/null || true
 
 echo
 echo "The stack is still running. Use it:   export TRITONOPS_CONFIG=$TRITONOPS_CONFIG"

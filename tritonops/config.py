@@ -129,6 +129,35 @@ class ModelRule(_Strict):
     placement: Placement = Placement.on_demand
 
 
+# -- release (tritonops.release reads these; see README "Releases") --------------------------
+
+
+class ReleaseMode(str, Enum):
+    on_publish = "on-publish"  # a newly published version is live at once (the behaviour before releases)
+    explicit = "explicit"  # sync only publishes; promote / rollback / rollout move the live version
+
+
+class GateConfig(_Strict):
+    min_requests: int = Field(default=50, ge=1)  # per step, on the new version, before any verdict
+    max_failure_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_latency_ratio: float = Field(default=1.5, gt=1.0)  # new mean request duration / reference
+    max_queue_ratio: float = Field(default=2.0, gt=1.0)
+    # Differences smaller than this never fail a latency or queue gate (noise on fast models).
+    min_latency_delta_ms: float = Field(default=2.0, ge=0.0)
+
+
+class RolloutConfig(_Strict):
+    waves: list[list[str]] | None = None  # None: the first region, then all the others
+    canary_share: float = Field(default=0.5, gt=0.0, le=1.0)  # of each region's servers, at least one
+    bake_s: float = Field(default=300.0, ge=0.0)
+    gates: GateConfig = Field(default_factory=GateConfig)
+
+
+class ReleaseConfig(_Strict):
+    mode: ReleaseMode = ReleaseMode.on_publish
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
 class Config(_Strict):
     format_version: int = FORMAT_VERSION
     repository: Path = Path("model_repos/default")
@@ -136,6 +165,7 @@ class Config(_Strict):
     regions: dict[str, RegionConfig] = Field(default_factory=dict)
     models: dict[str, ModelRule] = Field(default_factory=dict)
     default_placement: Placement = Placement.on_demand
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     # Where the file was read from; paths in it are relative to its folder.
     source: Path | None = Field(default=None, exclude=True)
@@ -172,6 +202,10 @@ class Config(_Strict):
                             f"regions.{rname}.servers[{i}].models[{j}]",
                             f"model {m!r} is not allowed in region {rname!r} (models.{m}.regions)",
                         )
+        for i, wave in enumerate(self.release.rollout.waves or []):
+            for j, rname in enumerate(wave):
+                if rname not in self.regions:
+                    raise KeyedError(f"release.rollout.waves[{i}][{j}]", f"unknown region {rname!r}")
         return self
 
     # -- helpers -------------------------------------------------------------------------------
@@ -253,7 +287,8 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def check_local(cfg: Config) -> None:
-    """What ``config validate`` checks beyond the schema: the paths and profiles it names exist here.
+    """What ``config validate`` checks beyond the schema: the paths it names exist here (the profiles
+    are checked by ``tritonops.store.s3.check_profiles``, the one module that talks to boto).
 
     Not part of loading, since ``repo add`` creates a missing repository and other commands need
     only some regions. Raises ConfigError naming the file and key of the first problem.
@@ -271,15 +306,6 @@ def check_local(cfg: Config) -> None:
         creds = region.credentials_file.expanduser() if region.credentials_file else None
         if creds is not None and not creds.is_file():
             raise ConfigError(f"{src}: {key}.credentials_file: {creds} does not exist or is not a file")
-        if region.profile is not None:
-            import botocore.session  # only here: loading a config must stay cheap
-
-            bs = botocore.session.Session()
-            if creds is not None:
-                bs.set_config_variable("credentials_file", str(creds))
-            if region.profile not in bs.available_profiles:
-                where = creds or "~/.aws/credentials and ~/.aws/config"
-                raise ConfigError(f"{src}: {key}.profile: profile {region.profile!r} not found in {where}")
 
 
 def dump_config(cfg: Config) -> str:

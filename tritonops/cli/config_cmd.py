@@ -21,8 +21,11 @@ app.add_typer(config_app, name="config")
 @config_app.command("validate")
 def validate_cmd(output: OutputOpt = OutputFormat.table) -> None:
     """Validate tritonops.yaml and show the regions, servers and model rules it defines."""
+    from tritonops.store.s3 import check_profiles
+
     cfg = get_config()
     check_local(cfg)
+    check_profiles(cfg)
     data = {
         "config": str(cfg.source),
         "repository": str(cfg.repository_path),

@@ -36,6 +36,9 @@ def up_cmd(
         Path | None,
         typer.Option("--policy", help="YAML with `models:` rules (residency, placement) for the generated config."),
     ] = None,
+    servers: Annotated[
+        int, typer.Option("--servers", min=1, help="Triton servers in the first region (default 1).")
+    ] = 1,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Start the local stack (idempotent) and write a tritonops.yaml for it."""
@@ -43,7 +46,7 @@ def up_cmd(
 
     regions = region or list(stack.DEFAULT_REGIONS)
     info(f"starting local stack in {state_dir} ({', '.join(regions)}) ...")
-    state = stack.up(state_dir, repository, regions=regions, s3_kind=s3, policy_file=policy)
+    state = stack.up(state_dir, repository, regions=regions, s3_kind=s3, policy_file=policy, servers=servers)
     data = {"config": state.config, "s3_endpoint": state.s3_endpoint, "regions": state.regions}
 
     def render(c: Console) -> None:

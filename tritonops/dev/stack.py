@@ -386,6 +386,8 @@ class StackState:
     s3_endpoint: str
     processes: dict[str, ProcessRecord] = field(default_factory=dict)
     regions: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Tritons beyond each region's first (``up(servers=N)``): region -> [{http_url, grpc_url, metrics_url}]
+    extra_servers: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -400,6 +402,7 @@ class StackState:
             s3_endpoint=d["s3_endpoint"],
             processes=procs,
             regions=d.get("regions", {}),
+            extra_servers=d.get("extra_servers", {}),
         )
 
 
@@ -444,11 +447,12 @@ def stack_config(
             credentials_file=credentials_file,
             servers=[
                 ServerConfig(
-                    name=f"{r}-triton-0",
-                    http_url=info["http_url"],
-                    grpc_url=info["grpc_url"],
-                    metrics_url=info["metrics_url"],
+                    name=f"{r}-triton-{i}",
+                    http_url=srv["http_url"],
+                    grpc_url=srv["grpc_url"],
+                    metrics_url=srv["metrics_url"],
                 )
+                for i, srv in enumerate([info, *state.extra_servers.get(r, [])])
             ],
         )
     data: dict[str, Any] = {
@@ -457,7 +461,7 @@ def stack_config(
         "regions": {k: v.model_dump(exclude_none=True) for k, v in region_cfgs.items()},
     }
     for key, value in (policy or {}).items():
-        if key in ("models", "default_placement"):
+        if key in ("models", "default_placement", "release"):
             data[key] = value
     return parse_config(data, Path(state.config))
 
@@ -467,7 +471,8 @@ def _healthy(state: StackState) -> bool:
         return False
     if _http_ok(state.s3_endpoint) is None:
         return False
-    return all(_http_ok(f"{info['http_url']}/v2/health/live") == 200 for info in state.regions.values())
+    infos = [*state.regions.values(), *(x for xs in state.extra_servers.values() for x in xs)]
+    return all(_http_ok(f"{info['http_url']}/v2/health/live") == 200 for info in infos)
 
 
 def up(
@@ -476,18 +481,21 @@ def up(
     regions: list[str] | tuple[str, ...] = DEFAULT_REGIONS,
     s3_kind: str = "moto",
     policy_file: Path | None = None,
+    servers: int = 1,
 ) -> StackState:
     """Start (or find running) the local stack; idempotent. Writes ``<state_dir>/tritonops.yaml``.
 
     ``policy_file``: a tritonops.yaml fragment whose ``models`` (residency, placement) and
     ``default_placement`` go into the generated config; it is validated against the stack's regions.
+    ``servers``: Tritons in the first region (a canary server and the rest); the others get one.
     """
     state_dir = state_dir.absolute()
     policy = _read_policy(policy_file, list(regions)) if policy_file else None
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(state_dir)
     if existing is not None:
-        if _healthy(existing) and sorted(existing.regions) == sorted(regions):
+        extra = len(existing.extra_servers.get(regions[0], [])) if regions else 0
+        if _healthy(existing) and sorted(existing.regions) == sorted(regions) and extra == servers - 1:
             log.info("stack already up in %s", state_dir)
             if policy is not None:
                 _write_config(existing, repository, state_dir / "credentials", list(regions), policy)
@@ -532,6 +540,8 @@ def up(
                 "bucket": region_cfg.bucket,
                 "repository_url": t.repository_url,
             }
+            for i in range(1, servers if r == regions[0] else 1):
+                _start_extra_triton(state, started, home, region_cfg, r, i, creds)
     except BaseException:
         for rec in reversed(started):
             stop(rec)
@@ -546,6 +556,25 @@ def up(
     return state
 
 
+def _start_extra_triton(
+    state: StackState,
+    started: list[ProcessRecord],
+    home: Path,
+    region_cfg: RegionConfig,
+    region: str,
+    i: int,
+    creds: Credentials,
+) -> None:
+    """The region's i-th Triton (i >= 1) on the same bucket: ``up(servers=N)``, for canaries."""
+    logs = Path(state.state_dir) / "logs"
+    t = start_triton(home, region_cfg.triton_repository_url(), logs / f"triton-{region}-{i}.log", creds.env())
+    started.append(t.record)
+    state.processes[f"triton-{region}-{i}"] = t.record
+    state.extra_servers.setdefault(region, []).append(
+        {"http_url": t.http_url, "grpc_url": t.grpc_url, "metrics_url": t.metrics_url}
+    )
+
+
 def _read_policy(path: Path, regions: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -557,9 +586,9 @@ def _read_policy(path: Path, regions: list[str]) -> dict[str, Any]:
         raise StackError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise StackError(f"{path}: (top level): expected a mapping")
-    unknown = sorted(set(data) - {"models", "default_placement"})
+    unknown = sorted(set(data) - {"models", "default_placement", "release"})
     if unknown:
-        raise StackError(f"{path}: {unknown[0]}: unknown key (a policy holds models and default_placement)")
+        raise StackError(f"{path}: {unknown[0]}: unknown key (a policy holds models, default_placement and release)")
     # Check it against the stack's regions now, before anything starts.
     parse_config({"regions": {r: {"bucket": f"s3://{bucket_name(r)}/models"} for r in regions}, **data}, path)
     return data

@@ -348,7 +348,7 @@ def _load(
     a: Action, desired: DesiredState, ctl: ServerControl, r: ActionResult, quarantine: Quarantine
 ) -> None:
     assert a.version is not None
-    dm = desired.models.get(a.model)
+    dm = desired.model_on(a.server, a.model)  # a canary server's release version, else the region's
     if dm is None or dm.version != a.version:
         raise _GateError(f"model {a.model!r} version {a.version} is no longer the published version")
     config = config_dict(dm.config_text, f"{desired.region}/{a.model}/config.pbtxt")

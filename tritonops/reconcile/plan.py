@@ -317,6 +317,12 @@ class _ServerPlanner:
                    seq=len(self.actions), **kw)
         )  # fmt: skip
 
+    def model(self, m: str) -> DesiredModel:
+        """What this server should serve of ``m``: its canary release version, else the region's."""
+        dm = self.desired.model_on(self.name, m)
+        assert dm is not None, m
+        return dm
+
     def placement(self, m: str) -> Placement:
         dm = self.desired.models.get(m)
         return dm.placement if dm else Placement.on_demand
@@ -325,7 +331,7 @@ class _ServerPlanner:
         return self.desired.demand.counts.get(m, 0.0) if self.desired.demand is not None else 1.0
 
     def candidate(self, m: str, loaded: bool) -> Candidate:
-        dm = self.desired.models[m]
+        dm = self.model(m)
         return Candidate(m, dm.footprint_bytes, dm.load_s, self.demand(m), False, loaded,
                          dm.footprint_source, "estimate")  # fmt: skip
 
@@ -419,7 +425,7 @@ class _ServerPlanner:
     # -- 3. place --------------------------------------------------------------------------------
 
     def quarantined(self, m: str) -> bool:
-        dm = self.desired.models[m]
+        dm = self.model(m)
         if (self.name, m, dm.digest) not in self.actual.quarantined:
             return False
         self.notes.append(
@@ -432,7 +438,7 @@ class _ServerPlanner:
         """Pinned models: load or reload each; evict on-demand models (lowest first) to make room."""
         pinned = [m for m in self.wanted if self.placement(m) is Placement.pinned]
         for m in sorted(pinned, key=self.recency_key):
-            dm = self.desired.models[m]
+            dm = self.model(m)
             cur = self.loaded.get(m)
             if (cur is not None and cur.ready_versions == [dm.version]) or self.quarantined(m):
                 continue  # never call load for a model already at the desired state: Triton would reload it
@@ -516,12 +522,12 @@ class _ServerPlanner:
                 self.wait_note(p)
 
     def reload_if_needed(self, m: str) -> None:
-        dm, cur = self.desired.models[m], self.loaded[m]
+        dm, cur = self.model(m), self.loaded[m]
         if cur.ready_versions != [dm.version]:
             self.reload(dm, cur)
 
     def load_placed(self, p: Placed) -> None:
-        dm = self.desired.models[p.model]
+        dm = self.model(p.model)
         if not self.mem.fits(dm.footprint_bytes):  # a reload before it took more than placement knew
             self.notes.append(
                 Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
@@ -533,7 +539,7 @@ class _ServerPlanner:
     def wait_note(self, p: Placed) -> None:
         """``deferred`` (counted as drift): it would be loaded but for room or the cap on loads;
         ``waiting``: placement by demand leaves it out (its demand does not justify the memory)."""
-        dm = self.desired.models[p.model]
+        dm = self.model(p.model)
         if self.desired.demand is None:
             self.notes.append(
                 Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")

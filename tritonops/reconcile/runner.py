@@ -139,9 +139,13 @@ def read_region_demand(ctx: Context, persist: bool = True) -> DemandInput | None
 
 
 def _states(ctx: Context, demand: DemandInput | None = None) -> tuple[DesiredState, ActualState, Published]:
+    from tritonops.release.view import region_release
+
     published = read_published(ctx.cfg.region(ctx.region), ctx.region, ctx.dir / "published-cache")
+    rel = region_release(ctx.cfg, ctx.region, published.manifests, published.configs)
+    published.problems += rel.problems
     quarantined = ctx.quarantine.keys()
-    desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint)
+    desired = desired_state(ctx.cfg, ctx.region, published, ctx.ports.footprint, rel.versions, rel.digest)
     desired.demand = demand
     actual = gather_actual(
         desired,

@@ -75,6 +75,14 @@ class DesiredState:
     # Published but unreadable right now (corrupt or half-written manifest): left exactly as loaded.
     held: set[str] = field(default_factory=set)
     demand: DemandInput | None = None  # None: no ``demand:`` section for the region
+    # Releases (tritonops.release): a server whose version of a model differs from the region's
+    # (a canary), and a digest of the release records so a plan goes stale when a release moves.
+    per_server: dict[str, dict[str, DesiredModel]] = field(default_factory=dict)
+    release_digest: str = ""
+
+    def model_on(self, server: str, model: str) -> DesiredModel | None:
+        """What ``server`` should serve of ``model``: its canary override, else the region's."""
+        return self.per_server.get(server, {}).get(model) or self.models.get(model)
 
 
 @dataclass
@@ -87,10 +95,21 @@ class Published:
     problems: list[str] = field(default_factory=list)
 
 
-def desired_state(cfg: Config, region: str, published: Published, footprint: FootprintPort) -> DesiredState:
+def desired_state(
+    cfg: Config,
+    region: str,
+    published: Published,
+    footprint: FootprintPort,
+    versions: Mapping[str, Mapping[str, int]] | None = None,
+    release_digest: str = "",
+) -> DesiredState:
+    """``versions``: the release's choice, model -> {"": region live, server: canary version}
+    (``tritonops.release.policy.region_versions``); without it (or for a model it leaves out while
+    others are in it, i.e. nothing live), the newest published version, as before releases."""
     rcfg = cfg.region(region)
     problems = list(published.problems)
     models: dict[str, DesiredModel] = {}
+    per_server: dict[str, dict[str, DesiredModel]] = {}
     held: set[str] = set()
     for name in sorted(published.index.models):
         if not cfg.is_allowed(name, region):
@@ -101,23 +120,44 @@ def desired_state(cfg: Config, region: str, published: Published, footprint: Foo
         if man is None or man.latest() is None:
             held.add(name)  # its manifest problem is already in ``problems``
             continue
-        v = man.latest()
+        chosen = dict(versions[name]) if versions is not None and name in versions else None
+        if versions is not None and chosen is None:
+            held.add(name)  # no live version in this region (its release names none published here)
+            problems.append(f"model {name!r}: no live version released in region {region!r}")
+            continue
+        live = chosen.pop("", None) if chosen else None
+        v = live if live is not None else man.latest()
         assert v is not None
-        entry = man.versions[v]
-        fp, source = footprint.prediction(name, entry.digest, entry.size)
-        models[name] = DesiredModel(
-            name,
-            v,
-            entry.digest,
-            cfg.placement(name),
-            fp,
-            published.configs.get(name, ""),
-            entry.size,
-            source,
-        )
+
+        def dm(ver: int, name: str = name, man: Any = man) -> DesiredModel:
+            entry = man.versions[ver]
+            fp, source = footprint.prediction(name, entry.digest, entry.size)
+            return DesiredModel(
+                name,
+                ver,
+                entry.digest,
+                cfg.placement(name),
+                fp,
+                published.configs.get(name, ""),
+                entry.size,
+                source,
+            )
+
+        models[name] = dm(v)
+        for server, cv in sorted((chosen or {}).items()):
+            if cv != v:
+                per_server.setdefault(server, {})[name] = dm(cv)
     servers = {s.name: _policy(s, models, region, problems) for s in rcfg.servers}
     return DesiredState(
-        region, published.index.digest, set(published.index.models), models, servers, problems, held
+        region,
+        published.index.digest,
+        set(published.index.models),
+        models,
+        servers,
+        problems,
+        held,
+        per_server=per_server,
+        release_digest=release_digest,
     )
 
 
@@ -241,7 +281,7 @@ class ActualState:
     def fingerprint(self, desired: DesiredState) -> str:
         """What a plan depends on, minus memory (which moves all the time): apply refuses a plan whose
         fingerprint differs from a fresh one."""
-        doc = {
+        doc: dict[str, Any] = {
             "index": desired.index_digest,
             "servers": {
                 n: {
@@ -252,6 +292,8 @@ class ActualState:
             },
             "quarantined": sorted(self.quarantined),
         }
+        if desired.release_digest:  # only with releases, so fingerprints from before them still match
+            doc["release"] = desired.release_digest
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -34,8 +34,8 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config as BotoConfig
 
-from tritonops.config import RegionConfig
-from tritonops.errors import StoreError
+from tritonops.config import Config, RegionConfig
+from tritonops.errors import ConfigError, StoreError
 from tritonops.fileio import sha256_file
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 
@@ -376,3 +376,19 @@ class _Mismatch(Exception):
     def __init__(self, digest: str) -> None:
         super().__init__(digest)
         self.digest = digest
+
+
+def check_profiles(cfg: Config) -> None:
+    """``config validate``: every region's ``profile`` exists in its credentials file (or the default
+    AWS files). Raises ConfigError naming the file and key of the first one missing."""
+    src = cfg.source or "<config>"
+    for name, region in sorted(cfg.regions.items()):
+        if region.profile is None:
+            continue
+        creds = region.credentials_file.expanduser() if region.credentials_file else None
+        bs = botocore.session.Session()
+        if creds is not None:
+            bs.set_config_variable("credentials_file", str(creds))
+        if region.profile not in bs.available_profiles:
+            where = creds or "~/.aws/credentials and ~/.aws/config"
+            raise ConfigError(f"{src}: regions.{name}.profile: profile {region.profile!r} not found in {where}")

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonops.config import Config
+from tritonops.config import Config, ReleaseMode
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
+from tritonops.release.pointer import publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -250,17 +251,21 @@ def _check_remote_manifest_keys(man: ModelManifest, source: str) -> None:
             check_key(f"{man.model}/{n}/{f.path}", source)
 
 
-def published_config(config_text: str, versions: list[int], source: str) -> bytes:
+def published_config(
+    config_text: str, versions: list[int], source: str, exact: list[int] | None = None
+) -> bytes:
     """The local config with its version_policy rewritten to ``specific`` over ``versions``.
 
     The local policy is kept as intent: ``latest {k}`` keeps the k highest complete versions,
     ``specific`` keeps those of its list that are complete, ``all`` keeps every complete version.
-    The result only ever names versions present in the bucket.
+    The result only ever names versions present in the bucket. ``exact``: the region's release
+    pointer (tritonops.release), named as is instead of the local policy.
     """
     from tritonops.repo.model_config import config_to_text, live_versions, parse_config_text, set_specific_versions
 
     cfg = parse_config_text(config_text, source)
-    set_specific_versions(cfg, live_versions(cfg, versions))
+    keep = live_versions(cfg, versions) if exact is None else [n for n in sorted(exact) if n in set(versions)]
+    set_specific_versions(cfg, keep)
     return config_to_text(cfg).encode()
 
 
@@ -383,11 +388,14 @@ def _plan_model(
     opts: SyncOptions,
     listing: dict[str, ObjectInfo] | None,
     pool: ThreadPoolExecutor,
+    mode: ReleaseMode = ReleaseMode.on_publish,
 ) -> None:
     """Fill ``mp``: what to upload, skip, withdraw and prune for one local model."""
     local, remote, model = mp.local, mp.remote, mp.model
     mdir = root / model
     published: dict[int, VersionEntry] = {}
+    # Releases (tritonops.release): the region's live pointer is not the local repository's to move.
+    release = publish_release(store, mode, model, remote is not None)
 
     if remote is None:
         # No trusted manifest: what is there already is proven by size + sha256 metadata only.
@@ -431,7 +439,7 @@ def _plan_model(
                     mp.uploads.append(Upload(key, mdir / str(n) / f.path, f.size, f.sha256, model, n))
             published[n] = v
         for n in sorted(set(remote.versions) - set(local.versions)):
-            if opts.prune:
+            if opts.prune and n not in release.protected:  # never the live or rollback version
                 mp.prune_versions.append(n)
             published[n] = remote.versions[n]  # retained (or prune-pending until step 4)
 
@@ -439,7 +447,9 @@ def _plan_model(
     mp.target = ModelManifest(model, dict(sorted(published.items())), config_sha)
     live = sorted(set(published) - set(mp.prune_versions))
     mp.final = ModelManifest(model, {n: published[n] for n in live}, config_sha)
-    mp.config_bytes = published_config(_verified_config(mdir, local), live, str(mdir / CONFIG_NAME))
+    mp.config_bytes = published_config(
+        _verified_config(mdir, local), live, str(mdir / CONFIG_NAME), release.pointer(mp.final)
+    )
     if remote is not None:
         remote_live_set = sorted(remote.versions)
         mp.write_config = bool(
@@ -469,7 +479,7 @@ def plan_region(
             if remote is None and ((remote_index is not None and m in remote_index.models) or fetched[m] is not None):
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
-            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool)
+            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, cfg.release.mode)
             plan.models.append(mp)
             plan.skipped_files += mp.skipped_files
         for m in prune_candidates:

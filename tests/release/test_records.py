@@ -1,0 +1,142 @@
+"""Release records, pointers and retention on a file:// bucket (no servers needed): promote verifies
+then writes the record and the pointer last; sync keeps the pointer and never prunes what a release
+names; bad input is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from tritonops.cli import app
+from tritonops.config import load_config
+from tritonops.release.policy import config_pointer
+from tritonops.release.state import read_record
+from tritonops.store import open_store
+from tritonops.store.sync import SyncOptions, sync
+
+CONF = """\
+name: "m"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+
+def setup(tmp_path: Path, mode: str) -> Path:
+    doc = {
+        "repository": "repo",
+        "state_dir": "state",
+        "release": {"mode": mode},
+        "regions": {
+            "eu-west-1": {"bucket": f"file://{tmp_path}/eu", "servers": [{"name": "eu-0", "http_url": "http://127.0.0.1:9"}]},
+            "us-east-1": {"bucket": f"file://{tmp_path}/us"},
+        },
+    }  # fmt: skip
+    (tmp_path / "eu").mkdir()
+    (tmp_path / "us").mkdir()
+    p = tmp_path / "tritonops.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    (tmp_path / "m.pbtxt").write_text(CONF)
+    return p
+
+
+def add(cfg_path: Path, n: int) -> None:
+    from tritonops.repo.repository import add_version
+
+    cfg = load_config(cfg_path)
+    src = cfg_path.parent / f"src{n}"
+    src.mkdir()
+    (src / "model.py").write_text(f"# version {n}\n")
+    add_version(cfg.repository_path, "m", src / "model.py", config=cfg_path.parent / "m.pbtxt")
+    sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions())
+
+
+def cli(cfg_path: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--config", str(cfg_path), *args])
+
+
+def pointer(tmp_path: Path, region: str = "eu") -> list[int]:
+    return config_pointer((tmp_path / region / "m" / "config.pbtxt").read_text())
+
+
+def test_explicit_mode_publish_promote_rollback_and_retention(tmp_path: Path) -> None:
+    cfg_path = setup(tmp_path, "explicit")
+    add(cfg_path, 1)
+    add(cfg_path, 2)
+    assert pointer(tmp_path) == [1], "explicit mode: publishing v2 moved the pointer"
+
+    res = cli(cfg_path, "promote", "m", "--version", "2", "--region", "eu-west-1", "-o", "json")
+    assert res.exit_code == 0, res.output
+    ch = json.loads(res.stdout)["changes"][0]
+    assert (ch["live_before"], ch["live_after"], ch["pointer_written"]) == (1, 2, True)
+    assert pointer(tmp_path) == [2] and pointer(tmp_path, "us") == [1]
+    store = open_store(load_config(cfg_path).region("eu-west-1"))
+    rec = read_record(store, "m")
+    assert rec is not None and (rec.live, rec.previous) == (2, 1)
+
+    # v3 published: the pointer stays; the local repository drops v1 and v2; a prune keeps both
+    add(cfg_path, 3)
+    assert pointer(tmp_path) == [2]
+    cfg = load_config(cfg_path)
+    for v in (1, 2):
+        import shutil
+
+        shutil.rmtree(cfg.repository_path / "m" / str(v))
+    from tritonops.repo.manifest import ModelManifest, write_index
+
+    mp = cfg.repository_path / "m" / "tritonops-manifest.json"
+    man = ModelManifest.load(mp)
+    man.versions = {3: man.versions[3]}
+    man.save(mp)
+    write_index(cfg.repository_path)
+    report = sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions(prune=True, force=True))
+    assert (tmp_path / "eu" / "m" / "1" / "model.py").exists() and (tmp_path / "eu" / "m" / "2").exists()
+    assert not (tmp_path / "us" / "m" / "2").exists() and (tmp_path / "us" / "m" / "1").exists(), report
+
+    res = cli(cfg_path, "rollback", "m", "--region", "eu-west-1", "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert pointer(tmp_path) == [1]
+    res = cli(cfg_path, "release", "status", "m", "--region", "eu-west-1", "-o", "json")
+    assert res.exit_code == 1  # its one server is not reachable: said, and not exit 0
+    doc = json.loads(res.stdout)
+    m = doc["regions"][0]["models"]["m"]
+    assert (m["live"], m["previous"], m["pointer"], m["pointer_lags"]) == (1, 2, [1], False)
+    assert doc["regions"][0]["servers"]["eu-0"]["reachable"] is False
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    cfg_path = setup(tmp_path, "explicit")
+    add(cfg_path, 1)
+    for args, msg in [
+        (("promote", "m", "--version", "7", "--region", "eu-west-1"), "version 7 is not published"),
+        (("promote", "nope", "--version", "1", "--region", "eu-west-1"), "model 'nope' is not published"),
+        (("promote", "m", "--version", "1", "--region", "mars"), "mars"),
+        (("rollback", "m", "--region", "eu-west-1"), "no previous live version"),
+        (("rollout", "advance", "m"), "no rollout"),
+    ]:
+        res = cli(cfg_path, *args)
+        assert res.exit_code == 1, (args, res.output)
+        assert msg in res.output and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    # a damaged object is refused, never released
+    (tmp_path / "eu" / "m" / "1" / "model.py").write_text("tampered\n")
+    res = cli(cfg_path, "promote", "m", "--version", "1", "--region", "eu-west-1")
+    assert res.exit_code == 1 and "differs from the manifest" in res.output
+
+
+def test_on_publish_mode_refuses_rollouts_and_a_rollback_survives_a_resync(tmp_path: Path) -> None:
+    cfg_path = setup(tmp_path, "on-publish")
+    add(cfg_path, 1)
+    add(cfg_path, 2)
+    assert pointer(tmp_path) == [2]  # publish = release, as before
+    res = cli(cfg_path, "rollout", "start", "m", "--version", "2")
+    assert res.exit_code == 1 and "on-publish" in res.output
+    assert cli(cfg_path, "rollback", "m", "--region", "eu-west-1", "--to", "1").exit_code == 0
+    sync(load_config(cfg_path), ["eu-west-1"], SyncOptions())
+    assert pointer(tmp_path) == [1]
+    add(cfg_path, 3)  # a new publish releases it (on-publish)
+    assert pointer(tmp_path) == [3]

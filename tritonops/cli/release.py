@@ -1,0 +1,202 @@
+"""``tritonops release status``, ``promote``, ``rollback``, ``rollout start|advance|abort``."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, info
+from tritonops.cli.root import app
+from tritonops.errors import ConfigError
+
+release_app = typer.Typer(help="Which version is live per region and server; staged rollouts.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Staged rollouts: canary servers, whole regions, waves; gated on metrics.",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(release_app, name="release")
+app.add_typer(rollout_app, name="rollout")
+
+ModelArg = Annotated[str, typer.Argument(help="Model name.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", "-r", help="Region.")]
+AllRegionsOpt = Annotated[bool, typer.Option("--all-regions", help="Every configured region.")]
+
+
+class ServersChoice(str, enum.Enum):
+    canary = "canary"
+    all = "all"
+
+
+def _regions(region: str | None, all_regions: bool) -> list[str]:
+    cfg = get_config()
+    if bool(region) == all_regions:
+        raise typer.BadParameter("give exactly one of --region R or --all-regions")
+    if region:
+        cfg.region(region)
+        return [region]
+    if not cfg.regions:
+        raise ConfigError("tritonops.yaml: regions: none configured")
+    return list(cfg.regions)
+
+
+def _render_status(doc: dict[str, Any], c: Console) -> None:
+    for r in doc["regions"]:
+        t = Table("model", "live", "previous", "canary", "pointer", "blocked", *sorted(r["servers"]))
+        for m, d in sorted(r["models"].items()):
+            canary = f"v{d['canary']['version']} on {' '.join(d['canary']['servers'])}" if d["canary"] else "-"
+            served = []
+            for s in sorted(r["servers"]):
+                sv = r["servers"][s]
+                served.append(",".join(map(str, sv["models"].get(m, []))) or "-" if sv["reachable"] else "down")
+            t.add_row(m, str(d["live"]), str(d["previous"] or "-"), canary,
+                      ",".join(map(str, d["pointer"])) + (" (lags)" if d["pointer_lags"] else ""),
+                      str(len(d["blocked"])), *served)  # fmt: skip
+        c.print(f"region {r['region']} (release mode {r['mode']})")
+        c.print(t)
+        for p in r["problems"]:
+            c.print(f"problem: {p}", markup=False, highlight=False)
+    for ro in doc["rollouts"]:
+        gate = ro.get("gate") or {}
+        c.print(f"rollout {ro['id']}: {ro['model']} v{ro['version']} step {ro['step'] + 1}/{len(ro['steps'])} "
+                f"{ro['phase']}; bake left {ro.get('bake_left_s', 0):.0f} s; gate {gate.get('verdict', '-')}: "
+                f"{'; '.join(gate.get('reasons', []))}", markup=False, highlight=False)  # fmt: skip
+
+
+@release_app.command("status")
+def status_cmd(
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    region: RegionOpt = None,
+    all_regions: AllRegionsOpt = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Per region and server: the live version, what each server serves, rollouts in progress."""
+    import time
+
+    from tritonops.release.controller import load_rollout, rollouts_dir
+    from tritonops.release.ops import region_status
+
+    cfg = get_config()
+    regions = _regions(region, all_regions or region is None)
+    docs = [region_status(cfg, r, model) for r in regions]
+    rollouts = []
+    d = rollouts_dir(cfg)
+    names = [model] if model else sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+    for name in names:
+        ro = load_rollout(cfg, name)
+        if ro is not None:
+            left = ro.get("bake_started", 0) + ro["bake_s"] - time.time() if ro["phase"] == "bake" else 0
+            rollouts.append({**{k: ro[k] for k in ("id", "model", "version", "step", "steps", "phase", "gate")},
+                             "bake_left_s": max(0.0, left), "failure": ro.get("failure")})  # fmt: skip
+    doc = {"regions": docs, "rollouts": rollouts}
+    emit(output, doc, lambda c: _render_status(doc, c))
+    if any(not s["reachable"] for r in docs for s in r["servers"].values()):
+        raise typer.Exit(1)
+
+
+def _render_changes(changes: list[dict[str, Any]], c: Console) -> None:
+    for ch in changes:
+        c.print(f"region {ch['region']}: {ch['model']} {ch['action']}: live {ch['live_before']} -> "
+                f"{ch['live_after']}" + (f", canary {ch['canary']}" if ch["canary"] else "")
+                + ("" if ch["pointer_written"] else " (pointer already set)")
+                + "".join(f"; {n}" for n in ch["notes"]), markup=False, highlight=False)  # fmt: skip
+
+
+@app.command("promote")
+def promote_cmd(
+    model: ModelArg,
+    version: Annotated[int, typer.Option("--version", help="Published version to make live.")],
+    region: Annotated[str, typer.Option("--region", "-r", help="Region.")],
+    servers: Annotated[ServersChoice, typer.Option("--servers", help="canary: the region's canary servers only.")]
+    = ServersChoice.all,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Make a published version live in a region (or on its canary servers): verified, then pointed at."""
+    from tritonops.release.ops import promote
+
+    ch = promote(get_config(), model, version, region, servers.value).to_json()
+    emit(output, {"changes": [ch]}, lambda c: _render_changes([ch], c))
+    info("takes effect at the region's next reconcile (`tritonops reconcile --region R`)")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    model: ModelArg,
+    region: RegionOpt = None,
+    all_regions: AllRegionsOpt = False,
+    to: Annotated[int | None, typer.Option("--to", help="Version to go back to (default: the previous live).")]
+    = None,
+    now: Annotated[bool, typer.Option("--now", help="Reconcile the region(s) at once.")] = False,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Back to the previous live version; within one reconcile, or at once with --now."""
+    from tritonops.release.ops import rollback
+
+    cfg = get_config()
+    changes = [rollback(cfg, model, r, to).to_json() for r in _regions(region, all_regions)]
+    failed = 0
+    if now:
+        from tritonops.reconcile.runner import context, reconcile
+
+        for ch in changes:
+            rep = reconcile(context(cfg, ch["region"]))
+            ch["reconcile_failed_actions"] = rep.failed
+            failed += rep.failed
+    emit(output, {"changes": changes}, lambda c: _render_changes(changes, c))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _render_rollout(doc: dict[str, Any], c: Console) -> None:
+    for line in doc["report"]:
+        c.print(line, markup=False, highlight=False)
+    ro = doc["rollout"]
+    if ro:
+        c.print(f"rollout {ro['id']}: {ro['model']} v{ro['version']}: step {ro['step'] + 1}/{len(ro['steps'])}, "
+                f"{ro['phase']}", markup=False, highlight=False)  # fmt: skip
+
+
+def _rollout_doc(ro: dict[str, Any] | None, report: list[str]) -> dict[str, Any]:
+    keep = ("id", "model", "version", "steps", "step", "phase", "gate", "failure", "history", "origin")
+    return {"rollout": {k: ro.get(k) for k in keep} if ro else None, "report": report}
+
+
+@rollout_app.command("start")
+def rollout_start_cmd(
+    model: ModelArg,
+    version: Annotated[int, typer.Option("--version", help="Published version to roll out.")],
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Plan a staged rollout (waves, canary servers, bake, gates from tritonops.yaml); `advance` runs it."""
+    from tritonops.release.controller import start
+
+    ro = start(get_config(), model, version)
+    doc = _rollout_doc(ro, [f"rollout {ro['id']} planned: {len(ro['steps'])} steps; run `tritonops rollout advance`"])
+    emit(output, doc, lambda c: _render_rollout(doc, c))
+
+
+@rollout_app.command("advance")
+def rollout_advance_cmd(
+    model: ModelArg,
+    output: OutputOpt = OutputFormat.table,
+) -> None:
+    """Do what is next (idempotent, cron-safe, resumable): apply a step, or judge it after its bake.
+    Exit 0 progressing or done, 4 rolled back after a failed gate, 3 another controller holds the lock."""
+    from tritonops.release.controller import advance
+
+    ro, report = advance(get_config(), model)
+    doc = _rollout_doc(ro, report)
+    emit(output, doc, lambda c: _render_rollout(doc, c))
+    if ro is not None and ro["phase"] == "failed":
+        raise typer.Exit(4)
+
+
+@rollout_app.command("abort")
+def rollout_abort_cmd(model: ModelArg, output: OutputOpt = OutputFormat.table) -> None:
+    """Roll back every step the rollout took (the version is not blocked)."""
+    from tritonops.release.controller import abort
+
+    ro, report = abort(get_config(), model)
+    doc = _rollout_doc(ro, report)
+    emit(output, doc, lambda c: _render_rollout(doc, c))

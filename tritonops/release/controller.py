@@ -1,0 +1,340 @@
+"""The rollout controller: moves one version of a model wave by wave, step by step, behind gates.
+
+State is a small JSON file per model in the controller's state dir (``<state_dir>/release/rollouts/``),
+written atomically (rename) BEFORE each action it announces, and each action is idempotent (a release
+record write, a pointer write, a reconcile). So ``advance`` can be SIGKILLed anywhere: the next run
+reads the intent and does it again. The authoritative copy is local because the rollout spans several
+buckets and S3 has no compare-and-swap; each touched region's release record carries a ``rollout``
+summary so status readers (and operators on other machines) see what is happening.
+
+Phases of the current step: ``apply`` (write the records, reconcile the step's regions, take the
+baseline) -> ``bake`` (wait ``bake_s``, then the health gate and the metric gates) -> next step's
+``apply``, or ``rollback`` (every step taken so far undone, the digest blocked everywhere) -> ``failed``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tritonops.config import Config, ReleaseMode
+from tritonops.errors import LockHeldError, TritonOpsError
+from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.release import gates
+from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
+from tritonops.release.policy import canary_servers
+from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+TERMINAL = ("done", "failed", "aborted")
+LOCK_HELD = "reconcile lock held: "
+
+
+def rollouts_dir(cfg: Config) -> Path:
+    return cfg.state_path / "release" / "rollouts"
+
+
+def _path(cfg: Config, model: str) -> Path:
+    return rollouts_dir(cfg) / f"{model}.json"
+
+
+def load_rollout(cfg: Config, model: str) -> dict[str, Any] | None:
+    p = _path(cfg, model)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise ReleaseError(f"{p}: rollout state is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+        raise ReleaseError(f"{p}: unsupported rollout state")
+    return doc
+
+
+def _save(cfg: Config, ro: dict[str, Any]) -> None:
+    ro["updated"] = utc_now()
+    atomic_write_bytes(_path(cfg, ro["model"]), (json.dumps(ro, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def rollout_lock(cfg: Config, model: str) -> Iterator[None]:
+    """One controller per model at a time; the kernel drops the lock when the process dies."""
+    p = rollouts_dir(cfg) / f"{model}.lock"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(f"model {model!r}: another rollout controller holds {p}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def plan_steps(cfg: Config, model: str) -> list[dict[str, Any]]:
+    """Per wave: its regions' canary servers (when that is not every server), then the whole wave."""
+    ro = cfg.release.rollout
+    regions = [r for r in cfg.regions if cfg.is_allowed(model, r)]
+    waves = ro.waves or ([regions[:1], regions[1:]] if regions else [])
+    steps: list[dict[str, Any]] = []
+    for wave in waves:
+        wave = [r for r in wave if r in regions]
+        if not wave:
+            continue
+        canary: dict[str, list[str]] = {}
+        for r in wave:
+            names = [s.name for s in cfg.region(r).servers]
+            picked = canary_servers(names, ro.canary_share)
+            if len(picked) < len(names):
+                canary[r] = picked
+        if canary:
+            steps.append({"kind": "canary", "targets": canary})
+        steps.append({"kind": "all", "targets": {r: [s.name for s in cfg.region(r).servers] for r in wave}})
+    return steps
+
+
+def start(cfg: Config, model: str, version: int) -> dict[str, Any]:
+    if cfg.release.mode is not ReleaseMode.explicit:
+        raise ReleaseError(
+            "release.mode is on-publish (publishing already releases everywhere): set "
+            "`release: {mode: explicit}` in tritonops.yaml to stage rollouts"
+        )
+    with rollout_lock(cfg, model):
+        cur = load_rollout(cfg, model)
+        if cur is not None and cur["phase"] not in TERMINAL:
+            raise ReleaseError(
+                f"model {model!r}: rollout {cur['id']} of version {cur['version']} is in progress "
+                "(advance it, or `tritonops rollout abort`)"
+            )
+        steps = plan_steps(cfg, model)
+        if not steps:
+            raise ReleaseError(f"model {model!r}: no region allows it; nothing to roll out")
+        origin: dict[str, int | None] = {}
+        digest = ""
+        for r in sorted({r for s in steps for r in s["targets"]}):
+            rm = read_region_model(cfg, r, model)
+            try:
+                if version not in rm.manifest.versions:
+                    raise ReleaseError(f"region {r!r}: model {model!r} version {version} is not published there")
+                digest = rm.manifest.versions[version].digest
+                if rm.record is not None and digest in rm.record.blocked:
+                    raise ReleaseError(f"region {r!r}: model {model!r} version {version} is blocked "
+                                       f"({rm.record.blocked[digest]})")  # fmt: skip
+                origin[r] = rm.live
+            finally:
+                rm.store.close()
+        ro: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "id": uuid.uuid4().hex[:12], "model": model,
+            "version": version, "digest": digest, "origin": origin, "steps": steps, "step": 0,
+            "phase": "apply", "started": utc_now(), "history": [], "gate": None,
+            "bake_s": cfg.release.rollout.bake_s,
+        }  # fmt: skip
+        _save(cfg, ro)
+        return ro
+
+
+def _summary(ro: dict[str, Any]) -> dict[str, Any]:
+    return {"id": ro["id"], "version": ro["version"], "step": ro["step"], "steps": len(ro["steps"]),
+            "phase": ro["phase"]}  # fmt: skip
+
+
+def _reconcile(cfg: Config, region: str) -> str:
+    """Reconcile the region now (under its lock); '' or why not."""
+    from tritonops.reconcile.runner import context, reconcile
+
+    try:
+        rep = reconcile(context(cfg, region))
+    except LockHeldError as e:
+        return f"{LOCK_HELD}{e}"
+    return f"{rep.failed} action(s) failed" if rep.failed else ""
+
+
+def _apply_step(cfg: Config, ro: dict[str, Any]) -> None:
+    step = ro["steps"][ro["step"]]
+    for region, servers in sorted(step["targets"].items()):
+        rm = read_region_model(cfg, region, ro["model"])
+        try:
+            if step["kind"] == "all":
+                set_live(rm, ro["version"], rollout=_summary(ro))
+            else:
+                set_canary(rm, ro["version"], servers, rollout=_summary(ro))
+        finally:
+            rm.store.close()
+        why = _reconcile(cfg, region)
+        if why:
+            log.warning("rollout %s: region %s: reconcile: %s", ro["id"], region, why)
+
+
+def _regions_of(ro: dict[str, Any], upto: int) -> list[str]:
+    return sorted({r for s in ro["steps"][: upto + 1] for r in s["targets"]})
+
+
+def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
+    step = ro["steps"][ro["step"]]
+    regions = sorted(step["targets"])
+    step_servers = sorted(s for r in regions for s in step["targets"][r])
+    all_servers = sorted(s.name for r in regions for s in cfg.region(r).servers)
+    control = [s for s in all_servers if s not in step_servers]
+    for r in regions:  # a restarted Triton gets its override back before it is judged
+        why = _reconcile(cfg, r)
+        if why.startswith(LOCK_HELD):  # failed loads are judged by the health gate below
+            return gates.Verdict("wait", [f"region {r!r}: {why}"])
+    served: dict[str, Any] = {}
+    for r in regions:
+        served.update(served_versions(cfg, r, [ro["model"]]))
+    health = gates.served_ok(served, ro["model"], ro["version"], step_servers)
+    if health.verdict != "pass":
+        return health
+    now, notes = gates.take_snapshot(cfg, regions, ro["model"])
+    olds = {ro["origin"].get(r) for r in regions}
+    old = next(iter(olds)) if len(olds) == 1 else None
+    g = cfg.release.rollout.gates
+    v = gates.evaluate(g, ro.get("pre") or {}, ro["baseline"], now, ro["version"], old, step_servers, control)
+    v.reasons += notes
+    if v.restarted:
+        ro["baseline"], ro["bake_started"] = now, time.time()
+    return v
+
+
+def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool) -> None:
+    """Undo every step taken (idempotent); with ``block``, block the digest in every region of the
+    rollout, so neither a later rollout nor reconcile (nor on-publish) makes it live again."""
+    touched = _regions_of(ro, ro["step"])
+    for region in sorted({r for s in ro["steps"] for r in s["targets"]}):
+        if region not in touched and not block:
+            continue
+        rm = read_region_model(cfg, region, ro["model"])
+        try:
+            if block:
+                rec = rm.record or ReleaseRecord(ro["model"], live=rm.live)
+                rec.watermark = max(rec.watermark, max(rm.manifest.versions, default=0))
+                rec.blocked[ro["digest"]] = f"rollout {ro['id']}: {reason}"
+                rm.record = rec
+            origin = ro["origin"].get(region)
+            if region in touched and origin is not None:
+                set_live(rm, origin, "rollback", rollout=_summary(ro))
+            elif rm.record is not None:
+                if region in touched:  # nothing was live before the rollout: nothing is now
+                    rm.record.live, rm.record.canary = None, None
+                rm.record.rollout = _summary(ro)
+                write_record(rm.store, rm.record)
+        finally:
+            rm.store.close()
+        if region in touched:
+            _reconcile(cfg, region)
+
+
+def _finish(cfg: Config, ro: dict[str, Any]) -> None:
+    """Clear the rollout summary from the records (best effort: it is only for readers)."""
+    for region in sorted({r for s in ro["steps"] for r in s["targets"]}):
+        rm = read_region_model(cfg, region, ro["model"])
+        try:
+            if rm.record is not None and (rm.record.rollout or {}).get("id") == ro["id"]:
+                rm.record.rollout = _summary(ro)
+                write_record(rm.store, rm.record)
+        finally:
+            rm.store.close()
+
+
+def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
+    """One transition; True when another may follow at once."""
+    n = len(ro["steps"])
+    if ro["phase"] == "apply":
+        regions = sorted(ro["steps"][ro["step"]]["targets"])
+        if ro.get("pre_step") != ro["step"]:  # the old version's counters before the step: a reference
+            ro["pre"], _ = gates.take_snapshot(cfg, regions, ro["model"])
+            ro["pre_step"] = ro["step"]
+            _save(cfg, ro)
+        _apply_step(cfg, ro)
+        ro["baseline"], _ = gates.take_snapshot(cfg, regions, ro["model"])
+        ro["bake_started"], ro["phase"] = time.time(), "bake"
+        report.append(f"step {ro['step'] + 1}/{n} ({_describe(ro['steps'][ro['step']])}) applied; baking")
+        _save(cfg, ro)
+        return ro["bake_s"] <= 0
+    if ro["phase"] == "bake":
+        left = ro["bake_started"] + ro["bake_s"] - time.time()
+        if left > 0:
+            report.append(f"step {ro['step'] + 1}/{n}: baking, {left:.0f} s left")
+            return False
+        v = _bake_check(cfg, ro)
+        ro["gate"] = {**v.to_json(), "time": utc_now()}
+        if v.verdict == "wait":
+            report.append(f"step {ro['step'] + 1}/{n}: waiting: {'; '.join(v.reasons)}")
+            _save(cfg, ro)
+            return False
+        ro["history"].append({"step": ro["step"], **ro["gate"]})
+        if v.verdict == "fail":
+            ro["phase"], ro["failure"] = "rollback", "; ".join(v.reasons)
+            report.append(f"step {ro['step'] + 1}/{n}: gate failed: {ro['failure']}; rolling back")
+            _save(cfg, ro)
+            return True
+        report.append(f"step {ro['step'] + 1}/{n}: gates passed")
+        if ro["step"] + 1 >= n:
+            ro["phase"] = "done"
+            _save(cfg, ro)
+            _finish(cfg, ro)
+            report.append(f"version {ro['version']} is live in every region of the rollout")
+            return False
+        ro["step"], ro["phase"] = ro["step"] + 1, "apply"
+        _save(cfg, ro)
+        return True
+    if ro["phase"] in ("rollback", "abort"):
+        block = ro["phase"] == "rollback"
+        _rollback(cfg, ro, ro.get("failure", "aborted"), block)
+        ro["phase"] = "failed" if block else "aborted"
+        _save(cfg, ro)
+        _finish(cfg, ro)
+        report.append(
+            f"rolled back every step taken; version {ro['version']} "
+            + ("blocked (digest) in every region of the rollout" if block else "withdrawn")
+        )
+        return False
+    return False
+
+
+def _describe(step: dict[str, Any]) -> str:
+    parts = [f"{r}: {'all' if step['kind'] == 'all' else ' '.join(sv)}" for r, sv in sorted(step["targets"].items())]
+    return ", ".join(parts)
+
+
+def advance(cfg: Config, model: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """Idempotent and cron-safe: does whatever the rollout's state says is next, as far as it may go
+    now (a bake or a gate waiting for traffic ends the run). Returns the state and what it did."""
+    report: list[str] = []
+    with rollout_lock(cfg, model):
+        ro = load_rollout(cfg, model)
+        if ro is None:
+            raise ReleaseError(f"model {model!r}: no rollout (start one with `tritonops rollout start`)")
+        if ro["phase"] in TERMINAL:
+            report.append(f"rollout {ro['id']} is {ro['phase']}; nothing to do")
+            return ro, report
+        try:
+            while _tick(cfg, ro, report):
+                pass
+        except TritonOpsError as e:
+            report.append(f"stopped: {e} (the next advance resumes here)")
+            raise
+        return ro, report
+
+
+def abort(cfg: Config, model: str) -> tuple[dict[str, Any], list[str]]:
+    report: list[str] = []
+    with rollout_lock(cfg, model):
+        ro = load_rollout(cfg, model)
+        if ro is None or ro["phase"] in TERMINAL:
+            raise ReleaseError(f"model {model!r}: no rollout in progress")
+        if ro["phase"] != "rollback":  # a failed gate's rollback (and block) stays one
+            ro["phase"], ro["failure"] = "abort", "aborted by operator"
+            _save(cfg, ro)
+        _tick(cfg, ro, report)
+        return ro, report
