@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonops.fileio import atomic_write_bytes
-from tritonops.repo.validate import STAGING_PREFIX, Problem
+from tritonops.repo.manifest import STAGING_PREFIX
+from tritonops.repo.rule_finding import Problem
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from tritonops.errors import RepositoryError
 from tritonops.fileio import atomic_write_bytes, sha256_bytes, sha256_file, utc_now
 
 FORMAT_VERSION = 1
+STAGING_PREFIX = ".tritonops-"  # staging folders of a writer in progress: never a model
 MANIFEST_NAME = "tritonops-manifest.json"
 INDEX_NAME = "tritonops-index.json"
 CONFIG_NAME = "config.pbtxt"

@@ -14,7 +14,6 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ from google.protobuf import text_format
 from tritonops.errors import RepositoryError
 from tritonops.fileio import sha256_file
 from tritonops.repo import triton_rules
-from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
+from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, STAGING_PREFIX, ModelManifest, RepoIndex
 from tritonops.repo.model_config import PLATFORM_BACKEND, backend_of, line_of
 from tritonops.repo.model_config import model_config_pb2 as mc
+from tritonops.repo.rule_finding import Problem
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ VERSION_RE = re.compile(r"^[1-9][0-9]*$")
 MODEL_NAME_RE = re.compile(r"^[0-9A-Za-z_][0-9A-Za-z._-]*$")
 # Characters that survive every S3-compatible store and Triton's own key handling unescaped.
 OBJECT_KEY_RE = re.compile(r"^[0-9A-Za-z._/-]+$")
-STAGING_PREFIX = ".tritonops-"
 
 # backend -> default model file name (Triton's defaults).
 DEFAULT_MODEL_FILENAME = {
@@ -63,20 +62,6 @@ ONNX_TO_TRITON = {
     13: mc.TYPE_UINT64,
     16: mc.TYPE_BF16,
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "line": self.line, "message": self.message}
 
 
 def dtype_name(t: int) -> str:
