@@ -66,7 +66,7 @@ def test_measured_on_one_host_then_loaded_in_parallel_on_another(
     # own stub process, so after the first measurement the rest load several at a time.
     ctx, watch = _context(rr.config_path, f"{EU}-a")
     rep = runner.reconcile(ctx)
-    assert [(r.action.model, r.result, r.measured) for r in rep.results] == [(m, "ok", True) for m in models]
+    assert sorted((r.action.model, r.result, r.measured) for r in rep.results) == [(m, "ok", True) for m in models]
     assert 2 <= watch.peak <= 4
     # each measurement is the stub's own memory: a python stub with numpy, tens of MiB, alike for all six
     sizes = [r.action.predicted_bytes + (r.prediction_error_bytes or 0) for r in rep.results]
@@ -88,7 +88,8 @@ def test_measured_on_one_host_then_loaded_in_parallel_on_another(
         cfg2.write_text(yaml.safe_dump(data, sort_keys=False))
         ctx2, watch2 = _context(cfg2, "b")
         rep2 = runner.reconcile(ctx2)
-        assert [(r.action.model, r.result) for r in rep2.results] == [(m, "ok") for m in models]
+        # in placement's order (by priority: measured footprints differ a little), every one ok
+        assert sorted((r.action.model, r.result) for r in rep2.results) == [(m, "ok") for m in models]
         assert [r.measured for r in rep2.results] == [False] * 6  # placed from host 1's measurements
         assert 2 <= watch2.peak <= 3  # several at a time, never more than the server's load threads
         assert ready(t) == {m: [1] for m in models}

@@ -13,6 +13,7 @@ import yaml
 
 from tritonops.config import load_config
 from tritonops.fileio import sha256_bytes
+from tritonops.memory.ledger import estimate_bytes
 from tritonops.reconcile import runner
 from tritonops.reconcile.ports import SizeGuess
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, FileEntry, ModelManifest, RepoIndex
@@ -26,6 +27,7 @@ class IndexOnly:
     """Answers the index (version 1 READY once loaded) and records every change it is asked for."""
 
     name = "s1"
+    load_threads = 1
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -33,6 +35,9 @@ class IndexOnly:
 
     def index(self) -> list[ModelState]:
         return [ModelState(m, 1, "READY") for m in sorted(self.loaded)]
+
+    def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
+        return "known"  # nothing to measure: this server has no memory
 
     def last_inference_ms(self) -> dict[str, int]:
         return {}
@@ -85,9 +90,9 @@ def _ctx(tmp_path: Path, budget: int) -> tuple[runner.Context, IndexOnly]:
 def test_a_load_made_possible_by_a_refusal_is_checked_too(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "bucket")
     store.create()
-    body = b"x = 1\n" * 100  # 600 bytes: a 750-byte guess each, and room for one in 1000
+    body = b"x = 1\n" * 100  # 600 bytes: the one size estimate each, and a budget with room for one
     _publish(store, {"a": body, "b": body})
-    ctx, ctl = _ctx(tmp_path, budget=1000)
+    ctx, ctl = _ctx(tmp_path, budget=estimate_bytes(len(body)) + 1000)
     before = runner.make_region_plan(ctx)
     assert [(a.kind, a.model) for a in before.actions] == [("load", "a")]  # b waits for room
 

@@ -205,11 +205,12 @@ def _finish(report: runner.RunReport, output: OutputFormat) -> None:
 
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
+    for line in report.degraded_reasons():
+        info(escape(f"degraded: region {report.region}: {line}"))
+    if report.refused:
+        # A version whose bucket objects differ from its manifest was not loaded (quarantined): the
+        # user must repair the bucket; this takes precedence over degraded (its own load fails too).
+        raise typer.Exit(code=1)
     if report.degraded:
         # Recorded in the journal and the metrics textfile too; a distinct exit makes cron notice.
-        for line in report.degraded_reasons():
-            info(escape(f"degraded: region {report.region}: {line}"))
         raise typer.Exit(code=EXIT_DEGRADED)
-    if report.refused:
-        # A version whose bucket objects differ from its manifest was not loaded (quarantined).
-        raise typer.Exit(code=1)

@@ -277,7 +277,7 @@ class RunReport:
             "skipped_servers": sorted(self.skipped_servers),
             "degraded": self.degraded,
             "degraded_reasons": self.degraded_reasons(),
-            "exit_code": EXIT_DEGRADED if self.degraded else 0,
+            "exit_code": 1 if self.refused else EXIT_DEGRADED if self.degraded else 0,
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,
