@@ -16,6 +16,7 @@ from tests.reconcile.test_e2e import EU, ready
 from tritonops.config import load_config
 from tritonops.dev import stack
 from tritonops.memory.fleet import PREFIX
+from tritonops.memory.ledger import estimate_bytes
 from tritonops.reconcile import runner
 from tritonops.store import open_store
 
@@ -129,9 +130,11 @@ def test_replanned_after_each_measurement_never_over_budget(rec_regions, unique)
     assert [r for r in again.results if r.result == "ok"] == []
     assert any(n.kind == "deferred" for n in again.plan.notes)
 
-    # Room for one more estimate (64 MiB) but not for a real one: a model still unmeasured (deferred
+    # Room for one more estimate (64 MiB + twice the size) but not for a real one: a model still unmeasured (deferred
     # above) is loaded, measured, and unloaded again, so the run still ends within the budget.
-    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(memory_budget_bytes=sum(measured) + 70 * MIB))
+    # The room is the estimate plus 1 MiB: a real one (stub + 32 MiB allocated, over 66 MiB) never fits.
+    room = estimate_bytes(len(ALLOC_MODEL_PY.encode())) + MIB
+    rr.rewrite(lambda d: d["regions"][EU]["servers"][0].update(memory_budget_bytes=sum(measured) + room))
     third = runner.reconcile(runner.context(rr.config, EU))
     assert [(r.result, "unloaded again" in r.error) for r in third.results] == [("deferred", True)]
     assert third.failed == 0
