@@ -13,6 +13,7 @@ issuing a second one. ``LOADS`` is that one registry; ``tritonops.memory``'s mea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -38,6 +39,7 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_LOAD_TIMEOUT_S = 600.0
 DEFAULT_UNLOAD_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.1
+VERSION_TTL_S = 30.0
 
 T = TypeVar("T")
 
@@ -316,6 +318,7 @@ class ControlClient:
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
         metrics_url: str | None = None,
         name: str | None = None,
+        load_threads: int | None = None,
     ) -> None:
         try:
             protocol = WireProtocol(protocol)
@@ -336,6 +339,10 @@ class ControlClient:
         self._hostport = hostport
         # A configured server is one identity whichever endpoint reaches it (see ``key``).
         self._identity = name
+        self._version: tuple[float, str] | None = None  # (when asked, Triton's version)
+        # No more load calls in flight than the server's model load threads: a call beyond them only
+        # queues inside Triton, and its client-side timeout would count that wait. None: no limit.
+        self._load_slots = threading.BoundedSemaphore(load_threads) if load_threads else None
         self._backend: _Backend = (
             _HttpBackend(hostport, ssl) if protocol is WireProtocol.http else _GrpcBackend(hostport, ssl)
         )
@@ -374,7 +381,7 @@ class ControlClient:
             raise TritonError(f"server {server.name}: no {protocol}_url configured")
         return cls(
             url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s,
-            metrics_url=server.metrics_url, name=server.name,
+            metrics_url=server.metrics_url, name=server.name, load_threads=server.load_threads,
         )  # fmt: skip
 
     @property
@@ -433,7 +440,13 @@ class ControlClient:
         return self._call("metadata", lambda: self._backend.metadata(self.timeout_s), self.timeout_s)
 
     def triton_version(self) -> str:
-        return str(self.server_metadata().get("version", "unknown"))
+        """Triton's version (a footprint's ledger key). Asked once per ``VERSION_TTL_S``: every measured
+        load needs it, and a busy server answers slowly; a restart into another version is seen on the
+        next ask after that."""
+        now = time.monotonic()
+        if self._version is None or now - self._version[0] > VERSION_TTL_S:
+            self._version = (now, str(self.server_metadata().get("version", "unknown")))
+        return self._version[1]
 
     # -- repository ------------------------------------------------------------------------------
 
@@ -457,16 +470,21 @@ class ControlClient:
     def loaded_versions(self, model: str) -> list[int]:
         """Versions of ``model`` Triton reports READY.
 
-        A model loaded purely from a config/file override is not in the repository, so the index
-        does not list it; the statistics (which cover loaded versions only) answer instead.
+        Asked through the model's statistics, which Triton answers from its memory for its READY
+        versions only (and for a model loaded from an override, which the index does not list). The
+        repository index lists the whole repository first: an S3 LIST per call, which on a server
+        busy loading other models took 0.5-2.7 s. It answers only where statistics are not built in.
         """
-        states = self.model_states(model)
-        if states:
-            return sorted(m.version for m in states if m.state == READY and m.version is not None)
         try:
-            return sorted({int(s["version"]) for s in self.statistics(model) if str(s["version"]).isdigit()})
-        except TritonError:
-            return []
+            rows = self.statistics(model)
+        except (TritonUnreachable, TritonTimeout):
+            raise
+        except TritonError as e:
+            if "not available" in str(e):
+                return []  # Triton's answer when no version of the model is READY
+            states = self.model_states(model)  # statistics not supported: the index answers
+            return sorted(m.version for m in states if m.state == READY and m.version is not None)
+        return sorted({int(s["version"]) for s in rows if str(s["version"]).isdigit()})
 
     def load(self, model: str, *, config: str | None = None, files: dict[str, bytes] | None = None) -> None:
         """Load (or reload) ``model``; returns when Triton reports it loaded.
@@ -482,24 +500,26 @@ class ControlClient:
     def _do_load(self, model: str, config: str | None, files: dict[str, bytes] | None) -> None:
         t0 = time.monotonic()
         try:
-            self._backend.load(model, config, files, self.load_timeout_s)
+            with self._load_slots or contextlib.nullcontext():
+                self._backend.load(model, config, files, self.load_timeout_s)
         except Exception as e:  # noqa: BLE001
             kind, reason = self._describe(e, self.load_timeout_s)
             if kind is TritonError:
                 # Say plainly when the model is simply not in the repository; keep Triton's words too.
-                names = {m.name for m in self._safe_index()}
-                if names and model not in names:
+                names = self._index_names()
+                if names is not None and model not in names:  # an empty repository holds no model either
                     raise TritonError(
                         f"server {self.url}: model {model!r} is not in the server's repository (Triton: {reason})"
                     ) from e
             raise kind(f"server {self.url}: load of model {model!r} failed: {reason}") from e
         log.info("server %s: loaded model %r in %.2fs", self.url, model, time.monotonic() - t0)
 
-    def _safe_index(self) -> list[ModelState]:
+    def _index_names(self) -> set[str] | None:
+        """The names the repository index lists; None when the index cannot be read."""
         try:
-            return self.index()
+            return {m.name for m in self.index()}
         except TritonError:
-            return []
+            return None
 
     def unload(
         self,
