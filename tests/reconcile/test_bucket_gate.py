@@ -36,6 +36,9 @@ class IndexOnly:
     def index(self) -> list[ModelState]:
         return [ModelState(m, 1, "READY") for m in sorted(self.loaded)]
 
+    def ready_versions(self, model: str) -> list[int]:
+        return [1] if model in self.loaded else []
+
     def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
         return "known"  # nothing to measure: this server has no memory
 

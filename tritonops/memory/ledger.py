@@ -302,13 +302,16 @@ class FootprintLedger:
         with self._edit() as d:
             return dict(d["servers"].get(server, {}).pop(model, {}) or {})
 
-    def reconcile_holdings(self, server: str, ready: dict[str, set[int]], as_of: str) -> dict[str, list[int]]:
+    def reconcile_holdings(
+        self, server: str, ready: dict[str, set[int]], as_of: str, only: set[str] | None = None
+    ) -> dict[str, list[int]]:
         """Drop what ``server`` is recorded to hold but its index, read at ``as_of``, does not show READY
         (a restarted Triton holds nothing; a version switched away from is gone). Records written at or
-        after ``as_of`` are kept: the index may predate them. Returns model -> versions dropped."""
+        after ``as_of`` are kept: the index may predate them. ``only``: the models ``ready`` speaks for
+        (a reading of some models' versions, not the whole index). Returns model -> versions dropped."""
 
         def stale(d: dict[str, Any]) -> dict[str, list[str]]:
-            held = d["servers"].get(server, {})
+            held = {m: vs for m, vs in d["servers"].get(server, {}).items() if only is None or m in only}
             out = {m: [v for v, rec in sorted(vs.items()) if int(v) not in ready.get(m, set())
                        and str(rec.get("loaded", "")) < as_of] for m, vs in held.items()}  # fmt: skip
             return {m: vs for m, vs in out.items() if vs}

@@ -60,6 +60,17 @@ class ControlAdapter:
                 log.warning("server %s: ledger holdings not reconciled: %s", self.name, e)
         return rows
 
+    def ready_versions(self, model: str) -> list[int]:
+        """One model's READY versions; the ledger's holdings of that model follow them, as on ``index``."""
+        as_of = utc_now()
+        versions = self.client.loaded_versions(model)
+        if self.ledger is not None:
+            try:
+                self.ledger.reconcile_holdings(self.name, {model: set(versions)}, as_of, only={model})
+            except MemoryProbeError as e:
+                log.warning("server %s: ledger holdings of %r not reconciled: %s", self.name, model, e)
+        return versions
+
     def statistics(self, model: str | None = None) -> list[dict[str, Any]]:
         """Triton's per-model statistics (the demand stage's Triton source reads them)."""
         return self.client.statistics(model)

@@ -64,19 +64,23 @@ class ActionResult:
         }
 
 
+# An estimate (disk size x 2 + 64 MiB) can miss by a CUDA context per process, hundreds of MiB: with
+# room for 4x every load left, unknown loads go in parallel before the first measurement is in.
+ESTIMATE_SLACK = 4
+
+
 class _GateError(TritonOpsError):
     pass
 
 
 def _ready_versions(ctl: ServerControl, model: str) -> list[int]:
-    return sorted(
-        r.version for r in ctl.index() if r.name == model and r.state == "READY" and r.version is not None
-    )
+    return sorted(ctl.ready_versions(model))
 
 
 def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) -> None:
-    rows = [r for r in ctl.index() if r.name == model and r.version == version]
-    if not rows or rows[0].state != "READY":
+    if version not in ctl.ready_versions(model):
+        # Only a failed gate reads the index (a repository listing) for Triton's reason.
+        rows = [r for r in ctl.index() if r.name == model and r.version == version]
         why = rows[0].reason if rows else "not in the repository index"
         raise _GateError(
             f"server {ctl.name!r}: model {model!r} version {version} not READY after load: {why}"
@@ -176,21 +180,6 @@ def _apply_server(
     return results + _LoadScheduler(loads, desired, ctl, quarantine, owned).run()
 
 
-class _Slotted:
-    """A server's control whose load calls take one of the server's load slots."""
-
-    def __init__(self, inner: ServerControl, slots: threading.BoundedSemaphore) -> None:
-        self._inner = inner
-        self._slots = slots
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def load(self, model: str, *args: Any, **kw: Any) -> int | None:
-        with self._slots:
-            return self._inner.load(model, *args, **kw)
-
-
 class _LoadScheduler:
     """Loads and reloads of one server, in the plan's order, several at a time where nothing is measured.
 
@@ -214,9 +203,10 @@ class _LoadScheduler:
         self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
         self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
         self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
-        # Triton's load threads bound the load calls (a slot is held for the load call only). Gates are
-        # not overlapped with further loads: on a saturated server that starved the gates' requests.
-        self.slotted = cast(ServerControl, _Slotted(ctl, threading.BoundedSemaphore(self.threads)))
+        # As many actions at once as Triton has load threads (the control client never sends more load
+        # calls than that). Twice as many, to overlap gates with loads, measured no faster on a busy
+        # server and slowed its statistics and config answers.
+        self.workers = self.threads
         first = self.pending[0] if self.pending else None
         # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
         self.free: int | None = None
@@ -253,9 +243,17 @@ class _LoadScheduler:
         # A model already loaded runs its old stubs beside the new ones: only a delta can tell them apart.
         return "alone" if mode == "own-process" and a.kind == "reload" else mode
 
+    def _ample(self, in_flight: dict[Future[ActionResult], tuple[Action, int, str]]) -> bool:
+        """Whether the memory left free holds every pending load at ``ESTIMATE_SLACK`` times what it
+        reserves: then no estimate, however wrong within that, can put the server over its budget."""
+        if self.free is None:
+            return True  # the plan knew no memory: nothing to protect
+        pending = sum(self._reserve(a, False) for a in self.pending)
+        return self.free >= ESTIMATE_SLACK * (pending + sum(need for _, need, _ in in_flight.values()))
+
     def run(self) -> list[ActionResult]:
         in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
-        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"load-{self.ctl.name}") as pool:
             while self.pending or in_flight:
                 self._start(pool, in_flight)
                 if not in_flight:
@@ -274,9 +272,14 @@ class _LoadScheduler:
                 return
             mode = self._mode(a)
             alone_in_flight = any(m == "alone" for _, _, m in in_flight.values())
-            # Until one measurement says how wrong the estimates are, estimated loads go one at a time.
-            first_pending = self.estimated == 0 and any(m != "known" for _, _, m in in_flight.values())
-            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
+            # Until one measurement says how wrong the estimates are, estimated loads go one at a time,
+            # unless what is free could hold every load left at several times its estimate.
+            first_pending = (
+                self.estimated == 0
+                and any(m != "known" for _, _, m in in_flight.values())
+                and not self._ample(in_flight)
+            )
+            busy = len(in_flight) >= self.workers or alone_in_flight or (mode != "known" and first_pending)
             if in_flight and (mode == "alone" or busy):
                 return
             need = self._reserve(a, mode == "known")
@@ -286,7 +289,7 @@ class _LoadScheduler:
                 continue
             if self.free is not None:
                 self.free -= need
-            in_flight[pool.submit(_run_action, a, self.desired, self.slotted, self.quarantine, self.owned)] = (
+            in_flight[pool.submit(_run_action, a, self.desired, self.ctl, self.quarantine, self.owned)] = (
                 a, need, mode,
             )  # fmt: skip
 
@@ -386,7 +389,7 @@ def _restore(ctl: ServerControl, model: str, old: list[int], config: dict[str, A
         if old:
             if _ready_versions(ctl, model) != sorted(old):
                 ctl.load(model, override_json(config, model, old))
-        elif any(r.name == model and r.state == "READY" for r in ctl.index()):
+        elif ctl.ready_versions(model):
             ctl.unload(model)  # half-loaded (the gate failed); a load that failed left nothing loaded
         return _ready_versions(ctl, model)
     except TritonOpsError as e:

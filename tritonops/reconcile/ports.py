@@ -26,6 +26,10 @@ class ServerControl(Protocol):
 
     def index(self) -> list[ModelState]: ...
 
+    def ready_versions(self, model: str) -> list[int]:
+        """The versions of ``model`` READY now; cheaper than ``index`` (no repository listing)."""
+        ...
+
     def load_mode(self, model: str, version: int, digest: str, backend: str) -> str:
         """How a first load of this version is measured: ``known`` (footprint known, or loads not measured:
         nothing to measure), ``own-process`` (measured from the model's own processes, e.g. a python
