@@ -412,6 +412,10 @@ class MetricsProbe:
                 return devs
             time.sleep(0.25)
 
+    def shows_gpus(self) -> bool:
+        """Whether Triton exports GPU memory gauges (before its first poll they read 0, but exist)."""
+        return any(name == "nv_gpu_memory_total_bytes" for name, _, _ in self._scrape())
+
     def _devices_once(self) -> tuple[list[DeviceMemory], bool]:
         samples = self._scrape()
         gpus: dict[str, dict[str, int]] = {}
@@ -506,6 +510,8 @@ def probe_for_server(
             return None
         m = MetricsProbe(metrics_url)
         try:
+            if require_gpu and not m.shows_gpus():
+                return None  # no GPU gauges at all: no need to wait for Triton's first poll of them
             devs = m.devices()
         except MemoryProbeError as e:
             errors.append(str(e))

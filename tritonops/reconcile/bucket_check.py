@@ -9,12 +9,14 @@ checks it again (one LIST, plus HEADs), so after ``sync --repair`` the next run 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tritonops.config import RegionConfig
 from tritonops.reconcile.plan import Plan
 from tritonops.reconcile.records import Quarantine
 from tritonops.reconcile.state import DesiredState, Published
+from tritonops.repo.manifest import ModelManifest
 from tritonops.store import open_store
 from tritonops.store.verify import Mismatch, VerifyCache, verify_version
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 # The quarantine's "server" for a refusal that concerns the bucket, not one server.
 BUCKET_SERVER = "(bucket)"
 LOAD_KINDS = ("load", "reload")
+CHECK_VERSIONS_AT_ONCE = 8
 
 
 def planned_loads(plan: Plan) -> dict[str, int]:
@@ -42,19 +45,20 @@ def check_loads(
     if not loads:
         return {}
     cache = VerifyCache(cache_path)
-    refused: dict[str, list[Mismatch]] = {}
     store = open_store(rcfg, region)
+    # not in the manifests: not loadable anyway (the plan holds it)
+    jobs = [(m, v, man) for m, v in sorted(loads.items()) if (man := published.manifests.get(m)) is not None]
+
+    def check(job: tuple[str, int, ModelManifest]) -> list[Mismatch]:
+        return verify_version(store, job[2], job[1], full=full, cache=cache, region=region)
+
     try:
-        for model, version in sorted(loads.items()):
-            man = published.manifests.get(model)
-            if man is None:
-                continue  # not loadable anyway: the plan holds it
-            bad = verify_version(store, man, version, full=full, cache=cache, region=region)
-            if bad:
-                refused[model] = bad
+        # Versions are checked side by side (a LIST and a HEAD per file each): a cold start checks them all.
+        with ThreadPoolExecutor(min(CHECK_VERSIONS_AT_ONCE, len(jobs) or 1), thread_name_prefix="gate") as pool:
+            found = list(pool.map(check, jobs))
     finally:
         store.close()
-    return refused
+    return {m: bad for (m, _, _), bad in zip(jobs, found, strict=True) if bad}
 
 
 def refuse(

@@ -65,8 +65,22 @@ def request_deadline_s(
     return max_attempts * per_attempt + (max_attempts - 1) * MAX_BACKOFF_S
 
 
+_LOADER: list[Any] = []  # botocore's data loader, shared by every session of the process
+
+
+def _data_loader() -> Any:
+    """One loader for the process: it caches the S3 model and endpoint rules it reads (JSON that takes
+    ~0.15 s to parse), so a second client, for another region or store, does not read them again."""
+    if not _LOADER:
+        import botocore.loaders
+
+        _LOADER.append(botocore.loaders.create_loader())
+    return _LOADER[0]
+
+
 def _boto_session(region: RegionConfig) -> boto3.Session:
     bs = botocore.session.Session(profile=region.profile)
+    bs.register_component("data_loader", _data_loader())
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
     try:

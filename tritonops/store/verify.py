@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class VerifyCache:
     def __init__(self, path: Path, settle_s: float = CACHE_SETTLE_S) -> None:
         self.path = path
         self.settle_s = settle_s
+        self._lock = threading.Lock()  # versions are checked in parallel: writes take turns
 
     def settled(self, listing: list[ObjectInfo], now: float | None = None) -> bool:
         """Whether a later rewrite of any of these objects is sure to change its Last-Modified."""
@@ -101,6 +103,10 @@ class VerifyCache:
         return isinstance(e, dict) and e.get("listing") == listing and (bool(e.get("full")) or not full)
 
     def put(self, model: str, version: int, digest: str, listing: str, full: bool) -> None:
+        with self._lock:
+            self._put(model, version, digest, listing, full)
+
+    def _put(self, model: str, version: int, digest: str, listing: str, full: bool) -> None:
         checks = self._load()
         k = self._key(model, version, digest)
         was_full = bool(checks.get(k, {}).get("full")) and checks.get(k, {}).get("listing") == listing
@@ -109,10 +115,11 @@ class VerifyCache:
         atomic_write_bytes(self.path, (json.dumps(doc, indent=1) + "\n").encode())
 
     def forget(self, model: str, version: int, digest: str) -> None:
-        checks = self._load()
-        if checks.pop(self._key(model, version, digest), None) is not None:
-            doc = {"format": CACHE_FORMAT, "checks": checks}
-            atomic_write_bytes(self.path, (json.dumps(doc, indent=1) + "\n").encode())
+        with self._lock:
+            checks = self._load()
+            if checks.pop(self._key(model, version, digest), None) is not None:
+                doc = {"format": CACHE_FORMAT, "checks": checks}
+                atomic_write_bytes(self.path, (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def listing_fingerprint(listing: list[ObjectInfo]) -> str:
