@@ -37,6 +37,12 @@ class Stack:
         return self.credentials.env()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first (in their order, then the rest in theirs): `make test` spreads the suite
+    over several workers, and a 90 s test started last would be the whole run's tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One real S3 server and one real Triton per region for the whole session (like `dev up`)."""

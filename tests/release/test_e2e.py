@@ -52,6 +52,7 @@ def reconcile_all(rel: RelStack) -> None:
         assert res.exit_code == 0, res.output
 
 
+@pytest.mark.slow
 def test_publish_is_not_release_then_staged_rollouts_and_rollback(rel: RelStack) -> None:
     rel.add(1)
     reconcile_all(rel)  # a model's first publish in a region is its first release
