@@ -160,25 +160,28 @@ class _Cold:
         store = open_store(self.cfg.region(region), region)
         store.delete([o.key for o in store.list(PREFIX)])
 
-    def raw(self) -> float:
-        """`POST /v2/repository/models/<m>/load` for every model, four at a time, on an empty Triton."""
+    def raw(self, servers: int = 1) -> float:
+        """`POST /v2/repository/models/<m>/load` for every model, four at a time per server, on ``servers``
+        empty Tritons at once (what a script calling Triton directly would do)."""
         from concurrent.futures import ThreadPoolExecutor
 
         import tritonclient.http as httpclient
 
-        t = self.triton(EU)
+        ts = [self.triton(EU) for _ in range(servers)]
         try:
-            hostport = t.http_url.removeprefix("http://")
+            hostports = [t.http_url.removeprefix("http://") for t in ts]
 
-            def load(m: str) -> None:
-                httpclient.InferenceServerClient(hostport, network_timeout=600).load_model(m)
+            def load(job: tuple[str, str]) -> None:
+                httpclient.InferenceServerClient(job[0], network_timeout=600).load_model(job[1])
 
+            jobs = [(h, m) for m in self.models for h in hostports]
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(load, self.models))
+            with ThreadPoolExecutor(4 * servers) as pool:
+                list(pool.map(load, jobs))
             return time.perf_counter() - t0
         finally:
-            self.stack.stop(t.record)
+            for t in ts:
+                self.stack.stop(t.record)
 
     def reconcile(self, region: str, servers: int, state: str, known: bool = False) -> tuple[float, int]:
         """(seconds, measured loads) of one cold `reconcile` of ``region`` over ``servers`` empty Tritons."""
@@ -220,10 +223,11 @@ def cold(n: int, repeat: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tritonops-bench-cold-") as tmp:
         c = _Cold(Path(tmp), n)
         try:
-            raw, one, two, known = [], [], [], []
+            raw, raw2, one, two, known = [], [], [], [], []
             measured_one = measured_two = 0
             for i in range(repeat):
                 raw.append(c.raw())
+                raw2.append(c.raw(2))
                 s, measured_one = c.reconcile(EU, 1, f"one-{i}")
                 one.append(s)
                 s, measured_two = c.reconcile(EU, 2, f"two-{i}")
@@ -245,8 +249,11 @@ def cold(n: int, repeat: int) -> dict[str, Any]:
         "ratio_one_server_to_raw": round(med(one) / med(raw), 2),
         "target_one_server_to_raw": COLD_TARGET,
         "measured_loads_one_server": measured_one,
+        "raw_4_parallel_loads_two_servers_median_s": round(med(raw2), 2),
+        "ratio_raw_two_servers_to_one": round(med(raw2) / med(raw), 2),
         "reconcile_two_servers_median_s": round(med(two), 2),
         "ratio_two_servers_to_one": round(med(two) / med(one), 2),
+        "ratio_two_servers_to_raw_two_servers": round(med(two) / med(raw2), 2),
         "target_two_servers_to_one": TWO_SERVER_TARGET,
         "measured_loads_two_servers": measured_two,
         "reconcile_one_server_footprints_known_median_s": round(med(known), 2),
@@ -255,6 +262,7 @@ def cold(n: int, repeat: int) -> dict[str, Any]:
         "second_region_measured_loads": us_measured,
         "failed_actions_all_runs": failed,
         "raw_s": [round(x, 2) for x in raw],
+        "raw_two_servers_s": [round(x, 2) for x in raw2],
         "one_s": [round(x, 2) for x in one],
         "two_s": [round(x, 2) for x in two],
         "known_s": [round(x, 2) for x in known],
@@ -273,15 +281,18 @@ def write_cold(rows: list[dict[str, Any]], note: str) -> None:
         "(python-backend models, local stack, host memory probe), a fresh state dir and, unless said, no "
         "footprint in the region's bucket. Medians of the repeats; one run.\n",
         f"{note}\n",
-        "| models | raw 4-parallel loads | reconcile, 1 server | ratio (target 1.2) | 2 servers | 2 / 1 (target 1.3)"
+        "| models | raw 4-parallel loads | reconcile, 1 server | ratio (target 1.2) | raw, 2 servers at once | "
+        "raw 2 / raw 1 | reconcile, 2 servers | 2 / 1 (target 1.3) | 2 servers / raw 2 servers"
         " | 1 server, footprints in the bucket | / raw | 2nd region, measured loads | load avg (1 min) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['models']} | {r['raw_4_parallel_loads_median_s']} s | {r['reconcile_one_server_median_s']} s | "
-            f"{r['ratio_one_server_to_raw']} | {r['reconcile_two_servers_median_s']} s | "
-            f"{r['ratio_two_servers_to_one']} | {r['reconcile_one_server_footprints_known_median_s']} s | "
+            f"{r['ratio_one_server_to_raw']} | {r['raw_4_parallel_loads_two_servers_median_s']} s | "
+            f"{r['ratio_raw_two_servers_to_one']} | {r['reconcile_two_servers_median_s']} s | "
+            f"{r['ratio_two_servers_to_one']} | {r['ratio_two_servers_to_raw_two_servers']} | "
+            f"{r['reconcile_one_server_footprints_known_median_s']} s | "
             f"{r['ratio_known_to_raw']} | {r['second_region_measured_loads']} of {2 * r['models']} | "
             f"{r['load_average_1m_before_after']} |"
             + (f" ({r['failed_actions_all_runs']} actions failed)" if r["failed_actions_all_runs"] else "")
