@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonops.config import Config, ReleaseMode
+from tritonops.config import Config
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
-from tritonops.release.pointer import publish_release
+from tritonops.release.pointer import PublishRelease, publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -388,14 +388,14 @@ def _plan_model(
     opts: SyncOptions,
     listing: dict[str, ObjectInfo] | None,
     pool: ThreadPoolExecutor,
-    mode: ReleaseMode = ReleaseMode.on_publish,
+    release: PublishRelease,
 ) -> None:
-    """Fill ``mp``: what to upload, skip, withdraw and prune for one local model."""
+    """Fill ``mp``: what to upload, skip, withdraw and prune for one local model.
+
+    ``release`` (tritonops.release): the region's live pointer is not the local repository's to move."""
     local, remote, model = mp.local, mp.remote, mp.model
     mdir = root / model
     published: dict[int, VersionEntry] = {}
-    # Releases (tritonops.release): the region's live pointer is not the local repository's to move.
-    release = publish_release(store, mode, model, remote is not None)
 
     if remote is None:
         # No trusted manifest: what is there already is proven by size + sha256 metadata only.
@@ -472,14 +472,20 @@ def plan_region(
         if opts.prune and opts.models is None:
             prune_candidates = sorted(remote_models - set(allowed))
         fetched = _fetch_manifests(store, to_get + prune_candidates, remote_index, remote_models, pool)
+        todo: list[tuple[ModelPlan, dict[str, ObjectInfo] | None]] = []
         for m in to_get:
             remote, why = _trusted_remote_manifest(store, m, fetched[m], remote_index, listing)
-            mp = ModelPlan(m, allowed[m], remote)
             model_listing = listing
             if remote is None and ((remote_index is not None and m in remote_index.models) or fetched[m] is not None):
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
-            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, cfg.release.mode)
+            todo.append((ModelPlan(m, allowed[m], remote), model_listing))
+        # One release-record GET per changed model, in parallel; none where the LIST shows no record.
+        releases = pool.map(
+            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
+        )
+        for (mp, model_listing), release in zip(todo, list(releases), strict=True):
+            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, release)
             plan.models.append(mp)
             plan.skipped_files += mp.skipped_files
         for m in prune_candidates:
@@ -661,19 +667,45 @@ def _upload_all(
     steps: _Steps,
     progress: SyncProgress | None,
 ) -> None:
-    def one(u: Upload) -> None:
+    """Steps 1 and 2, pipelined per model: a model's config and manifest go up as soon as its last
+    file is verified in the bucket, while other models' files are still uploading (the index, which
+    is what makes anything new visible as a whole, waits for all of them)."""
+    left = {mp.model: len(mp.uploads) for mp in plan.models}
+    by_model = {mp.model: mp for mp in plan.models}
+    lock = threading.Lock()
+
+    def pointers(mp: ModelPlan) -> None:
+        assert mp.target is not None
+        if mp.write_config:
+            _put_pointer(store, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, steps)
+        if mp.write_manifest:
+            _put_pointer(store, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), steps)
+
+    def one(item: Upload | ModelPlan) -> None:
+        if isinstance(item, ModelPlan):  # nothing to upload: its pointers only
+            pointers(item)
+            return
+        u = item
         digest = store.put_file(u.key, str(u.path), u.size, u.sha256, progress.advance if progress else None)
         if digest != u.sha256:
             raise RepositoryError(
                 f"{u.path}: model {u.model!r} version {u.version}: sha256 {digest[:12]}... differs from the "
-                f"manifest ({u.sha256[:12]}...); the file changed during sync: nothing points at it, rerun"
+                f"manifest ({u.sha256[:12]}...): the file changed after `tritonops repo add` or during sync; "
+                "nothing points at it (run `tritonops repo validate`)"
             )
         steps.done(u.key)
         if progress:
             progress.file_done()
+        with lock:
+            left[u.model] -= 1
+            last = left[u.model] == 0
+        if last:
+            pointers(by_model[u.model])
 
-    # Largest first: a big multipart upload starts early and overlaps the many small ones.
-    _run_parallel(pool, one, sorted(plan.uploads, key=lambda u: -u.size))
+    # Largest first: a big upload starts early and overlaps the many small ones; then in model
+    # order, so that models complete (and publish their pointers) one after another.
+    uploads = sorted(plan.uploads, key=lambda u: -u.size)
+    _run_parallel(pool, one, [*uploads, *(mp for mp in plan.models if not mp.uploads)])
 
 
 def _put_pointer(store: ObjectStore, key: str, data: bytes, steps: _Steps) -> None:
@@ -852,18 +884,9 @@ def _apply(
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-put") as pool:
             # 0. --force: withdraw changed versions before their files are replaced.
             _withdraw_changed(st, plan, root, steps)
-            # 1. version files, verified.
+            # 1. version files, verified; 2. per model, once its files are up: config (complete
+            # versions only), then manifest.
             _upload_all(st, plan, pool, steps, progress)
-
-            # 2. per model: config (complete versions only), then manifest.
-            def pointers(mp: ModelPlan) -> None:
-                assert mp.target is not None
-                if mp.write_config:
-                    _put_pointer(st, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, steps)
-                if mp.write_manifest:
-                    _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), steps)
-
-            _run_parallel(pool, pointers, plan.models)
             # 3. the index, last.
             assert plan.new_index is not None and plan.final_index is not None
             new_index_bytes = plan.index_to_write()
