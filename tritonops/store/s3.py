@@ -1,4 +1,4 @@
-"""The S3 store on boto3: any S3-compatible endpoint (AWS, GCS interop, MinIO, rclone, moto).
+"""The S3 store on botocore: any S3-compatible endpoint (AWS, GCS interop, MinIO, rclone, moto).
 
 Every file is hashed once, as it is sent, and the object carries the sha256 of the bytes sent as
 metadata (``x-amz-meta-sha256``, what ``sync --verify`` compares). Three paths by size:
@@ -17,7 +17,7 @@ Payloads are not signed: SigV4 over plain HTTP would otherwise hash every body o
 
 Clients use path-style addressing for S3-compatible endpoints, and checksums only when required:
 boto3's newer default (a CRC32 trailer on every upload) is refused or mangled by several
-S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to boto3.
+S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to botocore.
 
 Time bounds: botocore's own retries (standard mode: throttling, 5xx, connection errors and
 timeouts, with capped exponential backoff) are the only retries; nothing loops around them. So
@@ -39,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -76,12 +75,15 @@ def request_deadline_s(
     return max_attempts * per_attempt + (max_attempts - 1) * MAX_BACKOFF_S
 
 
-def _boto_session(region: RegionConfig) -> boto3.Session:
+def _boto_session(region: RegionConfig) -> botocore.session.Session:
+    """A botocore session (boto3's own adds nothing used here, and its import, s3transfer included,
+    costs a tenth of a second of every command's start-up)."""
     bs = botocore.session.Session(profile=region.profile)
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
     try:
-        return boto3.Session(botocore_session=bs)
+        bs.get_scoped_config()  # an unknown profile fails here, not at the first request
+        return bs
     except botocore.exceptions.ProfileNotFound:
         # botocore names neither the bucket nor the file it looked in.
         where = region.credentials_file or "~/.aws/credentials and ~/.aws/config"
@@ -95,7 +97,7 @@ def s3_client(
     read_timeout_s: float = READ_TIMEOUT_S,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Any:
-    """A boto3 S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
+    """A botocore S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
 
     The library reads and writes buckets through :class:`S3Store`; tests use this client to look
     at a bucket independently of the code under test.
@@ -115,7 +117,7 @@ def s3_client(
     if region.endpoint_url:
         cfg_kwargs["s3"]["addressing_style"] = "path"
     session = _boto_session(region)
-    return session.client(
+    return session.create_client(
         "s3",
         endpoint_url=region.endpoint_url,
         region_name=region.s3_region or "us-east-1",
@@ -132,7 +134,7 @@ def _code(e: botocore.exceptions.ClientError) -> str:
 
 
 class S3Store:
-    """One region's bucket and prefix. Thread-safe: boto3 clients may be shared between threads."""
+    """One region's bucket and prefix. Thread-safe: botocore clients may be shared between threads."""
 
     def __init__(
         self,
