@@ -87,6 +87,11 @@ def test_streamed_put_hashes_what_it_sends_and_never_completes_a_mismatch(
         assert store.get(key) == data
         info = store.head(key)
         assert info is not None and (info.size, info.sha256) == (len(data), digest)
+        store.delete([key])
+        if server == "rclone":
+            # `rclone serve s3` sometimes stops answering for a while after a client drops a PUT
+            # mid-body (other requests then time out): the mismatch is proven on moto.
+            return
         # Bytes that differ from the manifest (or a file shorter than it says) are never stored:
         # the request is dropped before its last byte, and botocore does not retry it.
         sent.clear()
@@ -95,7 +100,6 @@ def test_streamed_put_hashes_what_it_sends_and_never_completes_a_mismatch(
         f.write_bytes(data[:-1])  # truncated after the manifest was written
         assert store.put_file(key + ".short", str(f), len(data), digest) != digest
         assert store.head(key + ".short") is None
-        store.delete([key])
     finally:
         store.close()
 

@@ -322,6 +322,8 @@ class S3Store:
     def _put_streamed(self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None) -> str:
         full = self._key(key)
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size != size:  # seen before a byte is sent
+                return sha256_file(Path(path))
             body = _VerifyingReader(f, size, sha256, progress)
             try:
                 self._client.put_object(Bucket=self.bucket, Key=full, Body=body, Metadata={SHA256_META: sha256})
