@@ -314,7 +314,8 @@ class LocalRepository:
         """Hash the unproven files but ``skip`` (those about to be sent); raise on the first mismatch."""
         from tritonops.fileio import sha256_file
 
-        todo = [p for p in self.unproven if p not in set(skip)]
+        skipped = set(skip)
+        todo = [p for p in self.unproven if p not in skipped]
         if not todo:
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="sync-hash") as pool:
