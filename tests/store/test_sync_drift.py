@@ -158,3 +158,48 @@ def test_a_damaged_cache_costs_a_rehash_not_a_failure(denv: Env, unique) -> None
     cache.write_bytes(b"\xff not json")
     assert [x.model for x in load_local(denv.repo, cache)] == [m]
     assert StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo)) == []
+
+
+def _count_version_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Paths of version files the validator hashes (config.pbtxt, checked against its recorded sha, aside)."""
+    hashed: list[str] = []
+    real = validate_mod.sha256_file
+    monkeypatch.setattr(
+        validate_mod, "sha256_file", lambda p, *a: (p.name != "config.pbtxt" and hashed.append(str(p))) or real(p, *a)
+    )
+    return hashed
+
+
+def test_a_new_model_is_hashed_once_as_it_is_sent(denv: Env, unique, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validator checks a moved model's sizes; the upload hashes its bytes; the cache then trusts it."""
+    m = unique("once")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0), "w.bin": os.urandom(3000)}})
+    backdate(denv.repo, PAST_S)
+    hashed = _count_version_hashes(monkeypatch)
+    res = sync_cli(denv)
+    assert res.exit_code == 0, res.output
+    assert hashed == []
+    assert f"{m}/1/w.bin" in denv.keys(EU)
+    cache = stat_cache_path(denv.config)
+    assert m not in StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo))
+
+
+def test_a_file_changed_after_repo_add_is_refused_when_it_is_sent(denv: Env, unique) -> None:
+    """Its bytes are first hashed by the upload: the PUT never completes and nothing points at it."""
+    m = unique("late")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0), "w.bin": os.urandom(3000)}})
+    _flip_byte(denv.repo / m / "1" / "w.bin")  # after the manifest was written: same size
+    backdate(denv.repo, PAST_S)
+    before = denv.keys(EU)
+    res = sync_cli(denv)
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{m}/1/w.bin" in lines[0] and "differs from the manifest" in lines[0], lines
+    after = denv.keys(EU)
+    assert f"{m}/1/w.bin" not in after
+    assert f"{m}/config.pbtxt" not in after and f"{m}/tritonops-manifest.json" not in after
+    assert after.get("tritonops-index.json") == before.get("tritonops-index.json")
+    # Not trusted next time either: the model is still unproven, so a rerun refuses it again.
+    cache = stat_cache_path(denv.config)
+    assert m in StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo))
+    assert sync_cli(denv).exit_code == 1

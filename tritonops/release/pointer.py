@@ -3,11 +3,12 @@ versions retention must keep. Publishing never moves a release (explicit mode) a
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from tritonops.config import ReleaseMode
 from tritonops.release.policy import config_pointer, live_version
-from tritonops.release.state import ReleaseRecord, read_record
+from tritonops.release.state import ReleaseRecord, read_record, record_key
 from tritonops.repo.manifest import CONFIG_NAME, ModelManifest
 from tritonops.store.base import ObjectStore
 
@@ -35,9 +36,15 @@ class PublishRelease:
         return keep or None
 
 
-def publish_release(store: ObjectStore, mode: ReleaseMode, model: str, published: bool) -> PublishRelease:
-    """One GET (the record), plus the remote config in explicit mode for a model without a record."""
-    rec = read_record(store, model)
+def publish_release(
+    store: ObjectStore, mode: ReleaseMode, model: str, published: bool, listed: Container[str] | None = None
+) -> PublishRelease:
+    """One GET (the record), plus the remote config in explicit mode for a model without a record.
+
+    ``listed``: the keys a LIST of the prefix just returned (a first sync); a record absent from
+    it costs no GET."""
+    absent = listed is not None and record_key(model) not in listed
+    rec = None if absent else read_record(store, model)
     pointed: list[int] = []
     if rec is None and mode is ReleaseMode.explicit and published:
         raw = store.get(f"{model}/{CONFIG_NAME}")

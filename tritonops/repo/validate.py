@@ -479,7 +479,9 @@ def check_special_files(top: Path) -> list[Problem]:
     return out
 
 
-def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path) -> list[Problem]:
+def check_manifest(
+    model_dir: Path, version_dirs: list[Path], config_path: Path, hash_files: bool = True
+) -> list[Problem]:
     """Every version's bytes equal what the manifest recorded when the version was created."""
     mpath = model_dir / MANIFEST_NAME
     if not mpath.exists():
@@ -524,7 +526,7 @@ def check_manifest(model_dir: Path, version_dirs: list[Path], config_path: Path)
             out.append(Problem(str(vd / rel), f"manifest mismatch: file removed from existing version {n}"))
         for rel in sorted(set(actual) & set(recorded)):
             p, f = actual[rel], recorded[rel]
-            if p.stat().st_size != f.size or sha256_file(p) != f.sha256:
+            if p.stat().st_size != f.size or (hash_files and sha256_file(p) != f.sha256):
                 out.append(
                     Problem(
                         str(p),
@@ -541,7 +543,9 @@ def version_dirs_of(model_dir: Path) -> list[Path]:
     )
 
 
-def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | None) -> list[Problem]:
+def validate_model_dir(
+    root: Path, model_dir: Path, known_models: set[str] | None, hash_files: bool = True
+) -> list[Problem]:
     out: list[Problem] = []
     name = model_dir.name
     if not MODEL_NAME_RE.match(name):
@@ -572,16 +576,19 @@ def validate_model_dir(root: Path, model_dir: Path, known_models: set[str] | Non
         out += check_config(
             cfg, config_path, text, model_name=name, version_dirs=vdirs, known_models=known_models
         )
-    out += check_manifest(model_dir, vdirs, config_path)
+    out += check_manifest(model_dir, vdirs, config_path, hash_files)
     return out
 
 
-def validate_repository(root: Path, models: Collection[str] | None = None) -> list[Problem]:
+def validate_repository(
+    root: Path, models: Collection[str] | None = None, hash_files: bool = True
+) -> list[Problem]:
     """Every problem in a local repository; an empty list means valid.
 
     ``models`` limits the per-model checks (config, files, sha256 of every byte) to those models;
     the index is always checked. Sync passes the models it is about to publish, so a no-op sync
-    of a large repository does not re-hash bytes it will not send.
+    of a large repository does not re-hash bytes it will not send. ``hash_files`` False checks the
+    files' sizes but not their bytes: sync proves those itself, hashing each file once.
     """
     root = Path(root)
     if not root.is_dir():
@@ -601,7 +608,7 @@ def validate_repository(root: Path, models: Collection[str] | None = None) -> li
         if md.is_symlink():
             continue  # reported by check_tree if it escapes
         out += check_special_files(md)
-        out += validate_model_dir(root, md, known)
+        out += validate_model_dir(root, md, known, hash_files)
     out += _check_index(root, model_dirs)
     return out
 

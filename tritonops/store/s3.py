@@ -1,13 +1,23 @@
-"""The S3 store on boto3: any S3-compatible endpoint (AWS, GCS interop, MinIO, rclone, moto).
+"""The S3 store on botocore: any S3-compatible endpoint (AWS, GCS interop, MinIO, rclone, moto).
 
-Small objects go up in one PUT with Content-MD5 (the server rejects a corrupted body); large
-files go up as multipart uploads whose parts are sent in parallel while a separate thread hashes
-the file, so the sha256 check costs no extra wall time. Every object carries the sha256 of its
-bytes as metadata (``x-amz-meta-sha256``), which is what ``sync --verify`` compares.
+Every file is hashed once, as it is sent, and the object carries the sha256 of the bytes sent as
+metadata (``x-amz-meta-sha256``, what ``sync --verify`` compares). Three paths by size:
+
+* up to ``IN_MEMORY_BYTES``: read into memory, hashed, sent in one PUT with Content-MD5 (the server
+  rejects a corrupted body);
+* up to ``MULTIPART_THRESHOLD_BYTES`` (rclone's default upload cutoff): one PUT streamed from the
+  file, hashed as it is read; the last chunk is held back until the hash is known, so a file that
+  differs from its manifest is never completed (the request is dropped before its last byte). One
+  request instead of a multipart upload saves the server a reassembly of the whole object, and many
+  files in flight keep the connections busy as parts would;
+* larger: a multipart upload whose parts are sent in parallel while a separate thread hashes the
+  file; it is completed only if the hash matches.
+
+Payloads are not signed: SigV4 over plain HTTP would otherwise hash every body once more.
 
 Clients use path-style addressing for S3-compatible endpoints, and checksums only when required:
 boto3's newer default (a CRC32 trailer on every upload) is refused or mangled by several
-S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to boto3.
+S3-compatible stores, rclone and older MinIO among them. This is the only module that talks to botocore.
 
 Time bounds: botocore's own retries (standard mode: throttling, 5xx, connection errors and
 timeouts, with capped exponential backoff) are the only retries; nothing loops around them. So
@@ -29,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -41,7 +50,8 @@ from tritonops.store.base import ObjectInfo, ProgressFn, check_key
 
 log = logging.getLogger(__name__)
 
-MULTIPART_THRESHOLD_BYTES = 16 << 20
+IN_MEMORY_BYTES = 8 << 20
+MULTIPART_THRESHOLD_BYTES = 200 << 20
 PART_BYTES = 16 << 20  # >= 5 MiB, the S3 minimum for every part but the last
 SHA256_META = "sha256"
 CONNECT_TIMEOUT_S = 5.0
@@ -78,13 +88,16 @@ def _data_loader() -> Any:
     return _LOADER[0]
 
 
-def _boto_session(region: RegionConfig) -> boto3.Session:
+def _boto_session(region: RegionConfig) -> botocore.session.Session:
+    """A botocore session (boto3's own adds nothing used here, and its import, s3transfer included,
+    costs a tenth of a second of every command's start-up)."""
     bs = botocore.session.Session(profile=region.profile)
     bs.register_component("data_loader", _data_loader())
     if region.credentials_file is not None:
         bs.set_config_variable("credentials_file", str(region.credentials_file.expanduser()))
     try:
-        return boto3.Session(botocore_session=bs)
+        bs.get_scoped_config()  # an unknown profile fails here, not at the first request
+        return bs
     except botocore.exceptions.ProfileNotFound:
         # botocore names neither the bucket nor the file it looked in.
         where = region.credentials_file or "~/.aws/credentials and ~/.aws/config"
@@ -98,7 +111,7 @@ def s3_client(
     read_timeout_s: float = READ_TIMEOUT_S,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Any:
-    """A boto3 S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
+    """A botocore S3 client for the region's endpoint, configured as :class:`S3Store` uses it.
 
     The library reads and writes buckets through :class:`S3Store`; tests use this client to look
     at a bucket independently of the code under test.
@@ -111,11 +124,15 @@ def s3_client(
         "max_pool_connections": max_pool_connections,
         "request_checksum_calculation": "when_required",
         "response_checksum_validation": "when_required",
+        "parameter_validation": False,  # every call's parameters are built here, typed
     }
+    # The sha256 of every body is checked by tritonops itself (and Content-MD5 by the server where
+    # the body is in memory): signing the payload would hash each body once more.
+    cfg_kwargs["s3"] = {"payload_signing_enabled": False}
     if region.endpoint_url:
-        cfg_kwargs["s3"] = {"addressing_style": "path"}
+        cfg_kwargs["s3"]["addressing_style"] = "path"
     session = _boto_session(region)
-    return session.client(
+    return session.create_client(
         "s3",
         endpoint_url=region.endpoint_url,
         region_name=region.s3_region or "us-east-1",
@@ -132,7 +149,7 @@ def _code(e: botocore.exceptions.ClientError) -> str:
 
 
 class S3Store:
-    """One region's bucket and prefix. Thread-safe: boto3 clients may be shared between threads."""
+    """One region's bucket and prefix. Thread-safe: botocore clients may be shared between threads."""
 
     def __init__(
         self,
@@ -141,6 +158,7 @@ class S3Store:
         max_workers: int = 16,
         multipart_threshold_bytes: int = MULTIPART_THRESHOLD_BYTES,
         part_bytes: int = PART_BYTES,
+        in_memory_bytes: int = IN_MEMORY_BYTES,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         read_timeout_s: float = READ_TIMEOUT_S,
         max_attempts: int = MAX_ATTEMPTS,
@@ -151,6 +169,7 @@ class S3Store:
         self.endpoint = region.endpoint_url or "AWS"
         self.multipart_threshold_bytes = multipart_threshold_bytes
         self.part_bytes = part_bytes
+        self.in_memory_bytes = in_memory_bytes
         # Parts and whole files run in separate pools: a file task waiting on its parts never
         # starves the pool its parts need.
         self.deadline_s = request_deadline_s(connect_timeout_s, read_timeout_s, max_attempts)
@@ -301,17 +320,34 @@ class S3Store:
     def put_file(
         self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None = None
     ) -> str:
-        if size < self.multipart_threshold_bytes:
-            with open(path, "rb") as f:
-                data = f.read()
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != sha256:
-                return digest  # the caller reports the mismatch; nothing was sent
-            self.put_bytes(key, data, sha256)
-            if progress:
-                progress(len(data))
-            return digest
-        return self._call("multipart upload", key, lambda: self._multipart(key, path, size, sha256, progress))
+        if size >= self.multipart_threshold_bytes:
+            return self._call("multipart upload", key, lambda: self._multipart(key, path, size, sha256, progress))
+        if size > self.in_memory_bytes:
+            return self._call("put", key, lambda: self._put_streamed(key, path, size, sha256, progress))
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256 or len(data) != size:
+            return digest  # the caller reports the mismatch; nothing was sent
+        self.put_bytes(key, data, sha256)
+        if progress:
+            progress(len(data))
+        return digest
+
+    def _put_streamed(self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None) -> str:
+        full = self._key(key)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size != size:  # seen before a byte is sent
+                return sha256_file(Path(path))
+            body = _VerifyingReader(f, size, sha256, progress)
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=body, Metadata={SHA256_META: sha256})
+            except botocore.exceptions.BotoCoreError:
+                # botocore wraps what the body raised; a rewind after a mismatch fails, so no retry.
+                if body.mismatch is not None:
+                    return body.mismatch  # the request was dropped before its last byte: no object
+                raise
+        return sha256
 
     def _multipart(self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None) -> str:
         full = self._key(key)
@@ -390,6 +426,50 @@ class _Mismatch(Exception):
     def __init__(self, digest: str) -> None:
         super().__init__(digest)
         self.digest = digest
+
+
+class _VerifyingReader:
+    """A file body that hashes what botocore reads and holds the last chunk back until the hash is
+    known: bytes that differ from ``sha256`` raise :class:`_Mismatch` before the request completes,
+    so the server never stores them (and ``mismatch`` names their hash). A retry after a network
+    error rewinds (``seek(0)``) and hashes afresh; a rewind after a mismatch fails, so botocore does
+    not retry what cannot succeed."""
+
+    def __init__(self, f: Any, size: int, sha256: str, progress: ProgressFn | None) -> None:
+        self._f, self._size, self._want, self._progress = f, size, sha256, progress
+        self._h = hashlib.sha256()
+        self._pos = 0
+        self.mismatch: str | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = {os.SEEK_SET: offset, os.SEEK_CUR: self._pos + offset, os.SEEK_END: self._size + offset}[whence]
+        if target != self._pos:
+            if target != 0 or self.mismatch is not None:
+                raise OSError(f"cannot rewind a hashed upload to {target}")
+            self._f.seek(0)
+            self._h = hashlib.sha256()
+            self._pos = 0
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        chunk = self._f.read(left if n is None or n < 0 else min(n, left))
+        self._h.update(chunk)
+        self._pos += len(chunk)
+        if left and (len(chunk) == 0 or self._pos == self._size):
+            digest = self._h.hexdigest()
+            if self._pos != self._size or digest != self._want:
+                self.mismatch = digest
+                raise _Mismatch(digest)  # the last chunk is never sent
+        if self._progress and chunk:
+            self._progress(len(chunk))
+        return chunk
 
 
 def check_profiles(cfg: Config) -> None:

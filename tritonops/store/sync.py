@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonops.config import Config, ReleaseMode
+from tritonops.config import Config
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
-from tritonops.release.pointer import publish_release
+from tritonops.release.pointer import PublishRelease, publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -269,14 +269,17 @@ def published_config(
     return config_to_text(cfg).encode()
 
 
-def validate_local(root: Path, models: Collection[str] | None = None) -> list[ModelManifest]:
+def validate_local(
+    root: Path, models: Collection[str] | None = None, hash_files: bool = True
+) -> list[ModelManifest]:
     """Refuse to publish what ``tritonops repo validate`` rejects; returns the manifests.
 
     ``models``: check only these (the ones about to be published) plus the index; None checks all.
+    ``hash_files`` False: sizes only (see :class:`LocalRepository` for who hashes the bytes).
     """
     from tritonops.repo.validate import validate_repository
 
-    problems = validate_repository(root, models)
+    problems = validate_repository(root, models, hash_files)
     if problems:
         more = f" (and {len(problems) - 1} more; run `tritonops repo validate`)" if len(problems) > 1 else ""
         raise RepositoryError(f"refusing to publish an invalid repository: {problems[0]}{more}")
@@ -291,29 +294,86 @@ def stat_cache_path(cfg: Config) -> Path:
     return cfg.state_path / STAT_CACHE_NAME
 
 
-def load_local(root: Path, cache_path: Path | None = None) -> list[ModelManifest]:
-    """The local manifests, once every model is proven to match them.
+@dataclass
+class LocalRepository:
+    """The local repository as sync sees it: every model validated, and the files whose bytes are
+    still to be proven against their manifest (those of models that moved on disk since they were
+    last verified; their sizes are checked).
 
-    Models whose entries moved since they were last verified (a size, mtime or inode changed, a
-    file or folder was added or removed; see :mod:`tritonops.repo.drift`) are validated in full,
-    as `repo validate` does, re-hashing their bytes; the others cost one ``lstat`` per entry.
-    Without ``cache_path`` every model is validated. Special files are refused outright.
+    Each such file is hashed once: an uploaded one as it is sent (:meth:`sent`), any other before
+    the region's first write (:meth:`prove`), so a file changed after ``repo add`` is refused
+    either way. Once every one is proven, the stat cache remembers their models as verified.
+    """
+
+    root: Path
+    manifests: list[ModelManifest]
+    unproven: dict[Path, tuple[int, str]] = field(default_factory=dict)  # path -> (version, sha256)
+    _save: Callable[[], None] | None = None
+
+    def prove(self, skip: Collection[Path] = (), workers: int = 4) -> None:
+        """Hash the unproven files but ``skip`` (those about to be sent); raise on the first mismatch."""
+        from tritonops.fileio import sha256_file
+
+        skipped = set(skip)
+        todo = [p for p in self.unproven if p not in skipped]
+        if not todo:
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="sync-hash") as pool:
+            digests = list(pool.map(sha256_file, todo))
+        for p, digest in zip(todo, digests, strict=True):
+            n, want = self.unproven[p]
+            if digest != want:
+                raise RepositoryError(
+                    f"refusing to publish an invalid repository: {p}: manifest mismatch: bytes changed under "
+                    f"existing version {n} (sha256 recorded {want[:12]}...)"
+                )
+        self.sent(todo)
+
+    def sent(self, paths: Iterable[Path]) -> None:
+        """These files' bytes were proven (hashed as sent, or by :meth:`prove`)."""
+        for p in paths:
+            self.unproven.pop(p, None)
+        if not self.unproven and self._save is not None:
+            self._save()
+            self._save = None
+
+
+def open_local(root: Path, cache_path: Path | None = None) -> LocalRepository:
+    """The local manifests, with every model that moved since last verified (a size, mtime or inode
+    changed, a file or folder was added or removed; see :mod:`tritonops.repo.drift`) validated as
+    `repo validate` does but for its bytes, left to :class:`LocalRepository`. The others cost one
+    ``lstat`` per entry. Without ``cache_path`` every model is validated. Special files are refused.
     """
     from tritonops.repo.drift import StatCache, snapshot
 
     if not root.is_dir():
-        return validate_local(root, models=())  # one line: the folder does not exist
+        return LocalRepository(root, validate_local(root, models=()))  # one line: the folder does not exist
     snap = snapshot(root)
     if snap.special:
         more = f" (and {len(snap.special) - 1} more)" if len(snap.special) > 1 else ""
         raise RepositoryError(f"refusing to publish an invalid repository: {snap.special[0]}{more}")
     cache = StatCache.load(cache_path, root)
     drifted = cache.drifted(snap)
-    if drifted:
-        log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
-    manifests = validate_local(root, drifted) if drifted else _manifests_if_index_agrees(root)
-    cache.save(snap, set(drifted))
-    return manifests
+    if not drifted:
+        manifests = _manifests_if_index_agrees(root)
+        cache.save(snap, set())
+        return LocalRepository(root, manifests)
+    log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
+    manifests = validate_local(root, drifted, hash_files=False)
+    local = LocalRepository(root, manifests, _save=lambda: cache.save(snap, set(drifted)))
+    for man in manifests:
+        if man.model in drifted:
+            for n, v in man.versions.items():
+                local.unproven.update({root / man.model / str(n) / f.path: (n, f.sha256) for f in v.files})
+    local.sent(())  # nothing to prove (no file in the drifted models): remember them now
+    return local
+
+
+def load_local(root: Path, cache_path: Path | None = None) -> list[ModelManifest]:
+    """The local manifests, once every model is proven to match them (bytes included)."""
+    local = open_local(root, cache_path)
+    local.prove()
+    return local.manifests
 
 
 def _manifests_if_index_agrees(root: Path) -> list[ModelManifest]:
@@ -388,14 +448,14 @@ def _plan_model(
     opts: SyncOptions,
     listing: dict[str, ObjectInfo] | None,
     pool: ThreadPoolExecutor,
-    mode: ReleaseMode = ReleaseMode.on_publish,
+    release: PublishRelease,
 ) -> None:
-    """Fill ``mp``: what to upload, skip, withdraw and prune for one local model."""
+    """Fill ``mp``: what to upload, skip, withdraw and prune for one local model.
+
+    ``release`` (tritonops.release): the region's live pointer is not the local repository's to move."""
     local, remote, model = mp.local, mp.remote, mp.model
     mdir = root / model
     published: dict[int, VersionEntry] = {}
-    # Releases (tritonops.release): the region's live pointer is not the local repository's to move.
-    release = publish_release(store, mode, model, remote is not None)
 
     if remote is None:
         # No trusted manifest: what is there already is proven by size + sha256 metadata only.
@@ -472,14 +532,20 @@ def plan_region(
         if opts.prune and opts.models is None:
             prune_candidates = sorted(remote_models - set(allowed))
         fetched = _fetch_manifests(store, to_get + prune_candidates, remote_index, remote_models, pool)
+        todo: list[tuple[ModelPlan, dict[str, ObjectInfo] | None]] = []
         for m in to_get:
             remote, why = _trusted_remote_manifest(store, m, fetched[m], remote_index, listing)
-            mp = ModelPlan(m, allowed[m], remote)
             model_listing = listing
             if remote is None and ((remote_index is not None and m in remote_index.models) or fetched[m] is not None):
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
-            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, cfg.release.mode)
+            todo.append((ModelPlan(m, allowed[m], remote), model_listing))
+        # One release-record GET per changed model, in parallel; none where the LIST shows no record.
+        releases = pool.map(
+            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
+        )
+        for (mp, model_listing), release in zip(todo, list(releases), strict=True):
+            _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, release)
             plan.models.append(mp)
             plan.skipped_files += mp.skipped_files
         for m in prune_candidates:
@@ -661,19 +727,45 @@ def _upload_all(
     steps: _Steps,
     progress: SyncProgress | None,
 ) -> None:
-    def one(u: Upload) -> None:
+    """Steps 1 and 2, pipelined per model: a model's config and manifest go up as soon as its last
+    file is verified in the bucket, while other models' files are still uploading (the index, which
+    is what makes anything new visible as a whole, waits for all of them)."""
+    left = {mp.model: len(mp.uploads) for mp in plan.models}
+    by_model = {mp.model: mp for mp in plan.models}
+    lock = threading.Lock()
+
+    def pointers(mp: ModelPlan) -> None:
+        assert mp.target is not None
+        if mp.write_config:
+            _put_pointer(store, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, steps)
+        if mp.write_manifest:
+            _put_pointer(store, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), steps)
+
+    def one(item: Upload | ModelPlan) -> None:
+        if isinstance(item, ModelPlan):  # nothing to upload: its pointers only
+            pointers(item)
+            return
+        u = item
         digest = store.put_file(u.key, str(u.path), u.size, u.sha256, progress.advance if progress else None)
         if digest != u.sha256:
             raise RepositoryError(
                 f"{u.path}: model {u.model!r} version {u.version}: sha256 {digest[:12]}... differs from the "
-                f"manifest ({u.sha256[:12]}...); the file changed during sync: nothing points at it, rerun"
+                f"manifest ({u.sha256[:12]}...): the file changed after `tritonops repo add` or during sync; "
+                "nothing points at it (run `tritonops repo validate`)"
             )
         steps.done(u.key)
         if progress:
             progress.file_done()
+        with lock:
+            left[u.model] -= 1
+            last = left[u.model] == 0
+        if last:
+            pointers(by_model[u.model])
 
-    # Largest first: a big multipart upload starts early and overlaps the many small ones.
-    _run_parallel(pool, one, sorted(plan.uploads, key=lambda u: -u.size))
+    # Largest first: a big upload starts early and overlaps the many small ones; then in model
+    # order, so that models complete (and publish their pointers) one after another.
+    uploads = sorted(plan.uploads, key=lambda u: -u.size)
+    _run_parallel(pool, one, [*uploads, *(mp for mp in plan.models if not mp.uploads)])
 
 
 def _put_pointer(store: ObjectStore, key: str, data: bytes, steps: _Steps) -> None:
@@ -783,7 +875,7 @@ def sync_region(
     cfg: Config,
     region: str,
     opts: SyncOptions,
-    manifests: list[ModelManifest] | None = None,
+    local: LocalRepository | None = None,
     progress: SyncProgress | None = None,
     on_step: StepFn | None = None,
 ) -> SyncSummary:
@@ -793,15 +885,18 @@ def sync_region(
     t0 = time.monotonic()
     rcfg = cfg.region(region)
     root = cfg.repository_path
-    if manifests is None:
-        manifests = load_local(root, stat_cache_path(cfg))
+    if local is None:
+        local = open_local(root, stat_cache_path(cfg))
+    manifests = local.manifests
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
         st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
         check_plan(plan, opts)
-        # Never publish what `repo validate` rejects: load_local validated every model that moved
-        # on disk since it was last verified, and each upload's bytes are hashed as they are sent.
+        # Never publish what `repo validate` rejects: open_local validated every model that moved
+        # on disk since it was last verified; their bytes are hashed once, here for the files this
+        # sync does not send, and as they are sent for the others.
+        local.prove(skip=() if opts.dry_run else {u.path for u in plan.uploads}, workers=min(opts.workers, 4))
         deletes = plan.delete_keys()
         uploads = plan.uploads
         up_bytes = sum(u.size for u in uploads)
@@ -820,6 +915,7 @@ def sync_region(
         )  # fmt: skip
         if not opts.dry_run:
             _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+            local.sent(u.path for u in plan.uploads)
         if opts.repair:
             summary.repair = _repair(st, plan, root, opts, {m.model: m for m in manifests})
         summary.seconds = time.monotonic() - t0
@@ -852,18 +948,9 @@ def _apply(
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-put") as pool:
             # 0. --force: withdraw changed versions before their files are replaced.
             _withdraw_changed(st, plan, root, steps)
-            # 1. version files, verified.
+            # 1. version files, verified; 2. per model, once its files are up: config (complete
+            # versions only), then manifest.
             _upload_all(st, plan, pool, steps, progress)
-
-            # 2. per model: config (complete versions only), then manifest.
-            def pointers(mp: ModelPlan) -> None:
-                assert mp.target is not None
-                if mp.write_config:
-                    _put_pointer(st, f"{mp.model}/{CONFIG_NAME}", mp.config_bytes, steps)
-                if mp.write_manifest:
-                    _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.target.dumps(), steps)
-
-            _run_parallel(pool, pointers, plan.models)
             # 3. the index, last.
             assert plan.new_index is not None and plan.final_index is not None
             new_index_bytes = plan.index_to_write()
@@ -909,12 +996,12 @@ def sync(
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
         raise PlanError("no region to sync (pass --region or --all-regions; none configured?)")
-    manifests = load_local(cfg.repository_path, stat_cache_path(cfg))
-    if not manifests:
+    local = open_local(cfg.repository_path, stat_cache_path(cfg))
+    if not local.manifests:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
     for r in regions:
-        s = sync_region(cfg, r, opts, manifests=manifests, progress=progress, on_step=on_step)
+        s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
         out.append(s)
         if on_summary is not None:
             on_summary(s)
