@@ -97,7 +97,7 @@ def serve_and_infer(
         files.sort(key=lambda p: p.name == "config.pbtxt")
         for p in files:
             key = f"{rcfg.prefix}/{p.relative_to(root).as_posix()}".lstrip("/")
-            s3.upload_file(str(p), rcfg.bucket_name, key)
+            s3.put_object(Bucket=rcfg.bucket_name, Key=key, Body=p.read_bytes())
     client = httpclient.InferenceServerClient(
         rcfg.servers[0].http_url.removeprefix("http://"), connection_timeout=10, network_timeout=120
     )
@@ -145,8 +145,10 @@ def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") 
             for v in entry["versions"]:
                 vdir = root / entry["model"] / str(v["version"])
                 for p in sorted(q for q in vdir.rglob("*") if q.is_file()):
-                    s3.upload_file(
-                        str(p), rcfg.bucket_name, f"{base}/{p.relative_to(root / entry['model']).as_posix()}"
+                    s3.put_object(
+                        Bucket=rcfg.bucket_name,
+                        Key=f"{base}/{p.relative_to(root / entry['model']).as_posix()}",
+                        Body=p.read_bytes(),
                     )
             s3.put_object(
                 Bucket=rcfg.bucket_name, Key=f"{base}/config.pbtxt", Body=config_to_text(cfg).encode()
