@@ -422,16 +422,19 @@ def measured_load(
     size_bytes: int | None = None,
     config: str | None = None,
     files: dict[str, bytes] | None = None,
+    loaded: list[int] | None = None,
 ) -> LoadResult:
     """Load ``model`` and measure what it costs: usage after it settles minus usage before, per device.
 
     One load at a time per device of the server (loads on the same GPU would pollute each other's
     measurement and can spike it into OOM); a load of the same model already in flight is joined,
     never issued twice (see ``ControlClient.load``). Records the footprint and the prediction error.
+    ``loaded``: the versions of ``model`` the caller knows are loaded (reconcile's plan read them a
+    moment ago); None asks Triton, which answers slowly while other models load.
     """
     def load() -> LoadResult:
         return _measured_load(
-            client, probe, ledger, model, version, digest, size_bytes, config, files
+            client, probe, ledger, model, version, digest, size_bytes, config, files, loaded
         )
 
     # A measured load joins an equal measured load in flight; a plain one in flight is waited for.
@@ -537,6 +540,7 @@ def _measured_load(
     size_bytes: int | None,
     config: str | None,
     files: dict[str, bytes] | None,
+    loaded: list[int] | None = None,
 ) -> LoadResult:
     t0 = time.monotonic()
     triton_version = client.triton_version()
@@ -547,13 +551,15 @@ def _measured_load(
         if known is not None:
             return _known_load(client, ledger, model, version, digest, device_type, triton_version, known,
                                config, files, devices, t0)  # fmt: skip
-    if isinstance(probe, HostProbe) and python_backend(config) and not client.loaded_versions(model):
+    if loaded is None:
+        loaded = client.loaded_versions(model)
+    if isinstance(probe, HostProbe) and python_backend(config) and not loaded:
         keys = (device_type, triton_version, t0)
         return _stub_load(client, probe, ledger, model, version, digest, size_bytes, config, files, devices, keys)
     with device_locks(client.key, devices):
         predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
         # A reload swaps the old instance for the new one: the difference says nothing about its size.
-        already = client.loaded_versions(model)
+        already = loaded
         before = settle(probe, about=f"server {client.url}").reading
         client.load(model, config=config, files=files)
         after = settle(probe, about=f"server {client.url}").reading

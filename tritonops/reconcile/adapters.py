@@ -91,6 +91,7 @@ class ControlAdapter:
         digest: str = "",
         size_bytes: int = 0,
         measure: bool = True,
+        loaded: list[int] | None = None,
     ) -> int | None:
         if self.probe is None or self.ledger is None or not measure:
             self.client.load(model, config=config_json)
@@ -104,6 +105,7 @@ class ControlAdapter:
             digest=digest or None,
             size_bytes=size_bytes or None,
             config=config_json,
+            loaded=loaded,
         )
         return res.footprint_bytes
 

@@ -356,12 +356,14 @@ def _load(
         raise _GateError(f"model {a.model!r} version {a.version} is no longer the published version")
     config = config_dict(dm.config_text, f"{desired.region}/{a.model}/config.pbtxt")
     old = list(a.from_versions)
+    loaded = old  # what the plan read; the load need not ask Triton again
     if a.kind == "reload" and a.strategy != AVAILABILITY and a.version not in old:
         ctl.unload(a.model)  # resource-preserving: free the old copy before loading the new one
+        loaded = []
     meta: dict[str, Any] = {"version": a.version, "digest": dm.digest, "size_bytes": dm.size_bytes}
     try:
         if a.kind == "reload" and a.strategy == AVAILABILITY and a.version not in old:
-            measured = ctl.load(a.model, override_json(config, a.model, [*old, a.version]), **meta)
+            measured = ctl.load(a.model, override_json(config, a.model, [*old, a.version]), **meta, loaded=old)
             _gate(ctl, a.model, a.version, config)
             # Switching to the new version alone only drops the old one: not a footprint to measure.
             ctl.load(a.model, override_json(config, a.model, [a.version]), **meta, measure=False)
@@ -371,6 +373,7 @@ def _load(
                 override_json(config, a.model, [a.version]),
                 **meta,
                 measure=a.version not in old,
+                loaded=loaded,
             )
         _gate(ctl, a.model, a.version, config)
         if measured is not None:

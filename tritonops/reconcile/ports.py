@@ -49,10 +49,12 @@ class ServerControl(Protocol):
         digest: str = "",
         size_bytes: int = 0,
         measure: bool = True,
+        loaded: list[int] | None = None,
     ) -> int | None:
         """Load (or reload) with a config override. Returns the measured footprint in bytes when the
         implementation measures it (the ledger adapter does) and ``measure`` is set, else None.
-        ``measure=False`` for a call that only drops versions (its memory delta is not a footprint)."""
+        ``measure=False`` for a call that only drops versions (its memory delta is not a footprint).
+        ``loaded``: the versions loaded before this call, as the plan saw them (None: ask Triton)."""
         ...
 
     def unload(self, model: str) -> None:
