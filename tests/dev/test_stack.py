@@ -189,3 +189,18 @@ def test_up_with_a_policy_writes_its_rules_and_a_bad_policy_starts_nothing(tmp_p
         assert load_config(state_dir / "tritonops.yaml").placement("iris").value == "pinned"
     finally:
         stack.down(state_dir)
+
+
+def test_stop_when_proc_entries_vanish_mid_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dev down` after the demo once failed with `internal error: FileNotFoundError`: psutil can raise it
+    instead of NoSuchProcess when a /proc entry vanishes while it reads (psutil issue 2418; stubs exit
+    as their server stops). The race cannot be timed, so psutil's listing is made to raise it."""
+    record = stack.spawn("sleeper", ["sleep", "60"], tmp_path / "sleeper.log")
+
+    def vanished(self: psutil.Process, recursive: bool = False) -> list[psutil.Process]:
+        raise FileNotFoundError(2, "No such file or directory", f"/proc/{self.pid}/stat")
+
+    monkeypatch.setattr(psutil.Process, "children", vanished)
+    assert stack.stop(record) is True
+    assert record.process() is None
+    assert not psutil.pid_exists(record.pid) or psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE

@@ -140,8 +140,8 @@ class ProcessRecord:
             if abs(p.create_time() - self.create_time) > 0.05 or p.status() == psutil.STATUS_ZOMBIE:
                 return None
             return p
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
+            return None  # FileNotFoundError: a /proc entry gone mid-read (psutil issue 2418)
 
     def alive(self) -> bool:
         return self.process() is not None
@@ -169,23 +169,27 @@ def stop(record: ProcessRecord, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     p = record.process()
     if p is None:
         return False
+    # psutil reads /proc; an entry that vanishes mid-read (a stub exiting) can surface as
+    # FileNotFoundError rather than NoSuchProcess (psutil issue 2418): both mean "gone".
+    gone = (psutil.Error, FileNotFoundError)
     try:
         children = p.children(recursive=True)
-    except psutil.Error:
+    except gone:
         children = []
-    with contextlib.suppress(psutil.Error):
+    with contextlib.suppress(*gone):
         p.terminate()
-    _gone, alive = psutil.wait_procs([p], timeout=timeout_s)
+    _dead, alive = psutil.wait_procs([p], timeout=timeout_s)
     for q in alive:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(*gone):
             q.kill()
     psutil.wait_procs(alive, timeout=5)
     # Python-backend stubs normally exit with their server; make sure none is orphaned.
     for c in children:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(*gone):
             if c.is_running():
                 c.kill()
-    psutil.wait_procs(children, timeout=5)
+    with contextlib.suppress(*gone):
+        psutil.wait_procs(children, timeout=5)
     log.info("stopped %s pid=%s", record.name, record.pid)
     return True
 

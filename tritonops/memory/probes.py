@@ -83,6 +83,11 @@ class MemoryProbe(Protocol):
     def device_type(self) -> str: ...
 
 
+# A process gone while psutil reads its /proc entry: NoSuchProcess, or FileNotFoundError when the entry
+# vanishes mid-read (psutil issue 2418). Stubs come and go while a server loads: both mean "gone".
+_GONE = (psutil.NoSuchProcess, FileNotFoundError)
+
+
 def _tree(pids: Iterable[int]) -> list[psutil.Process]:
     """The processes ``pids`` and all their descendants (each once)."""
     seen: dict[int, psutil.Process] = {}
@@ -92,7 +97,7 @@ def _tree(pids: Iterable[int]) -> list[psutil.Process]:
             seen.setdefault(p.pid, p)
             for c in p.children(recursive=True):
                 seen.setdefault(c.pid, c)
-        except psutil.NoSuchProcess:
+        except _GONE:
             continue
     return list(seen.values())
 
@@ -136,7 +141,7 @@ class HostProbe:
         for p in _tree(pids):
             try:
                 total += self._bytes(p)
-            except psutil.NoSuchProcess:
+            except _GONE:
                 continue  # a stub that exited between listing and reading
         return total
 
@@ -170,7 +175,7 @@ class HostProbe:
                     continue
                 total += self._bytes(p)
                 found = True
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return total if found else None
 
