@@ -39,6 +39,15 @@ def peak_loads(log_path: str | Path) -> int:
     return peak
 
 
+def first_loaded(log_path: str | Path) -> str:
+    """The first model Triton started loading, from its log."""
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        m = _LOG_TIME.match(line)
+        if m and m.group(5):
+            return m.group(5)
+    return ""
+
+
 def test_measured_on_one_host_then_loaded_in_parallel_on_another(
     rec_regions, unique, dev_stack, tmp_path: Path
 ) -> None:
@@ -122,3 +131,36 @@ def test_replanned_after_each_measurement_never_over_budget(rec_regions, unique)
     assert [(r.result, "unloaded again" in r.error) for r in third.results] == [("deferred", True)]
     assert third.failed == 0
     assert sorted(ready(rr.servers[EU])) == sorted(x.action.model for x in ok)
+
+
+def test_two_servers_measure_different_models_first(rec_regions, unique, dev_stack, tmp_path: Path) -> None:
+    """Two servers of a region, nothing measured yet: each starts its loads at a different point of the
+    list, so most models are measured on one server and loaded on the other from that measurement."""
+    models = sorted(unique("two") for _ in range(6))
+    rr = rec_regions({})
+    for i, m in enumerate(models):
+        rr.publishers[EU].publish(m, 1, {"model.py": model_py(float(i))})
+    t = stack.start_triton(
+        dev_stack.triton_home, rr.servers[EU].repository_url, tmp_path / "second.log", dev_stack.triton_env()
+    )
+    try:
+        data = yaml.safe_load(rr.config_path.read_text())
+        first = data["regions"][EU]["servers"][0]
+        first["load_threads"] = 1  # one load at a time per server: the order is what is tested
+        data["regions"][EU]["servers"].append(
+            {"name": "second", "http_url": t.http_url, "metrics_url": t.metrics_url, "load_threads": 1}
+        )
+        cfg = tmp_path / "two.yaml"
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        rep = runner.reconcile(runner.context(load_config(cfg), EU))
+        assert sorted((r.action.server, r.action.model, r.result) for r in rep.results) == sorted(
+            (s, m, "ok") for s in (first["name"], "second") for m in models
+        )
+        # what each Triton loaded first, from its own log: the second server starts half-way down the list
+        assert [first_loaded(x.record.log) for x in (rr.servers[EU], t)] == [models[0], models[3]]
+        # Each model measured about once (12 loads; both servers in the plan's order measured all 12).
+        measured = sum(r.measured for r in rep.results)
+        assert 6 <= measured <= 8, [(r.action.server, r.action.model, r.measured) for r in rep.results]
+        assert ready(t) == {m: [1] for m in models} and ready(rr.servers[EU]) == {m: [1] for m in models}
+    finally:
+        stack.stop(t.record)

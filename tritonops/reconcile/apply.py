@@ -105,7 +105,10 @@ def apply_plan(
     if not by_server:
         return []
     with ThreadPoolExecutor(len(by_server), thread_name_prefix="apply") as pool:
-        futs = [pool.submit(_apply_server, acts, desired, controls[s], q, o) for s, acts in by_server.items()]
+        futs = [
+            pool.submit(_apply_server, acts, desired, controls[s], q, o, (i, len(by_server)))
+            for i, (s, acts) in enumerate(by_server.items())
+        ]
         done = [r for f in futs for r in f.result()]
     order = {id(a): i for i, a in enumerate(plan.actions)}
     return sorted(done, key=lambda r: order[id(r.action)])
@@ -161,7 +164,12 @@ def _down(ctl: ServerControl) -> str:
 
 
 def _apply_server(
-    actions: list[Action], desired: DesiredState, ctl: ServerControl, quarantine: Quarantine, owned: Owned
+    actions: list[Action],
+    desired: DesiredState,
+    ctl: ServerControl,
+    quarantine: Quarantine,
+    owned: Owned,
+    turn: tuple[int, int] = (0, 1),
 ) -> list[ActionResult]:
     """Unloads and evictions one at a time (each waits until its memory is back), then the loads."""
     results: list[ActionResult] = []
@@ -177,7 +185,7 @@ def _apply_server(
     loads = [a for a in actions if a.kind in ("reload", "load")]
     if down:
         return results + [ActionResult(a, Outcome.skipped, error=down) for a in loads]
-    return results + _LoadScheduler(loads, desired, ctl, quarantine, owned).run()
+    return results + _LoadScheduler(loads, desired, ctl, quarantine, owned, turn).run()
 
 
 class _LoadScheduler:
@@ -199,6 +207,7 @@ class _LoadScheduler:
         ctl: ServerControl,
         quarantine: Quarantine,
         owned: Owned,
+        turn: tuple[int, int] = (0, 1),
     ) -> None:
         self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
         self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
@@ -217,6 +226,17 @@ class _LoadScheduler:
         # Measured / estimated over this run's measurements: the same estimate is as wrong for the
         # models still to measure, so their room is reserved scaled by it (never scaled down).
         self.estimated = self.measured = 0
+        self._stagger(*turn)
+
+    def _stagger(self, server: int, servers: int) -> None:
+        """Server ``server`` of ``servers`` starts its loads ``server/servers`` of the way down the list,
+        so servers of a region measure different models first and later load from each other's
+        measurements (the ledger is shared) rather than all measuring the same ones at once. Only when
+        memory is ample: otherwise the plan's order is the priority order a tight budget keeps."""
+        if servers < 2 or len(self.pending) < 2 or not self._ample({}):
+            return
+        k = server * len(self.pending) // servers
+        self.pending = self.pending[k:] + self.pending[:k]
 
     def _reserve(self, a: Action, known: bool) -> int:
         """What ``a`` holds while in flight: both copies for a reload that keeps the old one serving;
