@@ -8,6 +8,18 @@ export AWS_EC2_METADATA_DISABLED=true
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# A previous demo leaves its stack, its state (release records, ledger) and model_repos/demo behind; the
+# demo's story (v1, v2, a bad v3) needs a clean start. Only a folder `dev up` made (it holds state.json) is
+# removed, with model_repos/demo, the demo's own repository (ignored by git).
+if [ -f "$STATE_DIR/state.json" ] || [ -d model_repos/demo ]; then
+  echo "starting from nothing: stopping and removing the previous demo ($STATE_DIR, model_repos/demo)"
+  if [ -f "$STATE_DIR/state.json" ]; then
+    tritonops dev down --state-dir "$STATE_DIR" >/dev/null
+    rm -rf "$STATE_DIR"
+  fi
+  rm -rf model_repos/demo
+fi
+
 step "1. local stack: an S3 server, two Tritons in eu-west-1, one in us-east-1 (iris is EU-only: scripts/demo-policy.yaml)"
 tritonops dev up --state-dir "$STATE_DIR" --repository model_repos/demo --policy scripts/demo-policy.yaml --servers 2
 export TRITONOPS_CONFIG="$STATE_DIR/tritonops.yaml"
@@ -48,14 +60,22 @@ for v in 1 2; do
 done
 tritonops release status echo
 
-advance_until_done() {
-  local rc i
+advance_until_done() {  # $1: the outcome this step of the demo shows (done, or rolled back)
+  local rc i phase want=$1
   for i in $(seq 120); do
     rc=0
     tritonops rollout advance echo || rc=$?
-    [ "$rc" = 4 ] && return 0          # rolled back after a failed gate
+    if [ "$rc" = 4 ]; then             # rolled back after a failed gate
+      [ "$want" = rolled-back ] && return 0
+      echo "the rollout was rolled back where the demo expects it to finish: see above" >&2
+      return 1
+    fi
     [ "$rc" != 0 ] && return "$rc"
-    tritonops release status echo -o json | python -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["rollouts"] and d["rollouts"][0]["phase"] in ("done","failed","aborted") else 1)' && return 0
+    phase=$(tritonops release status echo -o json | python -c 'import json,sys; d=json.load(sys.stdin); print(d["rollouts"][0]["phase"] if d["rollouts"] else "")')
+    case "$phase" in
+      done) [ "$want" = done ] && return 0; echo "the rollout finished where the demo expects a rollback" >&2; return 1 ;;
+      failed|aborted) [ "$want" = rolled-back ] && return 0; echo "the rollout ended $phase where the demo expects it to finish" >&2; return 1 ;;
+    esac
     sleep 1
   done
   echo "rollout still in progress after 120 advances: see tritonops release status echo" >&2
@@ -67,7 +87,7 @@ python scripts/demo_traffic.py "$TRITONOPS_CONFIG" 300 & TRAFFIC=$!
 trap 'kill $TRAFFIC 2>/dev/null || true' EXIT
 sleep 1
 tritonops rollout start echo --version 2
-advance_until_done
+advance_until_done done
 tritonops release status echo --all-regions
 
 step "11. a bad v3 (a third of its requests fail) is caught on the canary server and rolled back; us-east-1 never loads it"
@@ -75,7 +95,7 @@ sed 's/^FAIL_EVERY = 0/FAIL_EVERY = 3/' scripts/demo-release/model.py > "$REL/mo
 tritonops repo add echo --from "$REL/model.py" --config scripts/demo-release/echo.pbtxt >/dev/null
 tritonops sync --all-regions >/dev/null
 tritonops rollout start echo --version 3
-advance_until_done
+advance_until_done rolled-back
 tritonops release status echo --all-regions
 
 step "12. rollback: eu-west-1 back from v2 to v1, reconciled at once"
