@@ -211,11 +211,10 @@ class _LoadScheduler:
     ) -> None:
         self.pending = sorted(loads, key=lambda a: (a.seq, a.model))
         self.desired, self.ctl, self.quarantine, self.owned = desired, ctl, quarantine, owned
-        self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
         # As many actions at once as Triton has load threads (the control client never sends more load
         # calls than that). Twice as many, to overlap gates with loads, measured no faster on a busy
         # server and slowed its statistics and config answers.
-        self.workers = self.threads
+        self.threads = max(1, int(getattr(ctl, "load_threads", 1)))
         first = self.pending[0] if self.pending else None
         # Free memory before the first load, as the plan simulated it (None: the plan knew no memory).
         self.free: int | None = None
@@ -273,7 +272,7 @@ class _LoadScheduler:
 
     def run(self) -> list[ActionResult]:
         in_flight: dict[Future[ActionResult], tuple[Action, int, str]] = {}
-        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"load-{self.ctl.name}") as pool:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"load-{self.ctl.name}") as pool:
             while self.pending or in_flight:
                 self._start(pool, in_flight)
                 if not in_flight:
@@ -299,7 +298,7 @@ class _LoadScheduler:
                 and any(m != "known" for _, _, m in in_flight.values())
                 and not self._ample(in_flight)
             )
-            busy = len(in_flight) >= self.workers or alone_in_flight or (mode != "known" and first_pending)
+            busy = len(in_flight) >= self.threads or alone_in_flight or (mode != "known" and first_pending)
             if in_flight and (mode == "alone" or busy):
                 return
             need = self._reserve(a, mode == "known")
