@@ -439,6 +439,7 @@ class _VerifyingReader:
         self._f, self._size, self._want, self._progress = f, size, sha256, progress
         self._h = hashlib.sha256()
         self._pos = 0
+        self._reported = 0  # progress counts each byte once, however often a retry reads it again
         self.mismatch: str | None = None
 
     def __len__(self) -> int:
@@ -467,8 +468,9 @@ class _VerifyingReader:
             if self._pos != self._size or digest != self._want:
                 self.mismatch = digest
                 raise _Mismatch(digest)  # the last chunk is never sent
-        if self._progress and chunk:
-            self._progress(len(chunk))
+        if self._progress and self._pos > self._reported:
+            self._progress(self._pos - self._reported)
+            self._reported = self._pos
         return chunk
 
 
