@@ -95,3 +95,63 @@ def test_sync_refuses_a_repository_damaged_after_its_index(env: dict[str, Any], 
     assert res.exit_code == 0, res.output
     damage(env["repo"])
     _refused(env, ["sync", "--region", REGION], ["m/1"])
+
+
+def _dead_endpoint(r: dict[str, Any], tmp_path: Path) -> list[str]:
+    from tritonops.dev.stack import free_port
+
+    r["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    return ["cannot reach S3 endpoint", r["endpoint_url"]]
+
+
+def _missing_bucket(r: dict[str, Any], tmp_path: Path) -> list[str]:
+    r["bucket"] = "s3://no-such-bucket-badinput/p"
+    return ["bucket 'no-such-bucket-badinput' does not exist", r["endpoint_url"]]
+
+
+def _wrong_secret(r: dict[str, Any], tmp_path: Path) -> list[str]:
+    from tritonops.dev.stack import Credentials
+
+    creds = tmp_path / "wrong-creds"
+    Credentials("WRONGKEY", "wrong-secret-value").write_shared_file(creds)
+    r["credentials_file"] = str(creds)
+    return ["access denied", r["bucket"].removeprefix("s3://").split("/")[0]]
+
+
+def _missing_folder(r: dict[str, Any], tmp_path: Path) -> list[str]:
+    for k in ("endpoint_url", "profile", "credentials_file"):
+        r.pop(k, None)
+    r["bucket"] = f"file://{tmp_path / 'nowhere' / 'bucket'}"
+    return ["folder does not exist", str(tmp_path / "nowhere" / "bucket")]
+
+
+# sync's first request (the remote index) is what finds an unusable bucket: no HEAD before it.
+UNUSABLE = [("dead-endpoint", _dead_endpoint, "moto"), ("missing-bucket", _missing_bucket, "moto"),
+            ("missing-bucket-rclone", _missing_bucket, "rclone"), ("wrong-secret-rclone", _wrong_secret, "rclone"),
+            ("missing-folder", _missing_folder, "moto")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "breaks", "server"), UNUSABLE, ids=[c[0] for c in UNUSABLE])
+def test_sync_to_an_unusable_bucket(
+    env: dict[str, Any], tmp_path: Path, dev_stack: Stack, case: str, breaks: Callable[..., list[str]], server: str
+) -> None:
+    from tritonops.dev import stack
+
+    data = env["data"]
+    r = data["regions"][REGION]
+    srv = None
+    if server == "rclone":  # checks signatures (moto accepts any key) and serves a folder per bucket
+        srv = stack.start_s3(tmp_path / "rclone-data", tmp_path / "rclone.log", dev_stack.credentials, kind="rclone")
+        (tmp_path / "rclone-data" / "rb").mkdir(parents=True)
+        r["endpoint_url"], r["bucket"] = srv.endpoint_url, "s3://rb/p"
+    try:
+        names = breaks(r, tmp_path)
+        cfg = tmp_path / f"{case}.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        _refused(env, ["sync", "--region", REGION], [REGION, *names], cfg)
+        if server == "rclone":
+            assert not any((tmp_path / "rclone-data").rglob("*.*"))  # nothing written there either
+        assert not (tmp_path / "nowhere").exists()
+    finally:
+        if srv is not None:
+            stack.stop(srv.record)

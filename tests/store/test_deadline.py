@@ -66,7 +66,7 @@ def store_for(srv: StallingServer) -> S3Store:
                    max_attempts=ATTEMPTS)  # fmt: skip
 
 
-@pytest.mark.parametrize("op", ["get", "head", "list", "put_bytes", "check"])
+@pytest.mark.parametrize("op", ["get", "head", "list", "put_bytes", "delete"])
 def test_each_operation_fails_within_the_documented_deadline(stalling: StallingServer, op: str) -> None:
     st = store_for(stalling)
     calls = {
@@ -74,7 +74,7 @@ def test_each_operation_fails_within_the_documented_deadline(stalling: StallingS
         "head": lambda: st.head("m/1/model.py"),
         "list": lambda: st.list("m/"),
         "put_bytes": lambda: st.put_bytes("m/config.pbtxt", b"x" * 100, "0" * 64),
-        "check": st.check,
+        "delete": lambda: st.delete(["m/1/model.py"]),
     }
     t0 = time.monotonic()
     with pytest.raises(StoreError) as e:

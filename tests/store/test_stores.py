@@ -116,7 +116,7 @@ def test_wrong_endpoint_and_bad_credentials_are_one_line(dev_stack: Stack, tmp_p
     rc = dev_stack.config.region("eu-west-1")
     dead = rc.model_copy(update={"endpoint_url": f"http://127.0.0.1:{stack.free_port()}"})
     with pytest.raises(StoreError, match="cannot reach S3 endpoint"):
-        S3Store(dead, "eu-west-1").check()
+        S3Store(dead, "eu-west-1").get("tritonops-index.json")
     creds = tmp_path / "creds"
     stack.Credentials("WRONGKEY", "wrong-secret-value").write_shared_file(creds)
     # moto accepts any key; rclone checks them.
@@ -127,7 +127,7 @@ def test_wrong_endpoint_and_bad_credentials_are_one_line(dev_stack: Stack, tmp_p
             update={"endpoint_url": srv.endpoint_url, "bucket": "s3://b/p", "credentials_file": creds}
         )
         with pytest.raises(StoreError) as ei:
-            S3Store(bad, "eu-west-1").check()
+            S3Store(bad, "eu-west-1").get("tritonops-index.json")
         msg = str(ei.value)
         assert "access denied" in msg and "wrong-secret-value" not in msg and "\n" not in msg
     finally:
@@ -162,11 +162,11 @@ def test_create_makes_a_missing_bucket_or_folder_once(dev_stack: Stack, tmp_path
     for region in (fresh, local):
         store = open_store(region, "eu-west-1")
         try:
-            with pytest.raises(StoreError):
-                store.check()
+            with pytest.raises(StoreError, match="does not exist"):
+                store.get("m/x")
             store.create()
             store.create()  # a second call finds it and changes nothing
-            store.check()
+            assert store.get("m/x") is None
             store.put_bytes("m/x", b"x", hashlib.sha256(b"x").hexdigest())
             assert store.get("m/x") == b"x" and store.get("m/y") is None
         finally:

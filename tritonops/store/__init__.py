@@ -21,7 +21,7 @@ def open_store(region: RegionConfig, region_name: str = "", max_workers: int = 1
     if u.scheme == "file":
         from tritonops.store.local import FileStore
 
-        return FileStore(Path(u.path))
+        return FileStore(Path(u.path), region_name)
     from tritonops.store.s3 import S3Store
 
     return S3Store(region, region_name=region_name, max_workers=max_workers)

@@ -54,16 +54,13 @@ class ObjectStore(Protocol):
         """Where the store points (``s3://bucket/prefix`` or ``file:///path``), for messages."""
         ...
 
-    def check(self) -> None:
-        """Raise StoreError with one line if the store cannot be used (missing bucket, access denied)."""
-        ...
-
     def create(self) -> None:
         """Create the bucket (or folder) if it does not exist; the local stack uses it for its buckets."""
         ...
 
     def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None if it does not exist."""
+        """The object's bytes, or None if it does not exist. A missing bucket (or folder), denied access
+        or an unreachable endpoint raise StoreError with one line: sync's first request is this one."""
         ...
 
     def head(self, key: str) -> ObjectInfo | None: ...

@@ -17,8 +17,9 @@ COPY_CHUNK_BYTES = 1 << 20
 class FileStore:
     """Objects are files below ``root``; every write is a temporary file renamed into place."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, region_name: str = "") -> None:
         self.root = root
+        self._where = f"region {region_name}: " if region_name else ""
 
     @property
     def url(self) -> str:
@@ -27,25 +28,21 @@ class FileStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key, self.url)
 
-    def check(self) -> None:
-        if not self.root.is_dir():
-            raise StoreError(f"{self.url}: folder does not exist")
-        if not os.access(self.root, os.W_OK):
-            raise StoreError(f"{self.url}: folder is not writable")
-
     def create(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"{self.url}: cannot create folder: {e.strerror}") from None
+            raise StoreError(f"{self._where}{self.url}: cannot create folder: {e.strerror}") from None
 
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
+            if not self.root.is_dir():
+                raise StoreError(f"{self._where}{self.url}: folder does not exist") from None
             return None
         except OSError as e:
-            raise StoreError(f"{self.url}/{key}: cannot read: {e.strerror}") from None
+            raise StoreError(f"{self._where}{self.url}/{key}: cannot read: {e.strerror}") from None
 
     def head(self, key: str) -> ObjectInfo | None:
         p = self._path(key)
@@ -71,16 +68,16 @@ class FileStore:
         try:
             atomic_write_bytes(self._path(key), data)
         except OSError as e:
-            raise StoreError(f"{self.url}/{key}: cannot write: {e.strerror}") from None
+            raise StoreError(f"{self._where}{self.url}/{key}: cannot write: {e.strerror}") from None
 
     def put_file(
         self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None = None
     ) -> str:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
         h = hashlib.sha256()
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "rb") as src, open(tmp, "wb") as out:
                 while chunk := src.read(COPY_CHUNK_BYTES):
                     h.update(chunk)
@@ -92,7 +89,7 @@ class FileStore:
             os.replace(tmp, dest)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.url}/{key}: cannot write: {e.strerror}") from None
+            raise StoreError(f"{self._where}{self.url}/{key}: cannot write: {e.strerror}") from None
         return h.hexdigest()
 
     def delete(self, keys: Iterable[str]) -> None:

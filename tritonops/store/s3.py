@@ -201,7 +201,7 @@ class S3Store:
         if isinstance(e, botocore.exceptions.ClientError):
             code = _code(e)
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchBucket",) or (op == "check" and status == 404):
+            if code == "NoSuchBucket":
                 return StoreError(f"{where}bucket {self.bucket!r} does not exist at {self.endpoint}")
             if code in (
                 "AccessDenied",
@@ -240,9 +240,6 @@ class S3Store:
             raise self._error(op, key, e) from None
 
     # -- ObjectStore ---------------------------------------------------------------------------
-
-    def check(self) -> None:
-        self._call("check", "", lambda: self._client.head_bucket(Bucket=self.bucket))
 
     def create(self) -> None:
         def go() -> None:

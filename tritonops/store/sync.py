@@ -890,7 +890,6 @@ def sync_region(
     manifests = local.manifests
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
-        st.check()
         plan = plan_region(cfg, region, manifests, opts, st)
         check_plan(plan, opts)
         # Never publish what `repo validate` rejects: open_local validated every model that moved
