@@ -20,7 +20,7 @@ from tritonops.repo.manifest import (
     sha256_file,
     write_index,
 )
-from tritonops.store.sync import load_local
+from tritonops.store.localrepo import load_local
 
 CONFIG = 'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\nversion_policy: {{ specific: {{ versions: [ 1 ] }} }}\n'
 
@@ -46,7 +46,7 @@ def test_a_consistent_repository_loads_without_the_validator(tmp_path: Path) -> 
     assert [m.model for m in load_local(root, cache)] == ["a", "b"]  # the first look validates every model
     # In a fresh interpreter, with the stat cache: the no-op path must not pay for the validator and protobuf.
     probe = (
-        "import sys, time; from pathlib import Path; from tritonops.store.sync import load_local; "
+        "import sys, time; from pathlib import Path; from tritonops.store.localrepo import load_local; "
         f"load_local(Path({str(root)!r}), Path({str(cache)!r})); "
         "print(sorted(m for m in sys.modules if m == 'tritonops.repo.validate' or m.startswith('google.protobuf')))"
     )

@@ -8,6 +8,7 @@ the no-op cheap: an untouched model is not re-hashed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,21 +21,26 @@ from typer.testing import CliRunner
 from tests.store.conftest import Env, _write_config, model_py, write_model
 from tritonops.cli import app
 from tritonops.config import load_config
+from tritonops.errors import RepositoryError
 from tritonops.repo import validate as validate_mod
 from tritonops.repo.drift import StatCache, snapshot
-from tritonops.store.sync import load_local, stat_cache_path
+from tritonops.store.localrepo import load_local, stat_cache_path
 
 EU = "eu-west-1"
 PAST_S = 1_000_000  # mtimes far in the past: entries the cache may trust (not "racy")
 
 
-def backdate(root: Path, seconds_ago: float) -> None:
-    """Set every mtime below ``root`` (links untouched) to ``seconds_ago``: stats the cache can trust."""
-    t = time.time() - seconds_ago
+def backdate(root: Path, seconds_ago: float, only_fresh: bool = False) -> None:
+    """Set every mtime below ``root`` (links untouched) to ``seconds_ago``: stats the cache can trust.
+    ``only_fresh``: only those written in the last minute (what a damage just touched)."""
+    now = time.time()
+    t = now - seconds_ago
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
-            if not os.path.islink(p) and (os.path.isfile(p) or os.path.isdir(p)):
+            if os.path.islink(p) or not (os.path.isfile(p) or os.path.isdir(p)):
+                continue
+            if not only_fresh or os.stat(p).st_mtime > now - 60:
                 os.utime(p, (t, t))
 
 
@@ -90,7 +96,18 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda md: ((md.parent / "stray").mkdir(), (md.parent / "stray" / "config.pbtxt").write_text("")),
         "stray",
     ),
+    # The root, with every model folder untouched: the cache vouches for the models, not the index.
+    "index-names-another-digest": (lambda md: _edit_index(md, "0" * 64), "tritonops-index.json"),
+    "index-removed": (lambda md: (md.parent / "tritonops-index.json").unlink(), "tritonops-index.json"),
+    "model-folder-removed": (lambda md: shutil.rmtree(md), "tritonops-index.json"),
 }
+
+
+def _edit_index(md: Path, digest: str) -> None:
+    path = md.parent / "tritonops-index.json"
+    d = json.loads(path.read_bytes())
+    d["models"][md.name]["digest"] = digest
+    path.write_text(json.dumps(d))
 
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
@@ -105,7 +122,7 @@ def test_sync_refuses_local_drift(denv: Env, unique, case: str) -> None:
     before = denv.keys(EU)
 
     damage(denv.repo / m)
-    backdate(denv.repo, PAST_S - 50)  # detection must come from the stats, not from "racy" mtimes
+    backdate(denv.repo, PAST_S - 50, only_fresh=True)  # detection must come from the stats, not "racy" mtimes
     res = sync_cli(denv)
     assert res.exit_code == 1, res.output
     lines = res.stderr.strip().splitlines()
@@ -203,3 +220,50 @@ def test_a_file_changed_after_repo_add_is_refused_when_it_is_sent(denv: Env, uni
     cache = stat_cache_path(denv.config)
     assert m in StatCache.load(cache, denv.repo).drifted(snapshot(denv.repo))
     assert sync_cli(denv).exit_code == 1
+
+
+def test_a_noop_parses_no_manifest_and_a_change_in_the_bucket_reads_only_its_own(
+    denv: Env, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing moved on disk, digests and file counts come from the stat cache; a model that
+    changed in the bucket (another publisher, a lost manifest) has its local manifest read then."""
+    from tritonops.repo.manifest import ModelManifest
+
+    a, b = unique("lazy-a"), unique("lazy-b")
+    write_model(denv.repo, a, {1: {"model.py": model_py(2.0)}, 2: {"model.py": model_py(3.0)}})
+    write_model(denv.repo, b, {1: {"model.py": model_py(4.0)}})
+    backdate(denv.repo, PAST_S)
+    assert sync_cli(denv).exit_code == 0
+    published = denv.keys(EU)
+
+    read: list[str] = []
+    real = ModelManifest.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(ModelManifest, "load", classmethod(lambda cls, p: read.append(p.parent.name) or real(cls, p)))
+    res = sync_cli(denv, "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert read == []
+    assert json.loads(res.stdout)["skipped_files"] == 3 and json.loads(res.stdout)["uploaded_files"] == 0
+
+    index = json.loads(published["tritonops-index.json"])
+    index["models"][a]["digest"] = "0" * 64  # the bucket moved under us
+    denv.put("tritonops-index.json", json.dumps(index).encode())
+    res = sync_cli(denv, "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert read == [a]
+    assert denv.keys(EU) == published  # the index is right again, byte for byte
+
+
+def test_a_manifest_replaced_between_the_walk_and_its_read_is_refused(denv: Env, unique) -> None:
+    """The cache vouched for the manifest's digest at the walk; a different one read later is a race."""
+    from tritonops.store.localrepo import open_local
+
+    m = unique("race")
+    write_model(denv.repo, m, {1: {"model.py": model_py(2.0)}})
+    backdate(denv.repo, PAST_S)
+    cache = stat_cache_path(denv.config)
+    load_local(denv.repo, cache)
+    local = open_local(denv.repo, cache)
+    assert local.models.digest(m)  # from the cache: nothing parsed yet
+    write_model(denv.repo, m, {1: {"model.py": model_py(5.0)}})  # a `repo add` racing the sync
+    with pytest.raises(RepositoryError, match=f"{m}/tritonops-manifest.json: changed during sync"):
+        local.models[m]

@@ -7,6 +7,7 @@ answers without typer, and a command imports only its own module (see ``root.COM
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -33,5 +34,16 @@ def main() -> None:
         return
     from tritonops.cli.root import app, command_in, register
 
+    # A command builds large structures that hold no cycles (an entry per file of the repository,
+    # every manifest, botocore's service model); with the default thresholds the cyclic collector
+    # walked them again and again, and once more at exit (measured on a no-op sync of 1,000 models
+    # x 5 versions: 0.76 s -> 0.62 s). Collect rarely, and not what is left at exit.
+    gc.set_threshold(GC_GEN0_THRESHOLD)
     register(command_in(args))
-    app(prog_name="tritonops")
+    try:
+        app(prog_name="tritonops")
+    finally:
+        gc.freeze()
+
+
+GC_GEN0_THRESHOLD = 100_000

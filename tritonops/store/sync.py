@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +47,10 @@ from tritonops.repo.manifest import (
     ModelManifest,
     RepoIndex,
     VersionEntry,
-    load_model_manifests,
 )
 from tritonops.store import open_store
 from tritonops.store.base import ObjectInfo, ObjectStore, check_key
+from tritonops.store.localrepo import LocalModels, LocalRepository, open_local, stat_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -269,126 +269,6 @@ def published_config(
     return config_to_text(cfg).encode()
 
 
-def validate_local(
-    root: Path, models: Collection[str] | None = None, hash_files: bool = True
-) -> list[ModelManifest]:
-    """Refuse to publish what ``tritonops repo validate`` rejects; returns the manifests.
-
-    ``models``: check only these (the ones about to be published) plus the index; None checks all.
-    ``hash_files`` False: sizes only (see :class:`LocalRepository` for who hashes the bytes).
-    """
-    from tritonops.repo.validate import validate_repository
-
-    problems = validate_repository(root, models, hash_files)
-    if problems:
-        more = f" (and {len(problems) - 1} more; run `tritonops repo validate`)" if len(problems) > 1 else ""
-        raise RepositoryError(f"refusing to publish an invalid repository: {problems[0]}{more}")
-    return load_model_manifests(root)
-
-
-STAT_CACHE_NAME = "repository-stat.json"
-
-
-def stat_cache_path(cfg: Config) -> Path:
-    """Where sync remembers (size, mtime_ns, inode) of every verified file (see repo.drift)."""
-    return cfg.state_path / STAT_CACHE_NAME
-
-
-@dataclass
-class LocalRepository:
-    """The local repository as sync sees it: every model validated, and the files whose bytes are
-    still to be proven against their manifest (those of models that moved on disk since they were
-    last verified; their sizes are checked).
-
-    Each such file is hashed once: an uploaded one as it is sent (:meth:`sent`), any other before
-    the region's first write (:meth:`prove`), so a file changed after ``repo add`` is refused
-    either way. Once every one is proven, the stat cache remembers their models as verified.
-    """
-
-    root: Path
-    manifests: list[ModelManifest]
-    unproven: dict[Path, tuple[int, str]] = field(default_factory=dict)  # path -> (version, sha256)
-    _save: Callable[[], None] | None = None
-
-    def prove(self, skip: Collection[Path] = (), workers: int = 4) -> None:
-        """Hash the unproven files but ``skip`` (those about to be sent); raise on the first mismatch."""
-        from tritonops.fileio import sha256_file
-
-        skipped = set(skip)
-        todo = [p for p in self.unproven if p not in skipped]
-        if not todo:
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="sync-hash") as pool:
-            digests = list(pool.map(sha256_file, todo))
-        for p, digest in zip(todo, digests, strict=True):
-            n, want = self.unproven[p]
-            if digest != want:
-                raise RepositoryError(
-                    f"refusing to publish an invalid repository: {p}: manifest mismatch: bytes changed under "
-                    f"existing version {n} (sha256 recorded {want[:12]}...)"
-                )
-        self.sent(todo)
-
-    def sent(self, paths: Iterable[Path]) -> None:
-        """These files' bytes were proven (hashed as sent, or by :meth:`prove`)."""
-        for p in paths:
-            self.unproven.pop(p, None)
-        if not self.unproven and self._save is not None:
-            self._save()
-            self._save = None
-
-
-def open_local(root: Path, cache_path: Path | None = None) -> LocalRepository:
-    """The local manifests, with every model that moved since last verified (a size, mtime or inode
-    changed, a file or folder was added or removed; see :mod:`tritonops.repo.drift`) validated as
-    `repo validate` does but for its bytes, left to :class:`LocalRepository`. The others cost one
-    ``lstat`` per entry. Without ``cache_path`` every model is validated. Special files are refused.
-    """
-    from tritonops.repo.drift import StatCache, snapshot
-
-    if not root.is_dir():
-        return LocalRepository(root, validate_local(root, models=()))  # one line: the folder does not exist
-    snap = snapshot(root)
-    if snap.special:
-        more = f" (and {len(snap.special) - 1} more)" if len(snap.special) > 1 else ""
-        raise RepositoryError(f"refusing to publish an invalid repository: {snap.special[0]}{more}")
-    cache = StatCache.load(cache_path, root)
-    drifted = cache.drifted(snap)
-    if not drifted:
-        manifests = _manifests_if_index_agrees(root)
-        cache.save(snap, set())
-        return LocalRepository(root, manifests)
-    log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
-    manifests = validate_local(root, drifted, hash_files=False)
-    local = LocalRepository(root, manifests, _save=lambda: cache.save(snap, set(drifted)))
-    for man in manifests:
-        if man.model in drifted:
-            for n, v in man.versions.items():
-                local.unproven.update({root / man.model / str(n) / f.path: (n, f.sha256) for f in v.files})
-    local.sent(())  # nothing to prove (no file in the drifted models): remember them now
-    return local
-
-
-def load_local(root: Path, cache_path: Path | None = None) -> list[ModelManifest]:
-    """The local manifests, once every model is proven to match them (bytes included)."""
-    local = open_local(root, cache_path)
-    local.prove()
-    return local.manifests
-
-
-def _manifests_if_index_agrees(root: Path) -> list[ModelManifest]:
-    """An index that agrees with the manifests needs nothing more (a no-op sync then never imports the
-    validator and its protobuf schema); anything else goes through the validator, which names it."""
-    try:
-        manifests = load_model_manifests(root)
-        index = RepoIndex.loads((root / INDEX_NAME).read_bytes(), str(root / INDEX_NAME))
-    except (OSError, RepositoryError):
-        return validate_local(root, models=())
-    if index.models == RepoIndex.from_manifests(manifests).models:
-        return manifests
-    return validate_local(root, models=())
-
-
 class _Steps:
     """Reports every object write to ``on_step``, one call at a time (writes come from worker threads)."""
 
@@ -519,15 +399,13 @@ def _plan_model(
         mp.write_manifest = mp.target.dumps() != remote.dumps()
 
 
-def plan_region(
-    cfg: Config, region: str, manifests: list[ModelManifest], opts: SyncOptions, store: ObjectStore
-) -> RegionPlan:
+def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions, store: ObjectStore) -> RegionPlan:
     """Compare the local manifests with the bucket; reads only (GET index, GET changed manifests)."""
     plan = RegionPlan(region, store.url)
-    allowed = _models_for_region(cfg, region, manifests, opts, plan)
+    allowed = _models_for_region(cfg, region, local, opts, plan)
     remote_index, listing, remote_models = _read_remote_state(store, plan)
     with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-plan") as pool:
-        to_get = _split_unchanged(allowed, remote_index, plan)
+        to_get = _split_unchanged(allowed, local, remote_index, plan)
         prune_candidates: list[str] = []
         if opts.prune and opts.models is None:
             prune_candidates = sorted(remote_models - set(allowed))
@@ -539,7 +417,7 @@ def plan_region(
             if remote is None and ((remote_index is not None and m in remote_index.models) or fetched[m] is not None):
                 plan.notes.append(f"model {m}: {why}; listing and verifying its objects instead")
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
-            todo.append((ModelPlan(m, allowed[m], remote), model_listing))
+            todo.append((ModelPlan(m, local[m], remote), model_listing))
         # One release-record GET per changed model, in parallel; none where the LIST shows no record.
         releases = pool.map(
             lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
@@ -555,17 +433,17 @@ def plan_region(
                 continue
             plan.prune_models[m] = remote
     _plan_indexes(plan, remote_index)
-    plan.published_files_before = _published_files_before(plan, allowed)
+    plan.published_files_before = _published_files_before(plan, local)
     plan.models.sort(key=lambda p: p.model)
     return plan
 
 
 def _models_for_region(
-    cfg: Config, region: str, manifests: list[ModelManifest], opts: SyncOptions, plan: RegionPlan
-) -> dict[str, ModelManifest]:
+    cfg: Config, region: str, local: LocalModels, opts: SyncOptions, plan: RegionPlan
+) -> list[str]:
     """The local models to sync here: those asked for (all by default) that residency allows."""
     root = cfg.repository_path
-    local = {m.model: m for m in manifests}
+    names = list(local)
     if opts.models is not None:
         missing = [m for m in opts.models if m not in local]
         if missing:
@@ -576,9 +454,9 @@ def _models_for_region(
                     f"model {m!r} is not allowed in region {region!r} "
                     f"(models.{m}.regions: {', '.join(cfg.allowed_regions(m)) or 'none'})"
                 )
-        local = {m: local[m] for m in opts.models}
-    allowed = {m: man for m, man in local.items() if cfg.is_allowed(m, region)}
-    plan.residency_skipped = sorted(set(local) - set(allowed))
+        names = list(opts.models)
+    allowed = [m for m in names if cfg.is_allowed(m, region)]
+    plan.residency_skipped = sorted(set(names) - set(allowed))
     for m in plan.residency_skipped:
         log.info("region %s: skipping model %s (residency: not allowed here)", region, m)
     return allowed
@@ -604,7 +482,7 @@ def _read_remote_state(
 
 
 def _split_unchanged(
-    allowed: dict[str, ModelManifest], remote_index: RepoIndex | None, plan: RegionPlan
+    allowed: list[str], local: LocalModels, remote_index: RepoIndex | None, plan: RegionPlan
 ) -> list[str]:
     """Record the models whose digest the remote index already has; return the others.
 
@@ -612,10 +490,10 @@ def _split_unchanged(
     sync killed between manifest and index).
     """
     to_get: list[str] = []
-    for m, man in sorted(allowed.items()):
-        if remote_index is not None and remote_index.models.get(m, {}).get("digest") == man.digest:
+    for m in sorted(allowed):
+        if remote_index is not None and remote_index.models.get(m, {}).get("digest") == local.digest(m):
             plan.unchanged_models.append(m)
-            plan.skipped_files += sum(len(v.files) for v in man.versions.values())
+            plan.skipped_files += local.files(m)
             continue
         to_get.append(m)
     return to_get
@@ -672,9 +550,9 @@ def _plan_indexes(plan: RegionPlan, remote_index: RepoIndex | None) -> None:
     plan.final_index = RepoIndex(dict(sorted(final.items())))
 
 
-def _published_files_before(plan: RegionPlan, allowed: dict[str, ModelManifest]) -> int:
+def _published_files_before(plan: RegionPlan, local: LocalModels) -> int:
     """Files published in the region before this sync, for the prune guard."""
-    before = sum(len(v.files) for m in plan.unchanged_models for v in allowed[m].versions.values())
+    before = sum(local.files(m) for m in plan.unchanged_models)
     before += sum(len(v.files) for mp in plan.models if mp.remote is not None for v in mp.remote.versions.values())
     before += sum(len(v.files) for man in plan.prune_models.values() for v in man.versions.values())
     # ... plus each model's config and manifest: deletes count them too.
@@ -791,7 +669,7 @@ def _withdraw_changed(store: ObjectStore, plan: RegionPlan, root: Path, steps: _
 
 
 def verify_region(
-    store: ObjectStore, index: RepoIndex, manifests: dict[str, ModelManifest], pool: ThreadPoolExecutor
+    store: ObjectStore, index: RepoIndex, manifests: Mapping[str, ModelManifest], pool: ThreadPoolExecutor
 ) -> int:
     """Download and hash every object the manifests list; raise StoreError naming the first mismatch.
 
@@ -836,7 +714,7 @@ def verify_region(
 
 
 def _remote_manifests_for_verify(
-    store: ObjectStore, plan: RegionPlan, local: dict[str, ModelManifest], pool: ThreadPoolExecutor
+    store: ObjectStore, plan: RegionPlan, local: Mapping[str, ModelManifest], pool: ThreadPoolExecutor
 ) -> dict[str, ModelManifest]:
     """The manifests of everything in the final index: from the plan where known, else GET them."""
     assert plan.final_index is not None
@@ -856,7 +734,7 @@ def _remote_manifests_for_verify(
 
 
 def _repair(
-    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: dict[str, ModelManifest]
+    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: Mapping[str, ModelManifest]
 ) -> dict[str, Any]:
     """--repair: every published version this sync did not just upload, checked and fixed."""
     from tritonops.store.repair import repair_published
@@ -887,10 +765,10 @@ def sync_region(
     root = cfg.repository_path
     if local is None:
         local = open_local(root, stat_cache_path(cfg))
-    manifests = local.manifests
+    models = local.models
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
-        plan = plan_region(cfg, region, manifests, opts, st)
+        plan = plan_region(cfg, region, models, opts, st)
         check_plan(plan, opts)
         # Never publish what `repo validate` rejects: open_local validated every model that moved
         # on disk since it was last verified; their bytes are hashed once, here for the files this
@@ -913,17 +791,17 @@ def sync_region(
             notes=plan.notes, deletes=deletes,
         )  # fmt: skip
         if not opts.dry_run:
-            _apply(st, plan, root, opts, progress, {m.model: m for m in manifests}, on_step)
+            _apply(st, plan, root, opts, progress, on_step)
             local.sent(u.path for u in plan.uploads)
         if opts.repair:
-            summary.repair = _repair(st, plan, root, opts, {m.model: m for m in manifests})
+            summary.repair = _repair(st, plan, root, opts, models)
         summary.seconds = time.monotonic() - t0
         if opts.dry_run:
             return summary
         if opts.verify:
             with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-verify") as pool:
                 assert plan.final_index is not None
-                mans = _remote_manifests_for_verify(st, plan, {m.model: m for m in manifests}, pool)
+                mans = _remote_manifests_for_verify(st, plan, models, pool)
                 summary.verified_files = verify_region(st, plan.final_index, mans, pool)
         return summary
     finally:
@@ -936,7 +814,6 @@ def _apply(
     root: Path,
     opts: SyncOptions,
     progress: SyncProgress | None,
-    local: dict[str, ModelManifest],
     on_step: StepFn | None,
 ) -> None:
     steps = _Steps(on_step)
@@ -996,7 +873,7 @@ def sync(
     if not regions:
         raise PlanError("no region to sync (pass --region or --all-regions; none configured?)")
     local = open_local(cfg.repository_path, stat_cache_path(cfg))
-    if not local.manifests:
+    if not local.models:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
     for r in regions:
