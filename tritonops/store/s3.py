@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import botocore.exceptions
+import botocore.handlers
 import botocore.session
+import botocore.utils
 from botocore.config import Config as BotoConfig
 
 from tritonops.config import Config, RegionConfig
@@ -132,12 +134,29 @@ def s3_client(
     if region.endpoint_url:
         cfg_kwargs["s3"]["addressing_style"] = "path"
     session = _boto_session(region)
-    return session.create_client(
+    client = session.create_client(
         "s3",
         endpoint_url=region.endpoint_url,
         region_name=region.s3_region or "us-east-1",
         config=BotoConfig(**cfg_kwargs),
     )
+    # botocore asks "100 Continue" of every PUT body, which costs a round trip per object (at 50 ms,
+    # 500 small files paid 25 s more than s5cmd). It saves sending a body the server would refuse:
+    # worth it for large bodies only, as the Go SDK does.
+    client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+    client.meta.events.register("before-call.s3", _expect_continue_for_large_bodies)
+    return client
+
+
+EXPECT_CONTINUE_MIN_BYTES = 2 << 20  # the Go SDK's cut-off
+
+
+def _expect_continue_for_large_bodies(model: Any, params: dict[str, Any], **_: Any) -> None:
+    body = params.get("body")
+    if model.http.get("method") == "PUT" and hasattr(body, "read"):
+        size = botocore.utils.determine_content_length(body)
+        if size is None or size >= EXPECT_CONTINUE_MIN_BYTES:
+            params["headers"]["Expect"] = "100-continue"
 
 
 def _md5_b64(data: bytes | memoryview) -> str:
