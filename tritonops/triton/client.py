@@ -319,6 +319,7 @@ class ControlClient:
         metrics_url: str | None = None,
         name: str | None = None,
         load_threads: int | None = None,
+        grpc_loads_url: str | None = None,
     ) -> None:
         try:
             protocol = WireProtocol(protocol)
@@ -346,6 +347,12 @@ class ControlClient:
         self._backend: _Backend = (
             _HttpBackend(hostport, ssl) if protocol is WireProtocol.http else _GrpcBackend(hostport, ssl)
         )
+        # Loads and unloads over gRPC where the server has both endpoints: Triton's HTTP frontend runs
+        # a load on one of its HTTP threads, and every request on a connection that thread serves
+        # waits until the load ends (triton-inference-server/server#8958). Measured here with 4 loads
+        # at a time: status calls over HTTP took up to 1.5 s; with the loads over gRPC, 0.03 s.
+        self._grpc_loads_url = grpc_loads_url if protocol is WireProtocol.http else None
+        self._loads: _Backend | None = None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -382,6 +389,7 @@ class ControlClient:
         return cls(
             url, protocol, timeout_s=timeout_s, load_timeout_s=load_timeout_s,
             metrics_url=server.metrics_url, name=server.name, load_threads=server.load_threads,
+            grpc_loads_url=server.grpc_url,
         )  # fmt: skip
 
     @property
@@ -497,11 +505,37 @@ class ControlClient:
             raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
         LOADS.run((self.key, model), load_args(config, files), lambda: self._do_load(model, config, files))
 
+    def _loads_backend(self) -> _Backend:
+        """Where loads and unloads go: the server's gRPC endpoint when it has one, else ``_backend``."""
+        if self._grpc_loads_url is None:
+            return self._backend
+        if self._loads is None:
+            url = self._grpc_loads_url
+            self._loads = _GrpcBackend(_strip_scheme(url).rstrip("/"), url.startswith("grpcs://"))
+        return self._loads
+
+    def _control(self, what: str, fn: Callable[[_Backend], T]) -> T:
+        """``fn`` on the loads backend; a gRPC endpoint that cannot be reached at all (refused,
+        unresolvable: the call never reached Triton) falls back to the main one, for good."""
+        backend = self._loads_backend()
+        if backend is self._backend:
+            return fn(backend)
+        try:
+            return fn(backend)
+        except Exception as e:  # noqa: BLE001 - grpc raises its own
+            kind, reason = self._describe(e, self.load_timeout_s)
+            if kind is not TritonUnreachable:
+                raise
+            log.warning("server %s: gRPC endpoint %s unreachable for %s (%s); using %s from now on",
+                        self.url, self._grpc_loads_url, what, reason, self.protocol.value)  # fmt: skip
+            self._grpc_loads_url, self._loads = None, None
+            return fn(self._backend)
+
     def _do_load(self, model: str, config: str | None, files: dict[str, bytes] | None) -> None:
         t0 = time.monotonic()
         try:
             with self._load_slots or contextlib.nullcontext():
-                self._backend.load(model, config, files, self.load_timeout_s)
+                self._control("loads", lambda b: b.load(model, config, files, self.load_timeout_s))
         except Exception as e:  # noqa: BLE001
             kind, reason = self._describe(e, self.load_timeout_s)
             if kind is TritonError:
@@ -538,7 +572,7 @@ class ControlClient:
         t0 = time.monotonic()
         self._call(
             "unload",
-            lambda: self._backend.unload(model, unload_dependents, self.timeout_s),
+            lambda: self._control("unloads", lambda b: b.unload(model, unload_dependents, self.timeout_s)),
             self.timeout_s,
             model,
         )
