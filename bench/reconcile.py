@@ -198,7 +198,8 @@ class _Cold:
             data["state_dir"] = str(self.root / state)
             data["regions"] = {region: data["regions"][region]}
             data["regions"][region]["servers"] = [
-                {"name": f"s{i}", "http_url": t.http_url, "metrics_url": t.metrics_url} for i, t in enumerate(ts)
+                {"name": f"s{i}", "http_url": t.http_url, "grpc_url": t.grpc_url, "metrics_url": t.metrics_url}
+                for i, t in enumerate(ts)
             ]
             path = self.root / f"{state}-{region}.yaml"
             path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -6,9 +6,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.memory.models import MIB, publish_alloc_model
+from tritonops.errors import MemoryProbeError
 from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
-from tritonops.memory.probes import HostProbe
+from tritonops.memory.probes import HostProbe, StubUsage
 from tritonops.triton.client import ControlClient
 
 REGION = "eu-west-1"
@@ -143,3 +146,28 @@ def test_reload_is_not_recorded_and_a_leak_is_accounted(
     leaked = ledger.leaked_bytes(client.name)
     assert abs(leaked - 100 * MIB) < 8 * MIB, leaked / MIB
     assert ledger.server_footprint(client.name, model, 1) is None
+
+
+def test_stub_usage_follows_its_own_stub_across_unload_and_reload(
+    dev_stack, fresh_triton, unique: Callable[[str], str]
+) -> None:
+    """StubUsage finds a model's stub once and then reads it directly; when that stub exits it looks
+    again: none (unloaded) is a one-line error naming the model, a new one (reloaded) is found."""
+    region = dev_stack.config.region(REGION)
+    t = fresh_triton(REGION)
+    client = ControlClient.connect(t.http_url)
+    probe = HostProbe(t.record.pid)
+    small, big = unique("stub64"), unique("stub192")
+    publish_alloc_model(region, small, 64)
+    publish_alloc_model(region, big, 192)
+    client.load(small)
+    client.load(big)
+    a, b = StubUsage(probe, small), StubUsage(probe, big)
+    first = a.usage()["host"]
+    assert 64 * MIB < first < b.usage()["host"] - 100 * MIB  # each reads its own stub, not the other's
+    assert abs(a.usage()["host"] - first) < 8 * MIB  # read again: the same process
+    client.unload(small, wait=True)
+    with pytest.raises(MemoryProbeError, match=small):
+        a.usage()
+    client.load(small)
+    assert 64 * MIB < a.usage()["host"] < 64 * MIB + 200 * MIB

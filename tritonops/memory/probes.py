@@ -163,25 +163,31 @@ class HostProbe:
     def device_type(self) -> str:
         return "cpu"
 
-    def stub_bytes(self, model: str) -> int | None:
-        """Resident memory of ``model``'s python-backend stub processes (one per instance, children of
-        Triton, named ``<model>_<group>_<instance>`` on their command line); None when it has none."""
+    def stub_processes(self, model: str) -> list[psutil.Process]:
+        """``model``'s python-backend stub processes (one per instance, children of Triton, named
+        ``<model>_<group>_<instance>`` on their command line)."""
         name = re.compile(re.escape(model) + r"_\d+_\d+")
-        total, found = 0, False
+        out = []
         for p in _tree([self.pid]):
             try:
                 argv = p.cmdline()
-                if len(argv) < 3 or not argv[0].endswith(STUB_NAME) or not name.fullmatch(argv[-2]):
-                    continue
-                total += self._bytes(p)
-                found = True
             except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-        return total if found else None
+            if len(argv) >= 3 and argv[0].endswith(STUB_NAME) and name.fullmatch(argv[-2]):
+                out.append(p)
+        return out
+
+    def processes_bytes(self, procs: Iterable[psutil.Process]) -> int:
+        """Memory of exactly these processes (no children); raises psutil's error for one that is gone."""
+        return sum(self._bytes(p) for p in procs)
 
 
 class StubUsage:
-    """One model's stub processes as a probe reading, so the one settle loop can wait on them."""
+    """One model's stub processes as a probe reading, so the one settle loop can wait on them.
+
+    The processes are found once (a walk of Triton's process tree, a command line per child: with
+    50 models loaded, 50 reads per look) and then read directly; a stub that exits is looked for
+    again."""
 
     source = ProbeSource.host_stub
 
@@ -189,12 +195,22 @@ class StubUsage:
         self.host = host
         self.model = model
         self.settle_interval_s = host.settle_interval_s
+        self._procs: list[psutil.Process] = []
 
     def usage(self) -> dict[str, int]:
-        b = self.host.stub_bytes(self.model)
-        if b is None:
+        if self._procs:
+            try:
+                return {HOST_DEVICE: self.host.processes_bytes(self._procs)}
+            except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
+                pass  # a stub exited (a restart, an unload): look again
+        self._procs = self.host.stub_processes(self.model)
+        if not self._procs:
             raise MemoryProbeError(f"host probe: no python-backend stub process for model {self.model!r}")
-        return {HOST_DEVICE: b}
+        try:
+            return {HOST_DEVICE: self.host.processes_bytes(self._procs)}
+        except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
+            self._procs = []
+            raise MemoryProbeError(f"host probe: the stub process of model {self.model!r} exited") from None
 
 
 # -- NVML ------------------------------------------------------------------------------------------

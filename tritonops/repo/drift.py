@@ -1,8 +1,11 @@
 """Local drift: which models changed on disk since they were last verified, without re-hashing.
 
-The way git's index does it: after a model's bytes are verified against its manifest, remember
-``(size, mtime_ns, inode)`` of every file below it and the names of every folder entry. Next time
-one ``lstat`` per entry tells which models moved; only those are re-validated (and re-hashed).
+The way git's index does it: after a model's bytes are verified against its manifest, remember a
+fingerprint of ``(size, mtime_ns, inode)`` of every file below it and the names of every folder
+entry, with the manifest's digest and file count then. Next time one ``lstat`` per entry tells
+which models moved; only those are re-validated (and re-hashed). The root's names and files (the
+index) are fingerprinted too: when nothing at all moved, the cache vouches for every model and for
+the index, and sync reads no manifest (see :mod:`tritonops.store.localrepo`).
 A file added or removed, a folder named ``01``, an edited config.pbtxt or a changed byte all change
 an entry, so they are caught while the no-op sync stays a walk of ``lstat`` calls.
 
