@@ -163,7 +163,8 @@ def open_local(root: Path, cache_path: Path | None = None) -> LocalRepository:
         return LocalRepository(root, LocalModels(root, manifests))
     log.info("%s: %d model(s) changed on disk since last verified; validating them", root, len(drifted))
     manifests = validate_local(root, drifted, hash_files=False)
-    records = {m.model: (m.digest, _files(m)) for m in manifests if m.model in set(drifted)}
+    moved = set(drifted)
+    records = {m.model: (m.digest, _files(m)) for m in manifests if m.model in moved}
     local = LocalRepository(root, LocalModels(root, manifests), _save=lambda: cache.save(snap, records))
     for man in manifests:
         if man.model in records:
