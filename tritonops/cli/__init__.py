@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tritonops.cli.root import app as app
 
+GC_GEN0_THRESHOLD = 100_000  # container allocations between the cyclic collector's young-generation runs
+
 
 def __getattr__(name: str) -> Any:
     if name == "app":
@@ -45,5 +47,3 @@ def main() -> None:
     finally:
         gc.freeze()
 
-
-GC_GEN0_THRESHOLD = 100_000

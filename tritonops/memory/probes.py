@@ -198,19 +198,16 @@ class StubUsage:
         self._procs: list[psutil.Process] = []
 
     def usage(self) -> dict[str, int]:
-        if self._procs:
+        for _ in range(2):  # the stubs found last time, else a fresh look
+            if not self._procs:
+                self._procs = self.host.stub_processes(self.model)
+                if not self._procs:
+                    raise MemoryProbeError(f"host probe: no python-backend stub process for model {self.model!r}")
             try:
                 return {HOST_DEVICE: self.host.processes_bytes(self._procs)}
             except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
-                pass  # a stub exited (a restart, an unload): look again
-        self._procs = self.host.stub_processes(self.model)
-        if not self._procs:
-            raise MemoryProbeError(f"host probe: no python-backend stub process for model {self.model!r}")
-        try:
-            return {HOST_DEVICE: self.host.processes_bytes(self._procs)}
-        except (*_GONE, psutil.AccessDenied, psutil.ZombieProcess):
-            self._procs = []
-            raise MemoryProbeError(f"host probe: the stub process of model {self.model!r} exited") from None
+                self._procs = []  # a stub exited (a restart, an unload): look again
+        raise MemoryProbeError(f"host probe: the stub process of model {self.model!r} exited")
 
 
 # -- NVML ------------------------------------------------------------------------------------------

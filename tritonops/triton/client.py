@@ -506,29 +506,28 @@ class ControlClient:
         LOADS.run((self.key, model), load_args(config, files), lambda: self._do_load(model, config, files))
 
     def _loads_backend(self) -> _Backend:
-        """Where loads and unloads go: the server's gRPC endpoint when it has one, else ``_backend``."""
-        if self._grpc_loads_url is None:
+        """Where loads and unloads go: the server's gRPC endpoint when it has one, else ``_backend``.
+        Each value is read once: another thread may fall back meanwhile (see ``_control``)."""
+        url, loads = self._grpc_loads_url, self._loads
+        if url is None:
             return self._backend
-        if self._loads is None:
-            url = self._grpc_loads_url
-            self._loads = _GrpcBackend(_strip_scheme(url).rstrip("/"), url.startswith("grpcs://"))
-        return self._loads
+        if loads is None:
+            loads = self._loads = _GrpcBackend(_strip_scheme(url).rstrip("/"), url.startswith("grpcs://"))
+        return loads
 
     def _control(self, what: str, fn: Callable[[_Backend], T]) -> T:
         """``fn`` on the loads backend; a gRPC endpoint that cannot be reached at all (refused,
         unresolvable: the call never reached Triton) falls back to the main one, for good."""
         backend = self._loads_backend()
-        if backend is self._backend:
-            return fn(backend)
         try:
             return fn(backend)
         except Exception as e:  # noqa: BLE001 - grpc raises its own
             kind, reason = self._describe(e, self.load_timeout_s)
-            if kind is not TritonUnreachable:
+            if backend is self._backend or kind is not TritonUnreachable:
                 raise
             log.warning("server %s: gRPC endpoint %s unreachable for %s (%s); using %s from now on",
                         self.url, self._grpc_loads_url, what, reason, self.protocol.value)  # fmt: skip
-            self._grpc_loads_url, self._loads = None, None
+            self._grpc_loads_url = None
             return fn(self._backend)
 
     def _do_load(self, model: str, config: str | None, files: dict[str, bytes] | None) -> None:
