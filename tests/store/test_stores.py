@@ -35,13 +35,16 @@ def rclone_region(dev_stack: Stack, tmp_path_factory: pytest.TempPathFactory) ->
         stack.stop(srv.record)
 
 
+def _region(server: str, dev_stack: Stack, request: pytest.FixtureRequest) -> RegionConfig:
+    """The stack's moto bucket, or the module's rclone one (started only when a test asks for it)."""
+    return dev_stack.config.region("eu-west-1") if server == "moto" else request.getfixturevalue("rclone_region")
+
+
 @pytest.mark.parametrize("server", ["moto", "rclone"])
 def test_multipart_parallel_parts_and_metadata(
     server: str, dev_stack: Stack, request, tmp_path: Path
 ) -> None:
-    rc = (
-        dev_stack.config.region("eu-west-1") if server == "moto" else request.getfixturevalue("rclone_region")
-    )
+    rc = _region(server, dev_stack, request)
     store = S3Store(rc, "eu-west-1", max_workers=4, multipart_threshold_bytes=6 << 20, part_bytes=5 << 20)
     try:
         data = os.urandom(13 << 20)  # 3 parts: 5 + 5 + 3 MiB
@@ -71,9 +74,7 @@ def test_streamed_put_hashes_what_it_sends_and_never_completes_a_mismatch(
     server: str, dev_stack: Stack, request, tmp_path: Path
 ) -> None:
     """Between the in-memory and the multipart size: one PUT streamed from the file, hashed once."""
-    rc = (
-        dev_stack.config.region("eu-west-1") if server == "moto" else request.getfixturevalue("rclone_region")
-    )
+    rc = _region(server, dev_stack, request)
     store = S3Store(rc, "eu-west-1", max_workers=4, in_memory_bytes=1 << 20)
     try:
         data = os.urandom(3 << 20)
