@@ -72,3 +72,39 @@ def test_cache_by_digest_skips_reads_and_a_corrupt_manifest_is_reported(tmp_path
     pub = read_published(rcfg, "r", cache_dir=cache)
     assert sorted(pub.manifests) == ["b"]
     assert len(pub.problems) == 1 and "'a'" in pub.problems[0] and "not valid JSON" in pub.problems[0]
+
+
+# Damage to one model's published objects, and what the reader must say about that model alone.
+DAMAGE = {
+    "manifest-missing": (lambda root, m: (root / m / "tritonops-manifest.json").unlink(), "missing"),
+    "config-missing": (lambda root, m: (root / m / "config.pbtxt").unlink(), "config.pbtxt missing"),
+    "manifest-garbage": (lambda root, m: (root / m / "tritonops-manifest.json").write_text("{garbage"), "not valid JSON"),
+    "manifest-of-another-publish": (lambda root, m: publish(root, m, [1, 2]), "digest differs from the index"),
+    "config-not-utf8": (lambda root, m: (root / m / "config.pbtxt").write_bytes(b"\xff\xfe"), "utf-8"),
+}
+
+
+def test_a_cold_read_of_many_models_reports_each_damaged_one_and_caches_only_the_good(tmp_path: Path) -> None:
+    """More models than the reader fetches at once, a few damaged: each damaged model is reported once, in
+    model order, naming its own fault; every other model is read, and only those are cached."""
+    root = tmp_path / "bucket"
+    mans = [publish(root, f"m{i:02d}", [1]) for i in range(40)]
+    write_index(root, mans)
+    damaged = {f"m{3 + 7 * i:02d}": kind for i, kind in enumerate(DAMAGE)}
+    for model, kind in damaged.items():
+        DAMAGE[kind][0](root, model)
+    rcfg = RegionConfig(bucket=f"file://{root}")
+    cache = tmp_path / "cache"
+
+    pub = read_published(rcfg, "r", cache_dir=cache)
+
+    good = sorted(m.model for m in mans if m.model not in damaged)
+    assert sorted(pub.manifests) == sorted(pub.configs) == good
+    assert all(pub.manifests[m].digest == mans[int(m[1:])].digest for m in good)
+    assert len(pub.problems) == len(damaged)
+    for line, (model, kind) in zip(pub.problems, sorted(damaged.items()), strict=True):
+        assert f"model {model!r}" in line and DAMAGE[kind][1] in line, (kind, line)
+    assert sorted(p.stem for p in cache.glob("*.json")) == good
+    # the damage stays reported on the next run: nothing damaged was cached
+    again = read_published(rcfg, "r", cache_dir=cache)
+    assert again.problems == pub.problems and sorted(again.manifests) == good
