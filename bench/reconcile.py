@@ -126,7 +126,7 @@ class _Cold:
     """A local stack (S3 + both regions' buckets) with ``n`` python models published in each region; every
     timed run gets fresh, empty Tritons, a fresh state dir, and (unless told) no footprint in the bucket."""
 
-    def __init__(self, root: Path, n: int) -> None:
+    def __init__(self, root: Path, n: int, pin: bool = False) -> None:
         import os
 
         os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -145,13 +145,21 @@ class _Cold:
                 pub.publish(m, 1, {"model.py": model_py(float(i))})
         self.runs = 0
         self.failed = 0
+        self.pin = pin
 
-    def triton(self, region: str) -> Any:
+    def triton(self, region: str, index: int = 0) -> Any:
+        """A fresh, empty Triton; with ``pin``, the ``index``-th server of a run gets CPU ``index`` to itself
+        (its stubs inherit it), as servers on separate hosts each have their own CPUs."""
         assert self.creds is not None
         self.runs += 1
         log = self.root / f"triton-{self.runs}.log"
         url = self.cfg.region(region).triton_repository_url()
-        return self.stack.start_triton(self.root / "state" / "tritonserver", url, log, self.creds.env())
+        t = self.stack.start_triton(self.root / "state" / "tritonserver", url, log, self.creds.env())
+        if self.pin:
+            cpu = {index % (os.cpu_count() or 1)}
+            for tid in os.listdir(f"/proc/{t.record.pid}/task"):  # every thread: stubs are forked by any
+                os.sched_setaffinity(int(tid), cpu)
+        return t
 
     def forget_fleet(self, region: str) -> None:
         from tritonops.memory.fleet import PREFIX
@@ -167,7 +175,7 @@ class _Cold:
 
         import tritonclient.http as httpclient
 
-        ts = [self.triton(EU) for _ in range(servers)]
+        ts = [self.triton(EU, i) for i in range(servers)]
         try:
             hostports = [t.http_url.removeprefix("http://") for t in ts]
 
@@ -192,7 +200,7 @@ class _Cold:
 
         if not known:
             self.forget_fleet(region)
-        ts = [self.triton(region) for _ in range(servers)]
+        ts = [self.triton(region, i) for i in range(servers)]
         try:
             data = yaml.safe_load(Path(self.st.config).read_text())
             data["state_dir"] = str(self.root / state)
@@ -217,12 +225,11 @@ class _Cold:
         self.stack.down(self.root / "state")
 
 
-def cold(n: int, repeat: int) -> dict[str, Any]:
-    import os
+def cold(n: int, repeat: int, pin: bool = False) -> dict[str, Any]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="tritonops-bench-cold-") as tmp:
-        c = _Cold(Path(tmp), n)
+        c = _Cold(Path(tmp), n, pin)
         try:
             raw, raw2, one, two, known = [], [], [], [], []
             measured_one = measured_two = 0
@@ -244,6 +251,7 @@ def cold(n: int, repeat: int) -> dict[str, Any]:
     return {
         "models": n,
         "repeat": repeat,
+        "servers_pinned_one_cpu_each": pin,
         "load_average_1m_before_after": [round(x, 1) for x in LOAD_BEFORE] + [round(os.getloadavg()[0], 1)],
         "raw_4_parallel_loads_median_s": round(med(raw), 2),
         "reconcile_one_server_median_s": round(med(one), 2),
@@ -270,17 +278,27 @@ def cold(n: int, repeat: int) -> dict[str, Any]:
     }
 
 
-def write_cold(rows: list[dict[str, Any]], note: str) -> None:
+def write_cold(rows: list[dict[str, Any]], note: str, pin: bool = False) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    name = "reconcile_cold_pinned" if pin else "reconcile_cold"
     doc = {"format_version": 1, "benchmark": "reconcile-cold", "note": note, "python": platform.python_version(),
            "cpus": os.cpu_count(), "results": rows}  # fmt: skip
-    (out / "reconcile_cold.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
-        "# reconcile: cold start against raw Triton loads\n",
-        "`PYTHONPATH=. python bench/reconcile.py --cold` (issue 14). Every timed run starts from empty Tritons "
-        "(python-backend models, local stack, host memory probe), a fresh state dir and, unless said, no "
-        "footprint in the region's bucket. Medians of the repeats; one run.\n",
+        "# reconcile: cold start against raw Triton loads" + (", one CPU per server" if pin else "") + "\n",
+        f"`PYTHONPATH=. python bench/reconcile.py --cold{' --pin-servers' if pin else ''}` (issue 14). Every timed "
+        "run starts from empty Tritons (python-backend models, local stack, host memory probe), a fresh state "
+        "dir and, unless said, no footprint in the region's bucket. Medians of the repeats; one run.\n",
+        *(
+            [
+                "Each Triton of a run, its stubs included, is confined to a CPU of its own (the first server to CPU 0, "
+                "the second to CPU 1), as servers on separate hosts have their own CPUs; the S3 server and the "
+                "reconciler (or the raw load script) run on any CPU.\n"
+            ]
+            if pin
+            else []
+        ),
         f"{note}\n",
         "| models | raw 4-parallel loads | reconcile, 1 server | ratio (target 1.2) | raw, 2 servers at once | "
         "raw 2 / raw 1 | reconcile, 2 servers | 2 / 1 (target 1.3) | 2 servers / raw 2 servers"
@@ -298,7 +316,7 @@ def write_cold(rows: list[dict[str, Any]], note: str) -> None:
             f"{r['load_average_1m_before_after']} |"
             + (f" ({r['failed_actions_all_runs']} actions failed)" if r["failed_actions_all_runs"] else "")
         )
-    (out / "reconcile_cold.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 LOAD_BEFORE: list[float] = []
@@ -312,13 +330,18 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="only the cold reconcile vs raw loads (issue 14)")
     ap.add_argument("--cold-models", default="20,50", help="model counts, comma-separated")
     ap.add_argument("--cold-repeat", type=int, default=3)
+    ap.add_argument(
+        "--pin-servers", action="store_true",
+        help="with --cold: give each Triton of a run its own CPU (results to reconcile_cold_pinned.*)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.cold:
         rows: list[dict[str, Any]] = []
         for n in (int(x) for x in args.cold_models.split(",")):
             LOAD_BEFORE[:] = [os.getloadavg()[0]]
-            rows.append(cold(n, args.cold_repeat))
-            write_cold(rows, f"Load average (1 min) when started: {LOAD_BEFORE[0]:.1f} on {os.cpu_count()} CPUs.")
+            rows.append(cold(n, args.cold_repeat, args.pin_servers))
+            note = f"Load average (1 min) when started: {LOAD_BEFORE[0]:.1f} on {os.cpu_count()} CPUs."
+            write_cold(rows, note, args.pin_servers)
             print(json.dumps(rows[-1], indent=2))
         return
     d, a = scenario()
