@@ -225,7 +225,9 @@ def _read_published(store: ObjectStore, rcfg: RegionConfig, region: str, cache_d
         return man, config
 
     names = sorted(index.models)
-    found = {n: c for n in names if (c := _cache_get(cache_dir, n, str(index.models[n]["digest"]))) is not None}
+    found: dict[str, tuple[ModelManifest, str] | str] = {
+        n: c for n in names if (c := _cache_get(cache_dir, n, str(index.models[n]["digest"]))) is not None
+    }
     missing = [n for n in names if n not in found]
     if missing:
         # One GET after another cost a new host 2 round trips per model: 100 s for 1,000 models at 50 ms.
