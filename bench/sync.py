@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -102,6 +103,7 @@ class Bench:
         self.cred_file = work / "credentials"
         self.creds.write_shared_file(self.cred_file)
         self.server = stack.start_s3(self.data, work / "s3.log", self.creds, kind=server)
+        self.last_cpu = (0.0, 0.0)  # CPU seconds of the last run: the tool, the S3 server
         self.endpoint = self.server.endpoint_url
         self.tool_endpoint = self.endpoint  # where the tools connect: the server, or a latency proxy
         self.rtt_ms = 0
@@ -201,11 +203,22 @@ class Bench:
             ]
         raise ValueError(tool)
 
+    def _server_cpu_s(self) -> float:
+        proc = self.server.record.process()
+        if proc is None:
+            raise RuntimeError("the S3 server is gone")
+        t = proc.cpu_times()
+        return t.user + t.system
+
     def run(self, tool: str, src: Path, prefix: str) -> tuple[float, str]:
         cmd = self.command(tool, src, prefix)
+        r0, s0 = resource.getrusage(resource.RUSAGE_CHILDREN), self._server_cpu_s()
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=1800)
         dt = time.perf_counter() - t0
+        r1, s1 = resource.getrusage(resource.RUSAGE_CHILDREN), self._server_cpu_s()
+        tool_cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+        self.last_cpu = (round(tool_cpu, 3), round(s1 - s0, 3))
         if p.returncode != 0:
             raise RuntimeError(f"{tool} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
         return dt, p.stdout
@@ -239,21 +252,24 @@ class Bench:
 
 def case_first_sync(b: Bench, name: str, src: Path, reps: int) -> dict:
     times: dict[str, list[float]] = {t: [] for t in TOOLS}
+    cpu: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
     counts: dict[str, tuple[int, int]] = {}
     for r in range(reps):
         for tool in TOOLS:  # interleaved, so load on the shared machine hits every tool alike
             prefix = f"{name}-{r}"
             dt, _ = b.run(tool, src, prefix)
             times[tool].append(dt)
+            cpu[tool].append(b.last_cpu)
             counts[tool] = b.count(tool, prefix)
             b.drop(tool, prefix)
             print(f"  {name} rep {r} {tool:9s} {dt:7.2f} s  ({counts[tool][0]} objects)", file=sys.stderr)
-    return {"times_s": times, "objects": {t: c[0] for t, c in counts.items()},
+    return {"times_s": times, "cpu_s": cpu, "objects": {t: c[0] for t, c in counts.items()},
             "bytes": {t: c[1] for t, c in counts.items()}}  # fmt: skip
 
 
 def case_noop(b: Bench, name: str, src: Path, reps: int) -> dict:
     times: dict[str, list[float]] = {t: [] for t in TOOLS}
+    cpu: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
     first: dict[str, float] = {}
     uploads: dict[str, list[int]] = {t: [] for t in TOOLS}
     for tool in TOOLS:
@@ -263,12 +279,13 @@ def case_noop(b: Bench, name: str, src: Path, reps: int) -> dict:
         for tool in TOOLS:
             dt, out = b.run(tool, src, name)
             times[tool].append(dt)
+            cpu[tool].append(b.last_cpu)
             if tool == "tritonops":
                 uploads[tool].append(json.loads(out)["uploaded_files"])
             print(f"  {name} re-sync rep {r} {tool:9s} {dt:7.2f} s", file=sys.stderr)
     for tool in TOOLS:
         b.drop(tool, name)
-    return {"times_s": times, "first_sync_s": first, "tritonops_uploads": uploads["tritonops"]}
+    return {"times_s": times, "cpu_s": cpu, "first_sync_s": first, "tritonops_uploads": uploads["tritonops"]}
 
 
 def summarize(results: dict) -> None:
@@ -279,6 +296,10 @@ def summarize(results: dict) -> None:
         case["ratio_to_s5cmd"] = {t: round(v / med["s5cmd"], 2) for t, v in med.items()}
         case["ratio_to_fastest"] = {t: round(v / min(med.values()), 2) for t, v in med.items()}
         case["times_s"] = {t: [round(x, 3) for x in case["times_s"][t]] for t in tools}
+        if "cpu_s" in case:  # per run: (the tool's CPU seconds, the S3 server's)
+            cpu = {t: case["cpu_s"][t] for t in tools}
+            case["median_tool_cpu_s"] = {t: round(statistics.median(c[0] for c in cpu[t]), 2) for t in tools}
+            case["median_server_cpu_s"] = {t: round(statistics.median(c[1] for c in cpu[t]), 2) for t in tools}
 
 
 def write_md(results: dict, path: Path) -> None:
@@ -305,6 +326,21 @@ def write_md(results: dict, path: Path) -> None:
         cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in tools]
         row = [case["label"], f"{case['rtt_ms']} ms", case["target"], verdict(case), *cells]
         lines.append("| " + " | ".join(row) + " |")
+    cpu_rows = [c for c in results["cases"].values() if "median_server_cpu_s" in c]
+    if cpu_rows:
+        lines += [
+            "",
+            "CPU seconds per run, medians: the tool's own (its process and children) / the S3 server's, measured "
+            "around each run. The server is one Python process: when its CPU is close to the wall time, the "
+            "run was bound by the server, and what a tool adds is the time before its first request and after "
+            "its last.",
+            "",
+            "| case | rtt | " + " | ".join(names[t] for t in tools) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in tools) + " |",
+        ]
+        for case in cpu_rows:
+            cells = [f"{case['median_tool_cpu_s'][t]:.2f} / {case['median_server_cpu_s'][t]:.2f}" for t in tools]
+            lines.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
     cmd = results.get("command") or " ".join(["python", "bench/sync.py", *sys.argv[1:]])
     lines += ["", f"Raw times and object counts: `{path.stem}.json`. Reproduce: `{cmd}`", ""]
     path.write_text("\n".join(lines))
