@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,69 @@ def test_corrupt_or_foreign_ledger_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(MemoryProbeError, match=rf"^{path}: format_version: unsupported 99$"):
         FootprintLedger(path).record("m", 1, "d", "cpu", "x", 1)
     assert path.read_text() == '{"format_version": 99}'  # nothing half-written over it
+
+
+def _other_process_records(path: str) -> None:
+    FootprintLedger(Path(path)).record("m", 1, "d", "cpu", "2.51.0", 300 * MIB)
+
+
+def _other_instance_records(path: Path) -> None:
+    FootprintLedger(path).record("m", 1, "d", "cpu", "2.51.0", 300 * MIB)
+
+
+def _same_size_rewrite_with_old_mtime(path: Path) -> None:
+    """Another writer replaces the file (as every ledger write does) with bytes of the same length, and
+    sets the old modification time back."""
+    st = path.stat()
+    doc = json.loads(path.read_text())
+    entry = next(iter(doc["footprints"].values()))
+    entry["footprint_bytes"] = entry["samples"][0] = 300 * MIB  # 100 MiB and 300 MiB: same number of digits
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    assert len(text) == st.st_size
+    tmp = path.with_name("rewrite.tmp")
+    tmp.write_text(text)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, path)
+
+
+def _fork_and_record(path: Path) -> None:
+    p = multiprocessing.get_context("fork").Process(target=_other_process_records, args=(str(path),))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda led, path: led.record("m", 1, "d", "cpu", "2.51.0", 300 * MIB),
+        lambda led, path: _other_instance_records(path),
+        lambda led, path: _fork_and_record(path),
+        lambda led, path: _same_size_rewrite_with_old_mtime(path),
+    ],
+    ids=["own-write", "another-ledger-object", "another-process", "same-size-old-mtime-replace"],
+)
+def test_a_reader_that_parsed_the_ledger_once_sees_every_later_write(tmp_path: Path, write: Any) -> None:
+    """Predictions reuse the parsed ledger while the file is unchanged: a write by anyone must still
+    show in the next prediction."""
+    path = tmp_path / "f.json"
+    led = FootprintLedger(path)
+    led.record("m", 1, "d", "cpu", "2.51.0", 100 * MIB)
+    assert led.predict("m", 1, "d", "cpu", "2.51.0") == Prediction(100 * MIB, "measured")
+    assert led.predict("m", None, "d", "cpu", "2.51.0").bytes == 100 * MIB  # the by-model path, cached too
+    write(led, path)
+    assert led.predict("m", 1, "d", "cpu", "2.51.0").bytes in (300 * MIB, 200 * MIB)  # 200: median of two
+    assert led.predict("m", None, "d", "cpu", "2.51.0").bytes in (300 * MIB, 200 * MIB)
+    assert led.measured("m", 1, "d", "cpu", "2.51.0") in (300 * MIB, 200 * MIB)
+
+
+def test_a_ledger_damaged_after_it_was_read_is_still_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    led = FootprintLedger(path)
+    led.record("m", 1, "d", "cpu", "2.51.0", 100 * MIB)
+    assert led.predict("m", 1, "d", "cpu", "2.51.0").bytes == 100 * MIB
+    path.write_text("{not json")
+    with pytest.raises(MemoryProbeError, match=rf"^{path}: footprint ledger is not valid JSON"):
+        led.predict("m", 1, "d", "cpu", "2.51.0")
+    path.unlink()
+    assert led.predict("m", 1, "d", "cpu", "2.51.0").source == "estimate"
