@@ -335,17 +335,18 @@ def gather_actual(
     quarantined: Iterable[tuple[str, str, str]] = (),
     owned: Iterable[str] = (),
 ) -> ActualState:
-    """Read every server; a server down or timing out is recorded as unreachable, never raised."""
+    """Read every server, all at once (a region's servers are independent, and one that is slow to
+    answer costs the run its timeout once, not once per server before it); a server down or timing
+    out is recorded as unreachable, never raised."""
     owned_set = set(owned) | desired.published
-    servers: dict[str, ServerActual] = {}
-    for name in sorted(desired.servers):
+
+    def read(name: str) -> ServerActual:
         ctl = controls[name]
         try:
             rows = ctl.index()
             stats = ctl.last_inference_ms()
         except TritonOpsError as e:
-            servers[name] = ServerActual(name, False, str(e))
-            continue
+            return ServerActual(name, False, str(e))
         sa = ServerActual(name, True)
         for r in rows:
             if r.name not in owned_set:
@@ -364,5 +365,12 @@ def gather_actual(
                 sa.devices = mem.devices()
             except TritonOpsError as e:
                 log.warning("server %s: memory not measured: %s", name, e)
-        servers[name] = sa
+        return sa
+
+    names = sorted(desired.servers)
+    if len(names) <= 1:
+        servers = {n: read(n) for n in names}
+    else:
+        with ThreadPoolExecutor(len(names), thread_name_prefix="read-server") as pool:
+            servers = dict(zip(names, pool.map(read, names), strict=True))
     return ActualState(servers, set(quarantined), set(owned))
