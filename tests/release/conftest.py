@@ -43,7 +43,9 @@ output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
-# fail_every: every n-th request after the first five fails; sleep_ms per request.
+# fail_every: every n-th request of live traffic fails (LoadGen sends ones; the reconcile gate's warmup sends
+# zeros and always passes, however much traffic reached the version before it: the metrics judge);
+# sleep_ms per request.
 MODEL_PY = """\
 import time
 import numpy as np
@@ -57,12 +59,13 @@ class TritonPythonModel:
     def execute(self, requests):
         out = []
         for r in requests:
-            self.n += 1
             time.sleep({sleep_ms} / 1000.0)
-            if {fail_every} and self.n > 5 and self.n % {fail_every} == 0:  # warmups pass: the metrics judge
-                # Raised, not returned: Triton 2.51 counts a python model's error *response* as a success.
-                raise pb_utils.TritonModelException("bad on purpose")
             x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if {fail_every} and x.any():
+                self.n += 1
+                if self.n % {fail_every} == 0:
+                    # Raised, not returned: Triton 2.51 counts a python model's error *response* as a success.
+                    raise pb_utils.TritonModelException("bad on purpose")
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * {version}).astype(np.float32))]))
         return out
 """
