@@ -172,3 +172,68 @@ def test_create_makes_a_missing_bucket_or_folder_once(dev_stack: Stack, tmp_path
             assert store.get("m/x") == b"x" and store.get("m/y") is None
         finally:
             store.close()
+
+
+# (files, file size, S3Store options, budget, most MiB the store may hold at once). tracemalloc's
+# peak above the start counts every allocation of the uploading threads: the bodies, what botocore
+# allocates per request (under 1 MiB for 32 requests in flight here) and, for a multipart upload,
+# the thread hashing the file (1 MiB chunks, two at the turn of a chunk).
+BUDGET_CASES = {
+    "in-memory, 4 MiB budget": (48, 1 << 20, {"in_memory_bytes": 2 << 20}, 4 << 20, 4 + 2),
+    "in-memory, budget under one body": (12, 1 << 20, {"in_memory_bytes": 2 << 20}, 512 << 10, 1 + 2),
+    "multipart parts, 10 MiB budget": (1, 40 << 20, {"multipart_threshold_bytes": 6 << 20, "part_bytes": 5 << 20},
+                                       10 << 20, 10 + 3),
+}  # fmt: skip
+
+
+def _peak_upload_bytes(rc: RegionConfig, tmp_path: Path, case: tuple, budget: int) -> int:
+    import tracemalloc
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, size, opts, _, _ = case
+    files = []
+    for i in range(n):
+        data = os.urandom(size)
+        (tmp_path / f"w{i}.bin").write_bytes(data)
+        files.append((tmp_path / f"w{i}.bin", hashlib.sha256(data).hexdigest()))
+    store = S3Store(rc, "eu-west-1", max_workers=32, body_budget_bytes=budget, **opts)
+    prefix = f"budget-{os.getpid()}-{budget}-{n}"
+    try:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        sent: list[int] = []  # progress: list.append is atomic
+        with ThreadPoolExecutor(32) as pool:
+            got = list(
+                pool.map(lambda f: store.put_file(f"{prefix}/1/{f[0].name}", str(f[0]), size, f[1], sent.append), files)
+            )
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        assert got == [sha for _, sha in files]
+        assert sum(sent) == n * size  # the progress bar counts every byte once
+        for path, sha in files:  # every object arrived whole
+            info = store.head(f"{prefix}/1/{path.name}")
+            assert info is not None and (info.size, info.sha256) == (size, sha)
+        store.delete(f"{prefix}/1/{p.name}" for p, _ in files)
+        return peak
+    finally:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("case", list(BUDGET_CASES), ids=list(BUDGET_CASES))
+def test_bodies_in_memory_stay_within_the_budget_with_32_transfers_in_flight(
+    case: str, dev_stack: Stack, tmp_path: Path
+) -> None:
+    """`sync --workers 32` (the default) against a far bucket keeps 32 files in flight; the memory
+    their bodies take is bounded by the store's budget, not by the number of transfers. The same
+    uploads with a budget that does not bind hold several times as much: the measurement sees the
+    bodies."""
+    rc = dev_stack.config.region("eu-west-1")
+    n, size, opts, budget, most_mib = BUDGET_CASES[case]
+    for d in ("bounded", "free"):
+        (tmp_path / d).mkdir()
+    bounded = _peak_upload_bytes(rc, tmp_path / "bounded", BUDGET_CASES[case], budget)
+    free = _peak_upload_bytes(rc, tmp_path / "free", BUDGET_CASES[case], 1 << 30)
+    assert bounded <= most_mib << 20, f"{bounded / 2**20:.1f} MiB held with a {budget / 2**20:g} MiB budget"
+    assert free >= 2 * max(bounded, budget), f"{free / 2**20:.1f} MiB held without a binding budget"

@@ -10,6 +10,7 @@ import typer
 from tritonops.cli._common import OutputFormat, OutputOpt, err_console, get_config, human_bytes, info
 from tritonops.cli.root import app
 from tritonops.errors import PlanError
+from tritonops.store.base import DEFAULT_WORKERS
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -102,7 +103,9 @@ def sync_cmd(
     verify: Annotated[
         bool, typer.Option("--verify", help="After syncing, download and hash every published object.")
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=128, help="Parallel transfers.")] = 16,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=128, help="Files in flight (memory for bodies is bounded apart).")
+    ] = DEFAULT_WORKERS,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Publish the local repository to regional buckets: incremental, atomic, residency-aware."""

@@ -7,15 +7,18 @@ only ``store/s3.py`` talks to S3 itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from tritonops.config import RegionConfig
-from tritonops.store.base import ObjectInfo, ObjectStore, check_key
+from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ObjectStore, check_key
 
-__all__ = ["ObjectInfo", "ObjectStore", "check_key", "open_store"]
+if TYPE_CHECKING:
+    from tritonops.config import RegionConfig
+
+__all__ = ["DEFAULT_WORKERS", "ObjectInfo", "ObjectStore", "check_key", "open_store"]
 
 
-def open_store(region: RegionConfig, region_name: str = "", max_workers: int = 16) -> ObjectStore:
+def open_store(region: RegionConfig, region_name: str = "", max_workers: int = DEFAULT_WORKERS) -> ObjectStore:
     """The store for a region's ``bucket`` URL: ``s3://bucket/prefix`` or ``file:///path``."""
     u = urlparse(region.bucket)
     if u.scheme == "file":

@@ -15,6 +15,11 @@ from tritonops.errors import StoreError
 # Called with a byte count as data goes out, so a progress bar can show throughput.
 ProgressFn = Callable[[int], None]
 
+# Files in flight during a sync (`sync --workers`). Measured at 50 ms round trips, 12,001 small
+# objects: 16 took 48.3 s, 32 took 37.9 s, 64 took 39.8 s (the server was then the bound); on
+# loopback 16 and 32 were level. Memory is bounded apart from this (store/s3.py, BODY_BUDGET_BYTES).
+DEFAULT_WORKERS = 32
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

@@ -13,6 +13,10 @@ metadata (``x-amz-meta-sha256``, what ``sync --verify`` compares). Three paths b
 * larger: a multipart upload whose parts are sent in parallel while a separate thread hashes the
   file; it is completed only if the hash matches.
 
+Bodies held in memory (whole small files, multipart parts) count against one budget for the store,
+``BODY_BUDGET_BYTES``: many transfers in flight keep a far bucket busy, and the budget, not the
+number of transfers, bounds the memory they take.
+
 Payloads are not signed: SigV4 over plain HTTP would otherwise hash every body once more.
 
 Clients use path-style addressing for S3-compatible endpoints, and checksums only when required:
@@ -30,11 +34,12 @@ sync fails; the next sync re-sends only what the bucket does not hold yet.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,13 +53,14 @@ from botocore.config import Config as BotoConfig
 from tritonops.config import Config, RegionConfig
 from tritonops.errors import ConfigError, StoreError
 from tritonops.fileio import sha256_file
-from tritonops.store.base import ObjectInfo, ProgressFn, check_key
+from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ProgressFn, check_key
 
 log = logging.getLogger(__name__)
 
 IN_MEMORY_BYTES = 8 << 20
 MULTIPART_THRESHOLD_BYTES = 200 << 20
 PART_BYTES = 16 << 20  # >= 5 MiB, the S3 minimum for every part but the last
+BODY_BUDGET_BYTES = 256 << 20  # request bodies in memory, all transfers of a store together
 SHA256_META = "sha256"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0  # per socket read: a slow but live server keeps a long transfer going
@@ -174,10 +180,11 @@ class S3Store:
         self,
         region: RegionConfig,
         region_name: str = "",
-        max_workers: int = 16,
+        max_workers: int = DEFAULT_WORKERS,
         multipart_threshold_bytes: int = MULTIPART_THRESHOLD_BYTES,
         part_bytes: int = PART_BYTES,
         in_memory_bytes: int = IN_MEMORY_BYTES,
+        body_budget_bytes: int = BODY_BUDGET_BYTES,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         read_timeout_s: float = READ_TIMEOUT_S,
         max_attempts: int = MAX_ATTEMPTS,
@@ -198,6 +205,7 @@ class S3Store:
             max_attempts=max_attempts,
         )  # fmt: skip
         self._part_pool = ThreadPoolExecutor(max_workers, thread_name_prefix="s3-part")
+        self._bodies = _ByteBudget(body_budget_bytes)
         self._hash_pool = ThreadPoolExecutor(2, thread_name_prefix="s3-hash")
         self._lock = threading.Lock()
 
@@ -340,14 +348,16 @@ class S3Store:
             return self._call("multipart upload", key, lambda: self._multipart(key, path, size, sha256, progress))
         if size > self.in_memory_bytes:
             return self._call("put", key, lambda: self._put_streamed(key, path, size, sha256, progress))
-        with open(path, "rb") as f:
-            data = f.read(size + 1)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256 or len(data) != size:
-            return digest  # the caller reports the mismatch; nothing was sent
-        self.put_bytes(key, data, sha256)
+        with self._bodies.hold(size):
+            with open(path, "rb") as f:
+                data = f.read(size + 1)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sha256 or len(data) != size:
+                return digest  # the caller reports the mismatch; nothing was sent
+            self.put_bytes(key, data, sha256)
+            del data
         if progress:
-            progress(len(data))
+            progress(size)
         return digest
 
     def _put_streamed(self, key: str, path: str, size: int, sha256: str, progress: ProgressFn | None) -> str:
@@ -377,13 +387,16 @@ class S3Store:
 
         def part(i: int) -> dict[str, Any]:
             offset = i * self.part_bytes
-            body = os.pread(fd, min(self.part_bytes, size - offset), offset)
-            r = self._client.upload_part(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=i + 1,
-                Body=body, ContentMD5=_md5_b64(body),
-            )  # fmt: skip
+            n = min(self.part_bytes, size - offset)
+            with self._bodies.hold(n):
+                body = os.pread(fd, n, offset)
+                r = self._client.upload_part(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=i + 1,
+                    Body=body, ContentMD5=_md5_b64(body),
+                )  # fmt: skip
+                del body
             if progress:
-                progress(len(body))
+                progress(n)
             return {"PartNumber": i + 1, "ETag": r["ETag"]}
 
         futures: list[Any] = []
@@ -436,6 +449,29 @@ class S3Store:
     def close(self) -> None:
         self._part_pool.shutdown(wait=False, cancel_futures=True)
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _ByteBudget:
+    """Bytes held in memory by all transfers together, at most ``limit``: a transfer waits for room
+    before it reads its body. One body larger than the whole budget waits until nothing else is
+    held, then goes alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._held == 0 or self._held + n <= self._limit)
+            self._held += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= n
+                self._cond.notify_all()
 
 
 class _Mismatch(Exception):

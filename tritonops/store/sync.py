@@ -49,7 +49,7 @@ from tritonops.repo.manifest import (
     VersionEntry,
 )
 from tritonops.store import open_store
-from tritonops.store.base import ObjectInfo, ObjectStore, check_key
+from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ObjectStore, check_key
 from tritonops.store.localrepo import LocalModels, LocalRepository, open_local, stat_cache_path
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_MAX_DELETE_FRACTION = 0.25
 DELETE_GUARD = ChangeGuard(DEFAULT_MAX_DELETE_FRACTION)
-DEFAULT_WORKERS = 16
 # Called with each object's key right after it is written, one call at a time (the tests kill the
 # process from here to prove the publish order).
 StepFn = Callable[[str], None]
