@@ -28,13 +28,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +104,7 @@ class Bench:
         self.creds.write_shared_file(self.cred_file)
         self.server = stack.start_s3(self.data, work / "s3.log", self.creds, kind=server)
         self.last_cpu = (0.0, 0.0)  # CPU seconds of the last run: the tool, the S3 server
+        self.last_rss_mib = 0.0  # the tool's peak resident memory in the last run
         self.endpoint = self.server.endpoint_url
         self.tool_endpoint = self.endpoint  # where the tools connect: the server, or a latency proxy
         self.rtt_ms = 0
@@ -212,16 +213,30 @@ class Bench:
 
     def run(self, tool: str, src: Path, prefix: str) -> tuple[float, str]:
         cmd = self.command(tool, src, prefix)
-        r0, s0 = resource.getrusage(resource.RUSAGE_CHILDREN), self._server_cpu_s()
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=1800)
-        dt = time.perf_counter() - t0
-        r1, s1 = resource.getrusage(resource.RUSAGE_CHILDREN), self._server_cpu_s()
-        tool_cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-        self.last_cpu = (round(tool_cpu, 3), round(s1 - s0, 3))
+        s0 = self._server_cpu_s()
+        with tempfile.TemporaryFile() as err:
+            t0 = time.perf_counter()
+            p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=err)
+            killer = threading.Timer(1800, p.kill)
+            killer.start()
+            peak = _PeakRss(p.pid)
+            assert p.stdout is not None
+            out = p.stdout.read().decode()
+            # wait4: this child's own CPU (its reaped children included).
+            _, status, ru = os.wait4(p.pid, 0)
+            dt = time.perf_counter() - t0
+            killer.cancel()
+            peak.stop()
+            p.returncode = os.waitstatus_to_exitcode(status)
+            p.stdout.close()
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        s1 = self._server_cpu_s()
+        self.last_cpu = (round(ru.ru_utime + ru.ru_stime, 3), round(s1 - s0, 3))
+        self.last_rss_mib = round(peak.kib / 1024, 1)
         if p.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
-        return dt, p.stdout
+            raise RuntimeError(f"{tool} failed ({p.returncode}): {stderr.strip()[-500:]}")
+        return dt, out
 
     def count(self, tool: str, prefix: str) -> tuple[int, int]:
         if not self.on_disk:
@@ -250,9 +265,37 @@ class Bench:
         shutil.rmtree(self.data / f"bench-{tool}" / prefix, ignore_errors=True)
 
 
+class _PeakRss:
+    """The peak resident memory of one process: VmHWM from /proc/PID/status, read every 20 ms until
+    it exits (wait4's ru_maxrss would not do: after fork and exec it counts the forking parent's memory)."""
+
+    def __init__(self, pid: int) -> None:
+        self.kib = 0
+        self._path = f"/proc/{pid}/status"
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            try:
+                with open(self._path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.kib = max(self.kib, int(line.split()[1]))
+            except OSError:
+                return
+            self._done.wait(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._t.join()
+
+
 def case_first_sync(b: Bench, name: str, src: Path, reps: int) -> dict:
     times: dict[str, list[float]] = {t: [] for t in TOOLS}
     cpu: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
+    rss: dict[str, list[float]] = {t: [] for t in TOOLS}  # the tool's peak RSS per run, MiB
     counts: dict[str, tuple[int, int]] = {}
     for r in range(reps):
         for tool in TOOLS:  # interleaved, so load on the shared machine hits every tool alike
@@ -260,16 +303,18 @@ def case_first_sync(b: Bench, name: str, src: Path, reps: int) -> dict:
             dt, _ = b.run(tool, src, prefix)
             times[tool].append(dt)
             cpu[tool].append(b.last_cpu)
+            rss[tool].append(b.last_rss_mib)
             counts[tool] = b.count(tool, prefix)
             b.drop(tool, prefix)
             print(f"  {name} rep {r} {tool:9s} {dt:7.2f} s  ({counts[tool][0]} objects)", file=sys.stderr)
-    return {"times_s": times, "cpu_s": cpu, "objects": {t: c[0] for t, c in counts.items()},
+    return {"times_s": times, "cpu_s": cpu, "rss_mib": rss, "objects": {t: c[0] for t, c in counts.items()},
             "bytes": {t: c[1] for t, c in counts.items()}}  # fmt: skip
 
 
 def case_noop(b: Bench, name: str, src: Path, reps: int) -> dict:
     times: dict[str, list[float]] = {t: [] for t in TOOLS}
     cpu: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
+    rss: dict[str, list[float]] = {t: [] for t in TOOLS}  # the tool's peak RSS per run, MiB
     first: dict[str, float] = {}
     uploads: dict[str, list[int]] = {t: [] for t in TOOLS}
     for tool in TOOLS:
@@ -280,12 +325,14 @@ def case_noop(b: Bench, name: str, src: Path, reps: int) -> dict:
             dt, out = b.run(tool, src, name)
             times[tool].append(dt)
             cpu[tool].append(b.last_cpu)
+            rss[tool].append(b.last_rss_mib)
             if tool == "tritonops":
                 uploads[tool].append(json.loads(out)["uploaded_files"])
             print(f"  {name} re-sync rep {r} {tool:9s} {dt:7.2f} s", file=sys.stderr)
     for tool in TOOLS:
         b.drop(tool, name)
-    return {"times_s": times, "cpu_s": cpu, "first_sync_s": first, "tritonops_uploads": uploads["tritonops"]}
+    return {"times_s": times, "cpu_s": cpu, "rss_mib": rss, "first_sync_s": first,
+            "tritonops_uploads": uploads["tritonops"]}  # fmt: skip
 
 
 def summarize(results: dict) -> None:
@@ -300,6 +347,8 @@ def summarize(results: dict) -> None:
             cpu = {t: case["cpu_s"][t] for t in tools}
             case["median_tool_cpu_s"] = {t: round(statistics.median(c[0] for c in cpu[t]), 2) for t in tools}
             case["median_server_cpu_s"] = {t: round(statistics.median(c[1] for c in cpu[t]), 2) for t in tools}
+        if "rss_mib" in case:
+            case["median_rss_mib"] = {t: round(statistics.median(case["rss_mib"][t]), 1) for t in tools}
 
 
 def write_md(results: dict, path: Path) -> None:
@@ -340,6 +389,18 @@ def write_md(results: dict, path: Path) -> None:
         ]
         for case in cpu_rows:
             cells = [f"{case['median_tool_cpu_s'][t]:.2f} / {case['median_server_cpu_s'][t]:.2f}" for t in tools]
+            lines.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
+    rss_rows = [c for c in results["cases"].values() if "median_rss_mib" in c]
+    if rss_rows:
+        lines += [
+            "",
+            "Peak resident memory of the tool's process per run (VmHWM, read every 20 ms), MiB, medians.",
+            "",
+            "| case | rtt | " + " | ".join(names[t] for t in tools) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in tools) + " |",
+        ]
+        for case in rss_rows:
+            cells = [f"{case['median_rss_mib'][t]:.0f}" for t in tools]
             lines.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
     cmd = results.get("command") or " ".join(["python", "bench/sync.py", *sys.argv[1:]])
     lines += ["", f"Raw times and object counts: `{path.stem}.json`. Reproduce: `{cmd}`", ""]
