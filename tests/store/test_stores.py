@@ -237,3 +237,51 @@ def test_bodies_in_memory_stay_within_the_budget_with_32_transfers_in_flight(
     free = _peak_upload_bytes(rc, tmp_path / "free", BUDGET_CASES[case], 1 << 30)
     assert bounded <= most_mib << 20, f"{bounded / 2**20:.1f} MiB held with a {budget / 2**20:g} MiB budget"
     assert free >= 2 * max(bounded, budget), f"{free / 2**20:.1f} MiB held without a binding budget"
+
+
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_verifying_the_bytes_streams_each_object(kind: str, dev_stack: Stack, tmp_path: Path) -> None:
+    """`sync --verify`, `--repair --verify` and release checks hash what the bucket holds. They read
+    each object in 1 MiB chunks, 8 objects at a time: a version of multi-GB files must not need
+    its size in memory. Verifying four 24 MiB files holds a few MiB; reading one of them whole
+    (measured too, so the measurement sees the bytes) holds 24 MiB. Bytes that differ under
+    metadata that does not are still found."""
+    import tracemalloc
+
+    from tritonops.store.verify import verify_version
+
+    store = (
+        S3Store(dev_stack.config.region("eu-west-1").model_copy(
+            update={"bucket": f"s3://{dev_stack.config.region('eu-west-1').bucket_name}/vs-{os.getpid()}-{tmp_path.name}"}
+        ), "eu-west-1")
+        if kind == "s3" else FileStore(tmp_path / "bucket")
+    )  # fmt: skip
+    man = write_model(tmp_path / "repo", "big", {1: {f"w{i}.bin": os.urandom(24 << 20) for i in range(4)}})
+    try:
+        for f in man.versions[1].files:
+            path = tmp_path / "repo" / "big" / "1" / f.path
+            assert store.put_file(f"big/1/{f.path}", str(path), f.size, f.sha256) == f.sha256
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        assert verify_version(store, man, 1, full=True) == []
+        streamed = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        assert store.get("big/1/w0.bin") is not None
+        whole = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        assert streamed < 12 << 20, f"{streamed / 2**20:.1f} MiB held to verify 4 x 24 MiB"
+        assert whole >= 24 << 20, f"{whole / 2**20:.1f} MiB held to read 24 MiB whole"
+        # Other bytes of the same size under the right metadata: only the bytes tell.
+        f0 = man.versions[1].files[0]
+        store.put_bytes(f"big/1/{f0.path}", os.urandom(f0.size), f0.sha256)
+        [bad] = verify_version(store, man, 1, full=True)
+        # (a file:// store has no metadata: its HEAD hashes the file, and names the difference first)
+        assert bad.key == f"big/1/{f0.path}" and bad.found.startswith("content" if kind == "s3" else "recorded")
+        assert store.hash_bytes("big/1/nothing.bin") is None
+    finally:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        if isinstance(store, S3Store):
+            store.delete(f"big/1/{f.path}" for f in man.versions[1].files)
+            store.close()

@@ -77,10 +77,8 @@ def verify_version(rm: RegionModel, version: int) -> None:
                 f"region {rm.region!r}: {rm.store.url}/{key} differs from the manifest "
                 f"(size {info.size} vs {f.size}); refusing to release"
             )
-        if info.sha256 is None:
-            data = rm.store.get(key) or b""
-            if sha256_bytes(data) != f.sha256:
-                raise ReleaseError(f"region {rm.region!r}: {rm.store.url}/{key}: sha256 differs from the manifest")
+        if info.sha256 is None and rm.store.hash_bytes(key) != f.sha256:
+            raise ReleaseError(f"region {rm.region!r}: {rm.store.url}/{key}: sha256 differs from the manifest")
 
 
 def check_not_blocked(rm: RegionModel, version: int) -> None:

@@ -70,6 +70,11 @@ class ObjectStore(Protocol):
 
     def head(self, key: str) -> ObjectInfo | None: ...
 
+    def hash_bytes(self, key: str) -> str | None:
+        """The sha256 of the object's bytes, read in chunks (memory stays at one chunk, whatever the
+        object's size), or None if it does not exist. What `sync --verify` and release checks use."""
+        ...
+
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (relative), sorted by key."""
         ...

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from tritonops.errors import StoreError
 from tritonops.fileio import atomic_write_bytes, sha256_file
 from tritonops.store.base import ObjectInfo, ProgressFn, check_key
+
+T = TypeVar("T")
 
 COPY_CHUNK_BYTES = 1 << 20
 
@@ -35,8 +38,14 @@ class FileStore:
             raise StoreError(f"{self._where}{self.url}: cannot create folder: {e.strerror}") from None
 
     def get(self, key: str) -> bytes | None:
+        return self._read(key, Path.read_bytes)
+
+    def hash_bytes(self, key: str) -> str | None:
+        return self._read(key, sha256_file)
+
+    def _read(self, key: str, how: Callable[[Path], T]) -> T | None:
         try:
-            return self._path(key).read_bytes()
+            return how(self._path(key))
         except FileNotFoundError:
             if not self.root.is_dir():
                 raise StoreError(f"{self._where}{self.url}: folder does not exist") from None

@@ -52,7 +52,7 @@ from botocore.config import Config as BotoConfig
 
 from tritonops.config import Config, RegionConfig
 from tritonops.errors import ConfigError, StoreError
-from tritonops.fileio import sha256_file
+from tritonops.fileio import HASH_CHUNK_BYTES, sha256_file
 from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ProgressFn, check_key
 
 log = logging.getLogger(__name__)
@@ -279,17 +279,35 @@ class S3Store:
 
         self._call("create", "", go)
 
+    def _get_object(self, full: str) -> dict[str, Any] | None:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=full)
+        except botocore.exceptions.ClientError as e:
+            if _code(e) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
     def get(self, key: str) -> bytes | None:
         full = self._key(key)
 
         def go() -> bytes | None:
-            try:
-                r = self._client.get_object(Bucket=self.bucket, Key=full)
-            except botocore.exceptions.ClientError as e:
-                if _code(e) in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                raise
-            return bytes(r["Body"].read())
+            r = self._get_object(full)
+            return None if r is None else bytes(r["Body"].read())
+
+        return self._call("get", key, go)
+
+    def hash_bytes(self, key: str) -> str | None:
+        full = self._key(key)
+
+        def go() -> str | None:
+            r = self._get_object(full)
+            if r is None:
+                return None
+            h = hashlib.sha256()
+            with contextlib.closing(r["Body"]) as body:
+                for chunk in body.iter_chunks(HASH_CHUNK_BYTES):
+                    h.update(chunk)
+            return h.hexdigest()
 
         return self._call("get", key, go)
 

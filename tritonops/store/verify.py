@@ -189,10 +189,9 @@ def _check_objects(store: ObjectStore, files: list[tuple[str, FileEntry]], full:
         if info.sha256 is not None and info.sha256 != f.sha256:
             return mm(key, f"recorded {_short(f.sha256)}", f"recorded {_short(info.sha256)}")
         if full or info.sha256 is None:
-            data = store.get(key)
-            if data is None:
+            actual = store.hash_bytes(key)  # streamed: a multi-GB file is never held in memory
+            if actual is None:
                 return mm(key, f"{f.size} bytes, {_short(f.sha256)}", "no object")
-            actual = hashlib.sha256(data).hexdigest()
             if actual != f.sha256:
                 return mm(key, f"content {_short(f.sha256)}", f"content {_short(actual)}")
         return None
