@@ -375,36 +375,35 @@ def write_md(results: dict, path: Path) -> None:
         cells = [f"{case['median_s'][t]:.2f} ({case['ratio_to_s5cmd'][t]:.2f}x)" for t in tools]
         row = [case["label"], f"{case['rtt_ms']} ms", case["target"], verdict(case), *cells]
         lines.append("| " + " | ".join(row) + " |")
-    cpu_rows = [c for c in results["cases"].values() if "median_server_cpu_s" in c]
-    if cpu_rows:
-        lines += [
-            "",
-            "CPU seconds per run, medians: the tool's own (its process and children) / the S3 server's, measured "
-            "around each run. The server is one Python process: when its CPU is close to the wall time, the "
-            "run was bound by the server, and what a tool adds is the time before its first request and after "
-            "its last.",
-            "",
-            "| case | rtt | " + " | ".join(names[t] for t in tools) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in tools) + " |",
-        ]
-        for case in cpu_rows:
-            cells = [f"{case['median_tool_cpu_s'][t]:.2f} / {case['median_server_cpu_s'][t]:.2f}" for t in tools]
-            lines.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
-    rss_rows = [c for c in results["cases"].values() if "median_rss_mib" in c]
-    if rss_rows:
-        lines += [
-            "",
-            "Peak resident memory of the tool's process per run (VmHWM, read every 20 ms), MiB, medians.",
-            "",
-            "| case | rtt | " + " | ".join(names[t] for t in tools) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in tools) + " |",
-        ]
-        for case in rss_rows:
-            cells = [f"{case['median_rss_mib'][t]:.0f}" for t in tools]
-            lines.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
+    cases = results["cases"].values()
+    lines += _side_table(
+        [c for c in cases if "median_server_cpu_s" in c], tools, names,
+        "CPU seconds per run, medians: the tool's own (its process and children) / the S3 server's, measured "
+        "around each run. The server is one Python process: when its CPU is close to the wall time, the "
+        "run was bound by the server, and what a tool adds is the time before its first request and after "
+        "its last.",
+        lambda c, t: f"{c['median_tool_cpu_s'][t]:.2f} / {c['median_server_cpu_s'][t]:.2f}",
+    )  # fmt: skip
+    lines += _side_table(
+        [c for c in cases if "median_rss_mib" in c], tools, names,
+        "Peak resident memory of the tool's process per run (VmHWM, read every 20 ms), MiB, medians.",
+        lambda c, t: f"{c['median_rss_mib'][t]:.0f}",
+    )  # fmt: skip
     cmd = results.get("command") or " ".join(["python", "bench/sync.py", *sys.argv[1:]])
     lines += ["", f"Raw times and object counts: `{path.stem}.json`. Reproduce: `{cmd}`", ""]
     path.write_text("\n".join(lines))
+
+
+def _side_table(rows: list[dict], tools: list[str], names: dict[str, str], intro: str, cell) -> list[str]:  # noqa: ANN001
+    """A table of one figure per case and tool, after an intro paragraph; nothing when no case has it."""
+    if not rows:
+        return []
+    out = ["", intro, "", "| case | rtt | " + " | ".join(names[t] for t in tools) + " |",
+           "| --- | --- | " + " | ".join("---" for _ in tools) + " |"]  # fmt: skip
+    for case in rows:
+        cells = [cell(case, t) for t in tools]
+        out.append("| " + " | ".join([case["label"], f"{case['rtt_ms']} ms", *cells]) + " |")
+    return out
 
 
 def verdict(case: dict) -> str:
