@@ -102,17 +102,18 @@ class Bench:
         self.creds = stack.Credentials.generate()
         self.cred_file = work / "credentials"
         self.creds.write_shared_file(self.cred_file)
+        self.on_disk = server == "rclone"
+        if self.on_disk:  # bucket folders before the server starts: rclone caches listings
+            for t in TOOLS:
+                (self.data / f"bench-{t}").mkdir(parents=True, exist_ok=True)
         self.server = stack.start_s3(self.data, work / "s3.log", self.creds, kind=server)
         self.last_cpu = (0.0, 0.0)  # CPU seconds of the last run: the tool, the S3 server
         self.last_rss_mib = 0.0  # the tool's peak resident memory in the last run
         self.endpoint = self.server.endpoint_url
         self.tool_endpoint = self.endpoint  # where the tools connect: the server, or a latency proxy
         self.rtt_ms = 0
-        self.on_disk = server == "rclone"
-        for t in TOOLS:
-            if self.on_disk:
-                (self.data / f"bench-{t}").mkdir(parents=True, exist_ok=True)
-            else:
+        if not self.on_disk:
+            for t in TOOLS:
                 self._client().create_bucket(Bucket=f"bench-{t}")
         self._proxies: dict[int, str] = {}
         self.env = {
@@ -131,6 +132,7 @@ class Bench:
 
     def _client(self):  # noqa: ANN202 - a boto3 client
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -138,6 +140,8 @@ class Bench:
             aws_access_key_id=self.creds.access_key,
             aws_secret_access_key=self.creds.secret_key,
             region_name="us-east-1",
+            # rclone refuses boto3's default CRC32 trailers, as it does for every tool here.
+            config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
         )
 
     def close(self) -> None:
@@ -253,16 +257,12 @@ class Bench:
         return len(files), sum(p.stat().st_size for p in files)
 
     def drop(self, tool: str, prefix: str) -> None:
-        if not self.on_disk:
-            c = self._client()
-            for page in c.get_paginator("list_objects_v2").paginate(
-                Bucket=f"bench-{tool}", Prefix=prefix + "/"
-            ):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    c.delete_objects(Bucket=f"bench-{tool}", Delete={"Objects": keys})
-            return
-        shutil.rmtree(self.data / f"bench-{tool}" / prefix, ignore_errors=True)
+        """Through the server, on either kind: rclone would keep listing files removed beside it."""
+        c = self._client()
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=f"bench-{tool}", Prefix=prefix + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                c.delete_objects(Bucket=f"bench-{tool}", Delete={"Objects": keys})
 
 
 class _PeakRss:

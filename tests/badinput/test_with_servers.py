@@ -141,8 +141,8 @@ def test_sync_to_an_unusable_bucket(
     r = data["regions"][REGION]
     srv = None
     if server == "rclone":  # checks signatures (moto accepts any key) and serves a folder per bucket
+        (tmp_path / "rclone-data" / "rb").mkdir(parents=True)  # before the server starts: it caches listings
         srv = stack.start_s3(tmp_path / "rclone-data", tmp_path / "rclone.log", dev_stack.credentials, kind="rclone")
-        (tmp_path / "rclone-data" / "rb").mkdir(parents=True)
         r["endpoint_url"], r["bucket"] = srv.endpoint_url, "s3://rb/p"
     try:
         names = breaks(r, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,15 @@ def test_rclone_s3_server_serves_boto3(tmp_path: Path) -> None:
         c.put_object(Bucket="bucket1", Key="p/x/1/model.py", Body=b"hello")
         assert c.get_object(Bucket="bucket1", Key="p/x/1/model.py")["Body"].read() == b"hello"
         assert (tmp_path / "data" / "bucket1" / "p" / "x" / "1" / "model.py").read_bytes() == b"hello"
+        c.delete_objects(Bucket="bucket1", Delete={"Objects": [{"Key": "p/x/1/model.py"}]})
+        assert not (tmp_path / "data" / "bucket1" / "p" / "x" / "1" / "model.py").exists()
+        # Idle after writes, it takes no CPU: started with `--dir-cache-time 0s`, rclone 1.75 spins
+        # both cores from the first write on (1.1 to 2.0 s of CPU a second here), stalling every
+        # request for tens of seconds, and every other test on the machine with them.
+        proc = psutil.Process(srv.record.pid)
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(1.0)
+        assert sum(proc.cpu_times()[:2]) - before < 0.2
     finally:
         stack.stop(srv.record)
     assert not srv.record.alive()

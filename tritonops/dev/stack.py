@@ -292,7 +292,9 @@ def start_s3(
 
     moto is the default for the stack: with ``rclone serve s3`` (1.75) Triton's S3 client reliably
     loads once per server and then times out (curl code 28) on later loads. rclone is kept for S3
-    client traffic (benchmarks), where it is fast and stores objects on disk.
+    client traffic (benchmarks), where it is fast and stores objects on disk. rclone caches directory
+    listings: make bucket folders in ``data_dir`` before the server starts, or through the server
+    (CreateBucket), never beside it while it runs.
     """
     try:
         kind = S3Kind(kind)
@@ -308,8 +310,9 @@ def start_s3(
             "--addr", f"127.0.0.1:{port}",
             "--auth-key", f"{creds.access_key},{creds.secret_key}",
             "--config", "/dev/null",
-            # The backing folder is only written through this server: no stale directory cache.
-            "--dir-cache-time", "0s",
+            # No `--dir-cache-time 0s`: with it, rclone 1.75 spins both cores forgetting its directory
+            # cache from the first write on, and requests then stall for tens of seconds. The default
+            # cache is right when every write goes through the server (see the docstring).
             "--log-level", "NOTICE",
         ]  # fmt: skip
         # rclone reads the auth key from argv; keep it out of the environment of children.
