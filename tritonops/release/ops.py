@@ -92,7 +92,7 @@ def check_not_blocked(rm: RegionModel, version: int) -> None:
 
 def write_pointer(rm: RegionModel, live: int) -> bool:
     """config.pbtxt's version_policy -> [live]; False when it already says so (no write)."""
-    from tritonops.store.sync import published_config
+    from tritonops.store.pubconfig import published_config
 
     if config_pointer(rm.config_text) == [live]:
         return False

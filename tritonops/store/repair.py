@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 class RepairReport:
     checked_versions: int = 0
     found: list[Mismatch] = field(default_factory=list)
+    configs_found: list[str] = field(default_factory=list)  # published configs sync would not have written
     uploaded: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "checked_versions": self.checked_versions,
-            "found": [m.line() for m in self.found],
+            "found": [m.line() for m in self.found] + self.configs_found,
             "uploaded": self.uploaded,
             "deleted": self.deleted,
         }

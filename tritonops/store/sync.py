@@ -51,6 +51,7 @@ from tritonops.repo.manifest import (
 from tritonops.store import open_store
 from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ObjectStore, check_key
 from tritonops.store.localrepo import LocalModels, LocalRepository, open_local, stat_cache_path
+from tritonops.store.pubconfig import config_problem, published_config
 
 log = logging.getLogger(__name__)
 
@@ -248,24 +249,6 @@ def _check_remote_manifest_keys(man: ModelManifest, source: str) -> None:
     for n, v in man.versions.items():
         for f in v.files:
             check_key(f"{man.model}/{n}/{f.path}", source)
-
-
-def published_config(
-    config_text: str, versions: list[int], source: str, exact: list[int] | None = None
-) -> bytes:
-    """The local config with its version_policy rewritten to ``specific`` over ``versions``.
-
-    The local policy is kept as intent: ``latest {k}`` keeps the k highest complete versions,
-    ``specific`` keeps those of its list that are complete, ``all`` keeps every complete version.
-    The result only ever names versions present in the bucket. ``exact``: the region's release
-    pointer (tritonops.release), named as is instead of the local policy.
-    """
-    from tritonops.repo.model_config import config_to_text, live_versions, parse_config_text, set_specific_versions
-
-    cfg = parse_config_text(config_text, source)
-    keep = live_versions(cfg, versions) if exact is None else [n for n in sorted(exact) if n in set(versions)]
-    set_specific_versions(cfg, keep)
-    return config_to_text(cfg).encode()
 
 
 class _Steps:
@@ -668,16 +651,19 @@ def _withdraw_changed(store: ObjectStore, plan: RegionPlan, root: Path, steps: _
 
 
 def verify_region(
-    store: ObjectStore, index: RepoIndex, manifests: Mapping[str, ModelManifest], pool: ThreadPoolExecutor
+    store: ObjectStore,
+    index: RepoIndex,
+    manifests: Mapping[str, ModelManifest],
+    pool: ThreadPoolExecutor,
+    local_configs: Mapping[str, tuple[str, str]] | None = None,
 ) -> int:
     """Download and hash every object the manifests list; raise StoreError naming the first mismatch.
 
     Each version is checked as reconcile checks it before a load (:func:`tritonops.store.verify.verify_version`
     with ``full``: present, size, recorded sha256, bytes, and no object the manifest does not list).
-    Also checks each config's sha256 metadata and that its version_policy names only listed
-    versions. Returns the number of objects checked.
+    Each config is checked with :func:`tritonops.store.pubconfig.config_problem`, against the local
+    config where ``local_configs`` has it (model -> text, path). Returns the number of objects checked.
     """
-    from tritonops.repo.model_config import parse_config_text
     from tritonops.store.verify import verify_version
 
     mans = [manifests[m] for m in sorted(index.models) if m in manifests]
@@ -688,24 +674,11 @@ def verify_region(
         bad = verify_version(store, job[0], job[1], full=True)
         return f"{store.url}: {bad[0].line()}" if bad else None
 
+    def check_config(man: ModelManifest) -> str | None:
+        return config_problem(store, man, (local_configs or {}).get(man.model))
+
     problems = [p for p in pool.map(check, versions) if p]
-    for m in sorted(index.models):
-        man = manifests.get(m)
-        if man is None:
-            continue
-        key = f"{m}/{CONFIG_NAME}"
-        info = store.head(key)
-        data = store.get(key)
-        if data is None or info is None:
-            problems.append(f"{store.url}/{key}: missing")
-            continue
-        if info.sha256 is not None and info.sha256 != sha256_bytes(data):
-            problems.append(f"{store.url}/{key}: bytes differ from their sha256 metadata")
-            continue
-        cfg = parse_config_text(data.decode("utf-8", "replace"), f"{store.url}/{key}")
-        listed = set(cfg.version_policy.specific.versions)
-        if cfg.version_policy.WhichOneof("policy_choice") != "specific" or not listed <= set(man.versions):
-            problems.append(f"{store.url}/{key}: version_policy names versions that are not published")
+    problems += [p for p in pool.map(check_config, mans) if p]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"verify failed: {problems[0]}{more}")
@@ -732,19 +705,49 @@ def _remote_manifests_for_verify(
     return known
 
 
+def _local_configs(root: Path, local: Mapping[str, ModelManifest], models: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The local config.pbtxt (text, path) of each model, checked against its local manifest."""
+    return {m: (_verified_config(root / m, local[m]), str(root / m / CONFIG_NAME)) for m in models if m in local}
+
+
 def _repair(
-    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: Mapping[str, ModelManifest]
+    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: Mapping[str, ModelManifest], cfg: Config
 ) -> dict[str, Any]:
-    """--repair: every published version this sync did not just upload, checked and fixed."""
+    """--repair: every published version this sync did not just upload, checked and fixed; then
+    every published config, rewritten where it is not what sync would have written."""
     from tritonops.store.repair import repair_published
 
     skip = {(mp.model, n) for mp in plan.models for n in [*mp.new_versions, *mp.changed_versions]}
     with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-repair") as pool:
         mans = _remote_manifests_for_verify(st, plan, local, pool)
-    mans = {m: man for m, man in mans.items() if m in local}  # the local files are the source of repair
-    rep = repair_published(
-        st, mans, local, root, region=plan.region, full=opts.verify, dry_run=opts.dry_run, skip=skip
-    )
+        mans = {m: man for m, man in mans.items() if m in local}  # the local files are the source of repair
+        rep = repair_published(
+            st, mans, local, root, region=plan.region, full=opts.verify, dry_run=opts.dry_run, skip=skip
+        )
+        configs = _local_configs(root, local, mans)
+
+        def fix_config(man: ModelManifest) -> tuple[str | None, str | None]:
+            why = config_problem(st, man, configs[man.model])
+            if why is None or opts.dry_run:
+                return why, None
+            # The pointer sync itself would write: the release record's live version, else what the
+            # bucket's config points at (explicit mode), else the local policy.
+            pointer = publish_release(st, cfg.release.mode, man.model, True).pointer(man)
+            text, source = configs[man.model]
+            key = f"{man.model}/{CONFIG_NAME}"
+            data = published_config(text, sorted(man.versions), source, pointer)
+            st.put_bytes(key, data, sha256_bytes(data))
+            again = config_problem(st, man, configs[man.model])
+            if again is not None:
+                raise StoreError(f"repair did not take: {again}")
+            log.info("region %s: model %s config.pbtxt repaired", plan.region, man.model)
+            return why, key
+
+        for why, key in pool.map(fix_config, [mans[m] for m in sorted(mans)]):
+            if why is not None:
+                rep.configs_found.append(why)
+            if key is not None:
+                rep.uploaded.append(key)
     return rep.to_json()
 
 
@@ -793,7 +796,7 @@ def sync_region(
             _apply(st, plan, root, opts, progress, on_step)
             local.sent(u.path for u in plan.uploads)
         if opts.repair:
-            summary.repair = _repair(st, plan, root, opts, models)
+            summary.repair = _repair(st, plan, root, opts, models, cfg)
         summary.seconds = time.monotonic() - t0
         if opts.dry_run:
             return summary
@@ -801,7 +804,8 @@ def sync_region(
             with ThreadPoolExecutor(opts.workers, thread_name_prefix="sync-verify") as pool:
                 assert plan.final_index is not None
                 mans = _remote_manifests_for_verify(st, plan, models, pool)
-                summary.verified_files = verify_region(st, plan.final_index, mans, pool)
+                configs = _local_configs(root, models, mans)
+                summary.verified_files = verify_region(st, plan.final_index, mans, pool, configs)
         return summary
     finally:
         st.close()
