@@ -32,6 +32,10 @@ class StoreError(TritonOpsError):
     """An object store (S3 or file://) refused or failed an operation."""
 
 
+class RegionsFailedError(TritonOpsError):
+    """Work over several regions finished where it could; each region that failed is named, with why."""
+
+
 class ResidencyError(TritonOpsError):
     """A model would be published to a region its residency rule forbids."""
 

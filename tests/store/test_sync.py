@@ -327,3 +327,29 @@ def test_real_triton_loads_a_synced_model(env: Env, unique) -> None:
         assert y.tolist() == [[11.0, 21.0, 31.0, 41.0]]  # version 2: Y = 10X + 1
     finally:
         client.unload_model(m)
+
+
+def test_a_region_that_fails_does_not_keep_the_others_from_their_sync(env: Env, unique, tmp_path: Path) -> None:
+    """--all-regions under cron: eu-west-1's endpoint is down; us-east-1 (after it) is still synced,
+    and the exit code and the one line say which region failed and why."""
+    from tritonops.config import dump_config
+    from tritonops.dev.stack import free_port
+
+    m = unique("both")
+    write_model(env.repo, m, {1: {"model.py": model_py(2.0)}})
+    regions = dict(env.config.regions)
+    regions[EU] = regions[EU].model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_port()}"})
+    path = tmp_path / "eu-down.yaml"
+    path.write_text(dump_config(env.config.model_copy(update={"regions": regions})))
+    res = CliRunner().invoke(app, ["--config", str(path), "sync", "--all-regions", "-o", "json"])
+    assert res.exit_code == 1, res.output
+    [summary] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert summary["region"] == US and summary["models_published"] == [m]
+    assert f"{m}/1/model.py" in env.keys(US)
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: 1 of 2 regions failed ({US} synced): region {EU}: cannot reach S3 endpoint"), line
+
+    # Named alone, the failing region is the same one line as before; both up, exit 0.
+    res = CliRunner().invoke(app, ["--config", str(path), "sync", "--region", EU])
+    assert res.exit_code == 1 and res.stderr.startswith(f"error: region {EU}: cannot reach S3 endpoint"), res.output
+    assert [s["region"] for s in run_sync(env, "--all-regions")] == [EU, US]

@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tritonops.config import Config
-from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError, UnsafePlanError
+from tritonops.errors import (
+    PlanError,
+    RegionsFailedError,
+    RepositoryError,
+    ResidencyError,
+    StoreError,
+    UnsafePlanError,
+)
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
 from tritonops.release.pointer import PublishRelease, publish_release
@@ -868,7 +875,12 @@ def sync(
     on_summary: Callable[[SyncSummary], None] | None = None,
     on_step: StepFn | None = None,
 ) -> list[SyncSummary]:
-    """Publish the repository to each region in turn. Stops at the first error.
+    """Publish the repository to each region in turn.
+
+    A failure that belongs to one region (its bucket unreachable or refusing, its verify failing,
+    its change guard, its residency rule) does not keep the next regions from their sync: with
+    several regions, each is tried, and :class:`RegionsFailedError` then names every region that
+    failed. Anything else (the local repository, the config) stops at once.
 
     ``on_step`` is called with each object's key right after it is written (see :func:`sync_region`)."""
     for r in regions:
@@ -879,11 +891,23 @@ def sync(
     if not local.models:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
     out = []
+    failed: list[str] = []
     for r in regions:
-        s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
+        try:
+            s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
+        except (StoreError, UnsafePlanError, ResidencyError) as e:
+            if len(regions) == 1:
+                raise
+            why = str(e)
+            failed.append(why if f"region {r}" in why or f"region {r!r}" in why else f"region {r}: {why}")
+            log.info("sync of region %s failed: %s", r, why)
+            continue
         out.append(s)
         if on_summary is not None:
             on_summary(s)
+    if failed:
+        done = f" ({', '.join(s.region for s in out)} synced)" if out else ""
+        raise RegionsFailedError(f"{len(failed)} of {len(regions)} regions failed{done}: " + "; ".join(failed))
     return out
 
 
