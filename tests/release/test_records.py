@@ -140,3 +140,34 @@ def test_on_publish_mode_refuses_rollouts_and_a_rollback_survives_a_resync(tmp_p
     assert pointer(tmp_path) == [1]
     add(cfg_path, 3)  # a new publish releases it (on-publish)
     assert pointer(tmp_path) == [3]
+
+
+def test_rollback_of_all_regions_goes_on_past_a_region_that_fails(tmp_path: Path) -> None:
+    """An emergency rollback everywhere: eu-west-1 (tried first) cannot roll back, us-east-1 still does,
+    and the exit code and the one line say which region failed and why."""
+    cfg_path = setup(tmp_path, "explicit")
+    add(cfg_path, 1)
+    add(cfg_path, 2)
+    assert cli(cfg_path, "promote", "m", "--version", "2", "--region", "us-east-1").exit_code == 0
+    assert (pointer(tmp_path), pointer(tmp_path, "us")) == ([1], [2])
+
+    res = cli(cfg_path, "rollback", "m", "--all-regions", "-o", "json")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert [(c["region"], c["live_before"], c["live_after"]) for c in doc["changes"]] == [("us-east-1", 2, 1)]
+    assert len(doc["failed"]) == 1 and "'eu-west-1'" in doc["failed"][0], doc
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error: 1 of 2 regions failed (us-east-1 rolled back): region 'eu-west-1': model 'm' has "
+                           "no previous live version"), line  # fmt: skip
+    assert (pointer(tmp_path), pointer(tmp_path, "us")) == ([1], [1])
+
+    # A bucket gone in one region: the other is still rolled back (to v2 here, with --to).
+    import shutil
+
+    shutil.move(tmp_path / "eu", tmp_path / "eu-away")
+    res = cli(cfg_path, "rollback", "m", "--all-regions", "--to", "2")
+    assert res.exit_code == 1 and pointer(tmp_path, "us") == [2], res.output
+    assert res.stderr.startswith("error: 1 of 2 regions failed (us-east-1 rolled back): ") and "eu-west-1" in res.stderr
+    # One region named alone: its own error, as before.
+    res = cli(cfg_path, "rollback", "m", "--region", "eu-west-1")
+    assert res.exit_code == 1 and not res.stderr.startswith("error: 1 of"), res.output

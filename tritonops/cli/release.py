@@ -130,21 +130,32 @@ def rollback_cmd(
     now: Annotated[bool, typer.Option("--now", help="Reconcile the region(s) at once.")] = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Back to the previous live version; within one reconcile, or at once with --now."""
+    """Back to the previous live version; within one reconcile, or at once with --now.
+
+    With --all-regions every region is tried: one that fails (its bucket down, no previous version
+    there) does not keep the others from rolling back; the run then exits 1 naming each."""
+    from tritonops.errors import TritonOpsError
+    from tritonops.regions import per_region
     from tritonops.release.ops import rollback
 
     cfg = get_config()
-    changes = [rollback(cfg, model, r, to).to_json() for r in _regions(region, all_regions)]
-    failed = 0
+    # Every region's pointer first, then (--now) each region's reconcile.
+    res = per_region(_regions(region, all_regions), lambda r: rollback(cfg, model, r, to).to_json(), (TritonOpsError,))
+    changes = [ch for _, ch in res.done]
     if now:
         from tritonops.reconcile.runner import context, reconcile
 
-        for ch in changes:
-            rep = reconcile(context(cfg, ch["region"]))
-            ch["reconcile_failed_actions"] = rep.failed
-            failed += rep.failed
-    emit(output, {"changes": changes}, lambda c: _render_changes(changes, c))
-    if failed:
+        for r, ch in res.done:
+            try:
+                ch["reconcile_failed_actions"] = reconcile(context(cfg, r)).failed
+            except TritonOpsError as e:
+                if len(res.regions) == 1:
+                    raise
+                res.fail(r, e)  # its pointer is rolled back; its next reconcile serves it
+    doc: dict[str, Any] = {"changes": changes, "failed": res.failed}
+    emit(output, doc, lambda c: _render_changes(changes, c))
+    res.raise_if_failed("rolled back")
+    if sum(ch.get("reconcile_failed_actions", 0) for ch in changes):
         raise typer.Exit(1)
 
 

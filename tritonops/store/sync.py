@@ -38,7 +38,6 @@ from typing import Any, Protocol
 from tritonops.config import Config
 from tritonops.errors import (
     PlanError,
-    RegionsFailedError,
     RepositoryError,
     ResidencyError,
     StoreError,
@@ -46,6 +45,7 @@ from tritonops.errors import (
 )
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
+from tritonops.regions import per_region
 from tritonops.release.pointer import PublishRelease, publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
@@ -890,25 +890,16 @@ def sync(
     local = open_local(cfg.repository_path, stat_cache_path(cfg))
     if not local.models:
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
-    out = []
-    failed: list[str] = []
-    for r in regions:
-        try:
-            s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
-        except (StoreError, UnsafePlanError, ResidencyError) as e:
-            if len(regions) == 1:
-                raise
-            why = str(e)
-            failed.append(why if f"region {r}" in why or f"region {r!r}" in why else f"region {r}: {why}")
-            log.info("sync of region %s failed: %s", r, why)
-            continue
-        out.append(s)
+
+    def one(r: str) -> SyncSummary:
+        s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
         if on_summary is not None:
             on_summary(s)
-    if failed:
-        done = f" ({', '.join(s.region for s in out)} synced)" if out else ""
-        raise RegionsFailedError(f"{len(failed)} of {len(regions)} regions failed{done}: " + "; ".join(failed))
-    return out
+        return s
+
+    res = per_region(regions, one, (StoreError, UnsafePlanError, ResidencyError))
+    res.raise_if_failed("synced")
+    return [s for _, s in res.done]
 
 
 def summary_json(s: SyncSummary) -> str:

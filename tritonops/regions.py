@@ -1,0 +1,54 @@
+"""Work done region by region, where one region's failure does not stop the others.
+
+A bucket that is down in one region, or a region whose model has no previous version, must not keep
+the next regions from a sync or an emergency rollback. :func:`per_region` runs each region in turn and
+collects what failed; the caller reports what was done, then :meth:`PerRegion.raise_if_failed` ends
+the run with one line naming every failed region (exit 1). With one region, its error is raised as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from tritonops.errors import RegionsFailedError
+
+T = TypeVar("T")
+
+
+@dataclass
+class PerRegion(Generic[T]):
+    regions: list[str]
+    done: list[tuple[str, T]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # one line each, naming its region
+
+    def fail(self, region: str, error: Exception) -> None:
+        why = str(error)
+        named = f"region {region}" in why or f"region {region!r}" in why
+        self.failed.append(why if named else f"region {region}: {why}")
+
+    def raise_if_failed(self, verb: str) -> None:
+        """``verb``: what the regions done had done ("synced", "rolled back")."""
+        if not self.failed:
+            return
+        ok = [r for r, _ in self.done]
+        done = f" ({', '.join(ok)} {verb})" if ok else ""
+        n = f"{len(self.failed)} of {len(self.regions)} regions failed"
+        raise RegionsFailedError(f"{n}{done}: " + "; ".join(self.failed))
+
+
+def per_region(
+    regions: list[str], fn: Callable[[str], T], scoped: tuple[type[Exception], ...]
+) -> PerRegion[T]:
+    """``fn(region)`` for each region in turn. An error of a ``scoped`` type is collected and the next
+    region goes on; with one region it is raised as is. Any other error stops at once."""
+    out: PerRegion[T] = PerRegion(list(regions))
+    for r in regions:
+        try:
+            out.done.append((r, fn(r)))
+        except scoped as e:
+            if len(regions) == 1:
+                raise
+            out.fail(r, e)
+    return out
