@@ -171,3 +171,18 @@ def test_rollback_of_all_regions_goes_on_past_a_region_that_fails(tmp_path: Path
     # One region named alone: its own error, as before.
     res = cli(cfg_path, "rollback", "m", "--region", "eu-west-1")
     assert res.exit_code == 1 and not res.stderr.startswith("error: 1 of"), res.output
+
+
+def test_release_status_of_all_regions_shows_the_regions_it_can_read(tmp_path: Path) -> None:
+    cfg_path = setup(tmp_path, "explicit")
+    add(cfg_path, 1)
+    import shutil
+
+    shutil.move(tmp_path / "eu", tmp_path / "eu-away")
+    res = cli(cfg_path, "release", "status", "m", "--all-regions", "-o", "json")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert [r["region"] for r in doc["regions"]] == ["us-east-1"] and doc["regions"][0]["models"]["m"]["live"] == 1
+    assert len(doc["failed"]) == 1 and "eu-west-1" in doc["failed"][0]
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error: 1 of 2 regions failed (us-east-1 shown): region eu-west-1: "), line

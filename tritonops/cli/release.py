@@ -74,12 +74,15 @@ def status_cmd(
     """Per region and server: the live version, what each server serves, rollouts in progress."""
     import time
 
+    from tritonops.errors import TritonOpsError
+    from tritonops.regions import per_region
     from tritonops.release.controller import load_rollout, rollouts_dir
     from tritonops.release.ops import region_status
 
     cfg = get_config()
-    regions = _regions(region, all_regions or region is None)
-    docs = [region_status(cfg, r, model) for r in regions]
+    res = per_region(_regions(region, all_regions or region is None), lambda r: region_status(cfg, r, model),
+                     (TritonOpsError,))  # fmt: skip
+    docs = [d for _, d in res.done]
     rollouts = []
     d = rollouts_dir(cfg)
     names = [model] if model else sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
@@ -89,8 +92,9 @@ def status_cmd(
             left = ro.get("bake_started", 0) + ro["bake_s"] - time.time() if ro["phase"] == "bake" else 0
             rollouts.append({**{k: ro[k] for k in ("id", "model", "version", "step", "steps", "phase", "gate")},
                              "bake_left_s": max(0.0, left), "failure": ro.get("failure")})  # fmt: skip
-    doc = {"regions": docs, "rollouts": rollouts}
+    doc = {"regions": docs, "rollouts": rollouts, "failed": res.failed}
     emit(output, doc, lambda c: _render_status(doc, c))
+    res.raise_if_failed("shown")
     if any(not s["reachable"] for r in docs for s in r["servers"].values()):
         raise typer.Exit(1)
 
