@@ -186,3 +186,39 @@ def test_release_status_of_all_regions_shows_the_regions_it_can_read(tmp_path: P
     assert len(doc["failed"]) == 1 and "eu-west-1" in doc["failed"][0]
     [line] = res.stderr.strip().splitlines()
     assert line.startswith("error: 1 of 2 regions failed (us-east-1 shown): region eu-west-1: "), line
+
+
+def test_a_rollout_rollback_goes_on_past_a_region_whose_bucket_is_down(tmp_path: Path) -> None:
+    """A failed gate's rollback blocks the version in every region of the rollout. With eu-west-1's
+    bucket down, us-east-1 is still blocked; the rollback stays pending and the next advance ends it."""
+    from tritonops.release.controller import rollouts_dir
+
+    cfg_path = setup(tmp_path, "explicit")
+    add(cfg_path, 1)
+    add(cfg_path, 2)
+    res = cli(cfg_path, "rollout", "start", "m", "--version", "2", "-o", "json")
+    assert res.exit_code == 0, res.output
+    # The state a controller leaves when a gate failed and it stopped before rolling back (a crash).
+    state = rollouts_dir(load_config(cfg_path)) / "m.json"
+    ro = json.loads(state.read_text())
+    digest = ro["digest"]
+    ro["phase"], ro["failure"] = "rollback", "failure rate 40% > 5%"
+    state.write_text(json.dumps(ro))
+
+    import shutil
+
+    shutil.move(tmp_path / "eu", tmp_path / "eu-away")
+    res = cli(cfg_path, "rollout", "advance", "m")
+    assert res.exit_code == 1, res.output
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error: 1 of 2 regions failed (us-east-1 rolled back): region eu-west-1: "), line
+    us = read_record(open_store(load_config(cfg_path).region("us-east-1")), "m")
+    assert us is not None and digest in us.blocked and pointer(tmp_path, "us") == [1]
+    assert json.loads(state.read_text())["phase"] == "rollback"
+
+    shutil.move(tmp_path / "eu-away", tmp_path / "eu")
+    res = cli(cfg_path, "rollout", "advance", "m")
+    assert res.exit_code == 4, res.output  # rolled back after a failed gate
+    assert json.loads(state.read_text())["phase"] == "failed"
+    eu = read_record(open_store(load_config(cfg_path).region("eu-west-1")), "m")
+    assert eu is not None and digest in eu.blocked and pointer(tmp_path) == [1]

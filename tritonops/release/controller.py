@@ -28,6 +28,7 @@ from typing import Any
 from tritonops.config import Config, ReleaseMode
 from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.regions import per_region
 from tritonops.release import gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
@@ -208,11 +209,13 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
 
 def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool) -> None:
     """Undo every step taken (idempotent); with ``block``, block the digest in every region of the
-    rollout, so neither a later rollout nor reconcile (nor on-publish) makes it live again."""
+    rollout, so neither a later rollout nor reconcile (nor on-publish) makes it live again. A region
+    that fails (its bucket down) does not keep the others from it; the phase stays, and the next
+    advance retries."""
     touched = _regions_of(ro, ro["step"])
-    for region in sorted({r for s in ro["steps"] for r in s["targets"]}):
-        if region not in touched and not block:
-            continue
+    regions = sorted({r for s in ro["steps"] for r in s["targets"]})
+
+    def one(region: str) -> None:
         rm = read_region_model(cfg, region, ro["model"])
         try:
             if block:
@@ -232,6 +235,9 @@ def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool) -> None
             rm.store.close()
         if region in touched:
             _reconcile(cfg, region)
+
+    res = per_region([r for r in regions if r in touched or block], one, (TritonOpsError,))
+    res.raise_if_failed("rolled back")
 
 
 def _finish(cfg: Config, ro: dict[str, Any]) -> None:
