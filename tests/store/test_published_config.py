@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from tests.store.conftest import Env, model_py, write_model
 from tritonops.cli import app
+from tritonops.fileio import sha256_file
 from tritonops.release.policy import config_pointer
+from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest, write_index
 from tritonops.repo.model_config import config_to_text, parse_config_text, set_specific_versions
 
 EU = "eu-west-1"
@@ -173,3 +175,25 @@ def test_repair_keeps_the_pointer_the_bucket_holds_in_explicit_mode(env: Env, un
     assert json.loads(out)["repair"]["uploaded"] == [KEY.format(m=m)]
     fixed = env.keys(EU)[KEY.format(m=m)].decode()
     assert config_pointer(fixed) == [1] and parse_config_text(fixed, m).max_batch_size == 8
+
+
+def test_a_local_config_change_not_synced_yet_is_neither_a_failure_nor_repaired(env: Env, unique) -> None:
+    """`sync --model X --verify/--repair` while model Y's local config has a change not published yet:
+    the bucket's config of Y is what Y's published manifest says, so it is neither refused nor rewritten."""
+    x, y = unique("x"), unique("y")
+    for m in (x, y):
+        write_model(env.repo, m, {1: {"model.py": model_py(1.0)}})
+    assert _cli(env, "sync", "-r", EU)[0] == 0
+    before = env.keys(EU)[KEY.format(m=y)]
+    conf = env.repo / y / "config.pbtxt"
+    conf.write_text(conf.read_text().replace("max_batch_size: 8", "max_batch_size: 16"))
+    man = ModelManifest.load(env.repo / y / MANIFEST_NAME)
+    man.config_sha256 = sha256_file(conf)  # as `repo add` records a new config
+    man.save(env.repo / y / MANIFEST_NAME)
+    write_index(env.repo)
+    for extra in (["--verify"], ["--repair", "--verify"]):
+        code, out, err = _cli(env, "sync", "-r", EU, "--model", x, *extra)
+        assert code == 0, (extra, err)
+        assert env.keys(EU)[KEY.format(m=y)] == before
+    assert _cli(env, "sync", "-r", EU, "--verify")[0] == 0  # and a sync publishes it
+    assert parse_config_text(env.keys(EU)[KEY.format(m=y)].decode(), y).max_batch_size == 16

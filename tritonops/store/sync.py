@@ -712,9 +712,17 @@ def _remote_manifests_for_verify(
     return known
 
 
-def _local_configs(root: Path, local: Mapping[str, ModelManifest], models: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """The local config.pbtxt (text, path) of each model, checked against its local manifest."""
-    return {m: (_verified_config(root / m, local[m]), str(root / m / CONFIG_NAME)) for m in models if m in local}
+def _local_configs(
+    root: Path, local: Mapping[str, ModelManifest], published: Mapping[str, ModelManifest]
+) -> dict[str, tuple[str, str]]:
+    """The local config.pbtxt (text, path) of each published model whose manifest records it as
+    the published config (a local edit not synced yet, e.g. under --model, is not what the bucket
+    should hold), checked against its local manifest."""
+    return {
+        m: (_verified_config(root / m, local[m]), str(root / m / CONFIG_NAME))
+        for m, man in published.items()
+        if m in local and local[m].config_sha256 == man.config_sha256
+    }
 
 
 def _repair(
@@ -734,6 +742,8 @@ def _repair(
         configs = _local_configs(root, local, mans)
 
         def fix_config(man: ModelManifest) -> tuple[str | None, str | None]:
+            if man.model not in configs:  # its local config is a change to publish, not a repair
+                return None, None
             why = config_problem(st, man, configs[man.model])
             if why is None or opts.dry_run:
                 return why, None
