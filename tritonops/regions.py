@@ -23,10 +23,12 @@ class PerRegion(Generic[T]):
     done: list[tuple[str, T]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one line each, naming its region
 
-    def fail(self, region: str, error: Exception) -> None:
+    def fail(self, region: str, error: Exception) -> str:
+        """Record ``region``'s failure; returns its line."""
         why = str(error)
         named = f"region {region}" in why or f"region {region!r}" in why
         self.failed.append(why if named else f"region {region}: {why}")
+        return self.failed[-1]
 
     def raise_if_failed(self, verb: str) -> None:
         """``verb``: what the regions done had done ("synced", "rolled back")."""
@@ -39,10 +41,14 @@ class PerRegion(Generic[T]):
 
 
 def per_region(
-    regions: list[str], fn: Callable[[str], T], scoped: tuple[type[Exception], ...]
+    regions: list[str],
+    fn: Callable[[str], T],
+    scoped: tuple[type[Exception], ...],
+    on_fail: Callable[[str, str], None] | None = None,
 ) -> PerRegion[T]:
-    """``fn(region)`` for each region in turn. An error of a ``scoped`` type is collected and the next
-    region goes on; with one region it is raised as is. Any other error stops at once."""
+    """``fn(region)`` for each region in turn. An error of a ``scoped`` type is collected (and given
+    to ``on_fail`` with its line as it happens) and the next region goes on; with one region it is
+    raised as is. Any other error stops at once."""
     out: PerRegion[T] = PerRegion(list(regions))
     for r in regions:
         try:
@@ -50,5 +56,7 @@ def per_region(
         except scoped as e:
             if len(regions) == 1:
                 raise
-            out.fail(r, e)
+            line = out.fail(r, e)
+            if on_fail is not None:
+                on_fail(r, line)
     return out

@@ -343,11 +343,12 @@ def test_a_region_that_fails_does_not_keep_the_others_from_their_sync(env: Env, 
     path.write_text(dump_config(env.config.model_copy(update={"regions": regions})))
     res = CliRunner().invoke(app, ["--config", str(path), "sync", "--all-regions", "-o", "json"])
     assert res.exit_code == 1, res.output
-    [summary] = [json.loads(line) for line in res.stdout.splitlines()]
+    failure, summary = [json.loads(line) for line in res.stdout.splitlines()]  # one line per region, in order
+    assert failure["region"] == EU and failure["error"].startswith(f"region {EU}: cannot reach S3 endpoint"), failure
     assert summary["region"] == US and summary["models_published"] == [m]
     assert f"{m}/1/model.py" in env.keys(US)
     [line] = res.stderr.strip().splitlines()
-    assert line.startswith(f"error: 1 of 2 regions failed ({US} synced): region {EU}: cannot reach S3 endpoint"), line
+    assert line == f"error: 1 of 2 regions failed ({US} synced): {failure['error']}", line
 
     # Named alone, the failing region is the same one line as before; both up, exit 0.
     res = CliRunner().invoke(app, ["--config", str(path), "sync", "--region", EU])

@@ -109,7 +109,7 @@ def sync_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Publish the local repository to regional buckets: incremental, atomic, residency-aware."""
-    from tritonops.store.sync import SyncOptions, SyncSummary, summary_json, sync
+    from tritonops.store.sync import SyncOptions, SyncSummary, failure_json, summary_json, sync
 
     cfg = get_config()
     if all_regions and region:
@@ -130,7 +130,12 @@ def sync_cmd(
             return
         _render(s)
 
-    sync(cfg, regions, opts, progress=progress, on_summary=report)
+    def failed(region: str, line: str) -> None:
+        if output is OutputFormat.json:  # the run's last line (stderr) names every failed region too
+            sys.stdout.write(failure_json(region, line) + "\n")
+            sys.stdout.flush()
+
+    sync(cfg, regions, opts, progress=progress, on_summary=report, on_fail=failed)
 
 
 def _render(s: object) -> None:

@@ -884,6 +884,7 @@ def sync(
     progress: SyncProgress | None = None,
     on_summary: Callable[[SyncSummary], None] | None = None,
     on_step: StepFn | None = None,
+    on_fail: Callable[[str, str], None] | None = None,
 ) -> list[SyncSummary]:
     """Publish the repository to each region in turn.
 
@@ -892,7 +893,8 @@ def sync(
     several regions, each is tried, and :class:`RegionsFailedError` then names every region that
     failed. Anything else (the local repository, the config) stops at once.
 
-    ``on_step`` is called with each object's key right after it is written (see :func:`sync_region`)."""
+    ``on_step`` is called with each object's key right after it is written (see :func:`sync_region`);
+    ``on_summary`` with each region's summary, ``on_fail`` with (region, line) for each that failed."""
     for r in regions:
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
@@ -907,10 +909,15 @@ def sync(
             on_summary(s)
         return s
 
-    res = per_region(regions, one, (StoreError, UnsafePlanError, ResidencyError))
+    res = per_region(regions, one, (StoreError, UnsafePlanError, ResidencyError), on_fail)
     res.raise_if_failed("synced")
     return [s for _, s in res.done]
 
 
 def summary_json(s: SyncSummary) -> str:
     return json.dumps(s.to_json(), sort_keys=False)
+
+
+def failure_json(region: str, line: str) -> str:
+    """The JSON line of a region whose sync failed (beside the others' summaries)."""
+    return json.dumps({"format_version": FORMAT_VERSION, "region": region, "error": line})
