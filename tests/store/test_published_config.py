@@ -195,5 +195,8 @@ def test_a_local_config_change_not_synced_yet_is_neither_a_failure_nor_repaired(
         code, out, err = _cli(env, "sync", "-r", EU, "--model", x, *extra)
         assert code == 0, (extra, err)
         assert env.keys(EU)[KEY.format(m=y)] == before
+    # Nor does a dry run of the sync that will publish it call it a repair.
+    code, out, err = _cli(env, "sync", "-r", EU, "--repair", "--dry-run", "-o", "json")
+    assert code == 0 and json.loads(out)["repair"]["found"] == [] and json.loads(out)["models_published"] == [y], out
     assert _cli(env, "sync", "-r", EU, "--verify")[0] == 0  # and a sync publishes it
     assert parse_config_text(env.keys(EU)[KEY.format(m=y)].decode(), y).max_batch_size == 16

@@ -740,9 +740,10 @@ def _repair(
             st, mans, local, root, region=plan.region, full=opts.verify, dry_run=opts.dry_run, skip=skip
         )
         configs = _local_configs(root, local, mans)
+        written = {mp.model for mp in plan.models if mp.write_config}  # by this sync (or its dry run)
 
         def fix_config(man: ModelManifest) -> tuple[str | None, str | None]:
-            if man.model not in configs:  # its local config is a change to publish, not a repair
+            if man.model not in configs or man.model in written:  # a change to publish, not a repair
                 return None, None
             why = config_problem(st, man, configs[man.model])
             if why is None or opts.dry_run:
