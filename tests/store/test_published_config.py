@@ -200,3 +200,27 @@ def test_a_local_config_change_not_synced_yet_is_neither_a_failure_nor_repaired(
     assert code == 0 and json.loads(out)["repair"]["found"] == [] and json.loads(out)["models_published"] == [y], out
     assert _cli(env, "sync", "-r", EU, "--verify")[0] == 0  # and a sync publishes it
     assert parse_config_text(env.keys(EU)[KEY.format(m=y)].decode(), y).max_batch_size == 16
+
+
+def test_what_sync_publishes_never_differs_from_its_source_across_the_triton_rules_corpus() -> None:
+    """Every config of the Triton-rules corpus (ensembles, sequence batching, batch inputs, reshapes,
+    TensorRT and ONNX configs, rejected ones too): the published form, policy aside, has no field
+    that differs from its source, so --verify raises nothing on what sync itself wrote; and one
+    change to any of them is named."""
+    from tests.repo.triton_rules_corpus import CASES as RULES
+    from tritonops.errors import RepositoryError
+    from tritonops.store.pubconfig import differing_fields, published_config
+
+    texts = {f"{c.id}/{m}": t for c in RULES for m, t in c.models.items()}
+    checked = 0
+    for where, text in sorted(texts.items()):
+        try:
+            source = parse_config_text(text, where)
+        except RepositoryError:
+            continue  # text Triton's parser refuses too: never published
+        published = parse_config_text(published_config(text, [1, 2, 3], where).decode(), where)
+        assert differing_fields(source, published) == [], where
+        published.max_batch_size += 1
+        assert differing_fields(source, published) == ["max_batch_size"], where
+        checked += 1
+    assert checked >= 390, checked  # 397 configs in the corpus; 396 parse
