@@ -379,8 +379,8 @@ def add_onnx_version(
     Triton has only the python backend). ``files_from`` is an .onnx file, or a folder holding
     model.onnx (its other files are copied too). Then :func:`add_version`.
     """
-    # Lazy: convert pulls in onnx; the layout and model.py are convert's own, reused, not copied.
-    from tritonops.convert.model_folder import ONNX_FILE, stage_version
+    # The layout and model.py are the ones convert writes (repo/version_folder.py), reused, not copied.
+    from tritonops.repo.version_folder import ONNX_FILE, stage_version
 
     if runtime not in RUNTIMES:
         raise RepositoryError(f"--runtime: unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
