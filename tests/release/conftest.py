@@ -87,6 +87,7 @@ class RelStack:
         return {**self.servers(EU), **self.servers(US)}
 
     def add(self, version: int, *, sleep_ms: int = GOOD_MS, fail_every: int = 0) -> None:
+        from tritonops.release.pointer import publish_release
         from tritonops.repo.repository import add_version
         from tritonops.store.sync import SyncOptions, sync
 
@@ -98,7 +99,7 @@ class RelStack:
         conf.write_text(CONFIG.format(name=MODEL))
         add_version(self.config.repository_path, MODEL, src / "model.py", config=conf)
         assert max(self.local_versions()) == version
-        sync(self.config, [EU, US], SyncOptions())
+        sync(self.config, [EU, US], SyncOptions(), releases=publish_release)
 
     def local_versions(self) -> list[int]:
         from tritonops.repo.manifest import ModelManifest

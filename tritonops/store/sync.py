@@ -29,13 +29,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonops.config import Config
+from tritonops.config import Config, ReleaseMode
 from tritonops.errors import (
     PlanError,
     RepositoryError,
@@ -46,7 +46,6 @@ from tritonops.errors import (
 from tritonops.fileio import sha256_bytes
 from tritonops.guard import ChangeGuard
 from tritonops.regions import per_region
-from tritonops.release.pointer import PublishRelease, publish_release
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     INDEX_NAME,
@@ -80,6 +79,26 @@ class SyncProgress(Protocol):
     def file_done(self) -> None: ...
 
     def finish(self) -> None: ...
+
+
+class PublishedRelease(Protocol):
+    """What a model's release says about publishing it (``tritonops.release.pointer.PublishRelease``)."""
+
+    @property
+    def protected(self) -> set[int]: ...
+
+    def pointer(self, final: ModelManifest) -> list[int] | None: ...
+
+
+class ReleaseReader(Protocol):
+    """Reads a model's release in a region's bucket (``tritonops.release.pointer.publish_release``).
+
+    Handed in by the caller: releases are a layer above the store, and sync only asks them which
+    versions the published config points at and which a prune must keep."""
+
+    def __call__(
+        self, store: ObjectStore, mode: ReleaseMode, model: str, published: bool, listed: Container[str] | None = None
+    ) -> PublishedRelease: ...
 
 
 @dataclass
@@ -317,7 +336,7 @@ def _plan_model(
     opts: SyncOptions,
     listing: dict[str, ObjectInfo] | None,
     pool: ThreadPoolExecutor,
-    release: PublishRelease,
+    release: PublishedRelease,
 ) -> None:
     """Fill ``mp``: what to upload, skip, withdraw and prune for one local model.
 
@@ -388,7 +407,9 @@ def _plan_model(
         mp.write_manifest = mp.target.dumps() != remote.dumps()
 
 
-def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions, store: ObjectStore) -> RegionPlan:
+def plan_region(
+    cfg: Config, region: str, local: LocalModels, opts: SyncOptions, store: ObjectStore, releases: ReleaseReader
+) -> RegionPlan:
     """Compare the local manifests with the bucket; reads only (GET index, GET changed manifests)."""
     plan = RegionPlan(region, store.url)
     allowed = _models_for_region(cfg, region, local, opts, plan)
@@ -408,10 +429,10 @@ def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions,
                 model_listing = listing if listing is not None else {o.key: o for o in store.list(f"{m}/")}
             todo.append((ModelPlan(m, local[m], remote), model_listing))
         # One release-record GET per changed model, in parallel; none where the LIST shows no record.
-        releases = pool.map(
-            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
+        found = pool.map(
+            lambda t: releases(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
         )
-        for (mp, model_listing), release in zip(todo, list(releases), strict=True):
+        for (mp, model_listing), release in zip(todo, list(found), strict=True):
             _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, release)
             plan.models.append(mp)
             plan.skipped_files += mp.skipped_files
@@ -427,9 +448,7 @@ def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions,
     return plan
 
 
-def _models_for_region(
-    cfg: Config, region: str, local: LocalModels, opts: SyncOptions, plan: RegionPlan
-) -> list[str]:
+def _models_for_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions, plan: RegionPlan) -> list[str]:
     """The local models to sync here: those asked for (all by default) that residency allows."""
     root = cfg.repository_path
     names = list(local)
@@ -726,7 +745,13 @@ def _local_configs(
 
 
 def _repair(
-    st: ObjectStore, plan: RegionPlan, root: Path, opts: SyncOptions, local: Mapping[str, ModelManifest], cfg: Config
+    st: ObjectStore,
+    plan: RegionPlan,
+    root: Path,
+    opts: SyncOptions,
+    local: Mapping[str, ModelManifest],
+    cfg: Config,
+    releases: ReleaseReader,
 ) -> dict[str, Any]:
     """--repair: every published version this sync did not just upload, checked and fixed; then
     every published config, rewritten where it is not what sync would have written."""
@@ -750,7 +775,7 @@ def _repair(
                 return why, None
             # The pointer sync itself would write: the release record's live version, else what the
             # bucket's config points at (explicit mode), else the local policy.
-            pointer = publish_release(st, cfg.release.mode, man.model, True).pointer(man)
+            pointer = releases(st, cfg.release.mode, man.model, True).pointer(man)
             text, source = configs[man.model]
             key = f"{man.model}/{CONFIG_NAME}"
             data = published_config(text, sorted(man.versions), source, pointer)
@@ -776,10 +801,13 @@ def sync_region(
     local: LocalRepository | None = None,
     progress: SyncProgress | None = None,
     on_step: StepFn | None = None,
+    *,
+    releases: ReleaseReader,
 ) -> SyncSummary:
     """Publish the local repository to one region. See the module docstring for the order.
 
-    ``on_step`` is called with each object's key right after it is written."""
+    ``on_step`` is called with each object's key right after it is written. ``releases`` reads a
+    model's release (``tritonops.release.pointer.publish_release``)."""
     t0 = time.monotonic()
     rcfg = cfg.region(region)
     root = cfg.repository_path
@@ -788,7 +816,7 @@ def sync_region(
     models = local.models
     st = open_store(rcfg, region, max_workers=opts.workers)
     try:
-        plan = plan_region(cfg, region, models, opts, st)
+        plan = plan_region(cfg, region, models, opts, st, releases)
         check_plan(plan, opts)
         # Never publish what `repo validate` rejects: open_local validated every model that moved
         # on disk since it was last verified; their bytes are hashed once, here for the files this
@@ -814,7 +842,7 @@ def sync_region(
             _apply(st, plan, root, opts, progress, on_step)
             local.sent(u.path for u in plan.uploads)
         if opts.repair:
-            summary.repair = _repair(st, plan, root, opts, models, cfg)
+            summary.repair = _repair(st, plan, root, opts, models, cfg, releases)
         summary.seconds = time.monotonic() - t0
         if opts.dry_run:
             return summary
@@ -863,9 +891,7 @@ def _apply(
                 if not mp.prune_versions:
                     continue
                 assert mp.target is not None and mp.final is not None
-                st.delete(
-                    f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files
-                )
+                st.delete(f"{mp.model}/{n}/{f.path}" for n in mp.prune_versions for f in mp.target.versions[n].files)
                 _put_pointer(st, f"{mp.model}/{MANIFEST_NAME}", mp.final.dumps(), steps)
             for m, man in sorted(plan.prune_models.items()):
                 keys = _model_keys(m, man)
@@ -886,6 +912,8 @@ def sync(
     on_summary: Callable[[SyncSummary], None] | None = None,
     on_step: StepFn | None = None,
     on_fail: Callable[[str, str], None] | None = None,
+    *,
+    releases: ReleaseReader,
 ) -> list[SyncSummary]:
     """Publish the repository to each region in turn.
 
@@ -895,7 +923,8 @@ def sync(
     failed. Anything else (the local repository, the config) stops at once.
 
     ``on_step`` is called with each object's key right after it is written (see :func:`sync_region`);
-    ``on_summary`` with each region's summary, ``on_fail`` with (region, line) for each that failed."""
+    ``on_summary`` with each region's summary, ``on_fail`` with (region, line) for each that failed.
+    ``releases``: how a model's release is read (``tritonops.release.pointer.publish_release``)."""
     for r in regions:
         cfg.region(r)  # unknown region: one line before anything happens
     if not regions:
@@ -905,7 +934,7 @@ def sync(
         raise RepositoryError(f"{cfg.repository_path}: no model to publish (empty repository)")
 
     def one(r: str) -> SyncSummary:
-        s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step)
+        s = sync_region(cfg, r, opts, local=local, progress=progress, on_step=on_step, releases=releases)
         if on_summary is not None:
             on_summary(s)
         return s
