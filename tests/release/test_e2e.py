@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from tests.release.conftest import EU, MODEL, US, LoadGen, RelStack, infer_version, served
 from tritonops.cli import app
+from tritonops.cli.reconcile import reconcile_region
 from tritonops.release import controller
 from tritonops.release.state import ReleaseError
 
@@ -37,7 +38,7 @@ def run_rollout(rel: RelStack, version: int, timeout_s: float = 90.0) -> tuple[d
     seen = []
     deadline = time.monotonic() + timeout_s
     while True:
-        ro, _ = controller.advance(rel.config, MODEL)
+        ro, _ = controller.advance(rel.config, MODEL, reconcile_region)
         assert ro is not None
         seen.append(snapshot(rel))
         if ro["phase"] in controller.TERMINAL:

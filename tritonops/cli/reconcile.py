@@ -18,6 +18,7 @@ from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, hum
 from tritonops.cli.root import app
 
 if TYPE_CHECKING:  # imported inside the commands: keeps `tritonops --help` fast
+    from tritonops.config import Config
     from tritonops.reconcile import runner
     from tritonops.reconcile.plan import Plan
 
@@ -135,6 +136,14 @@ def parse_every(text: str) -> float:
     if s < 1:
         raise typer.BadParameter(f"{text!r}: the interval must be at least 1s", param_hint="--every")
     return s
+
+
+def reconcile_region(cfg: Config, region: str) -> int:
+    """Reconcile ``region`` once, now, under its lock: the number of failed actions (LockHeldError if
+    another run holds the lock). What a rollout step hands its controller (release.controller.Reconciler)."""
+    from tritonops.reconcile.runner import context, reconcile
+
+    return reconcile(context(cfg, region)).failed
 
 
 @app.command("reconcile")

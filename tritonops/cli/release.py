@@ -198,9 +198,10 @@ def rollout_advance_cmd(
 ) -> None:
     """Do what is next (idempotent, cron-safe, resumable): apply a step, or judge it after its bake.
     Exit 0 progressing or done, 4 rolled back after a failed gate, 3 another controller holds the lock."""
+    from tritonops.cli.reconcile import reconcile_region
     from tritonops.release.controller import advance
 
-    ro, report = advance(get_config(), model)
+    ro, report = advance(get_config(), model, reconcile_region)
     doc = _rollout_doc(ro, report)
     emit(output, doc, lambda c: _render_rollout(doc, c))
     if ro is not None and ro["phase"] == "failed":
@@ -210,8 +211,9 @@ def rollout_advance_cmd(
 @rollout_app.command("abort")
 def rollout_abort_cmd(model: ModelArg, output: OutputOpt = OutputFormat.table) -> None:
     """Roll back every step the rollout took (the version is not blocked)."""
+    from tritonops.cli.reconcile import reconcile_region
     from tritonops.release.controller import abort
 
-    ro, report = abort(get_config(), model)
+    ro, report = abort(get_config(), model, reconcile_region)
     doc = _rollout_doc(ro, report)
     emit(output, doc, lambda c: _render_rollout(doc, c))
