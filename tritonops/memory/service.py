@@ -13,7 +13,8 @@ from typing import Any
 
 from tritonops.config import Config, RegionConfig, ServerConfig
 from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError, TritonOpsError
-from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_load, measured_unload
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import LoadResult, measured_load, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
@@ -140,7 +141,7 @@ def server_memory(
     for m in states:
         if m.state != READY:
             continue
-        pred = ledger.predict(m.name, m.version, None, device_type, triton_version)
+        pred = ledger.predict(FootprintKey(m.name, m.version, None, device_type, triton_version))
         models.append({
             "model": m.name, "version": m.version,
             "footprint_bytes": ledger.server_footprint(server.name, m.name, m.version),

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonops.capacity.planner import LOAD_BASE_S, LOAD_BYTES_PER_S
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes
+from tritonops.memory.estimate import estimate_load_s
 from tritonops.memory.probes import DeviceMemory
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl
@@ -43,8 +43,8 @@ class DesiredModel:
 
     @property
     def load_s(self) -> float:
-        """Estimated load time (the ledger does not time loads yet): the capacity planner's estimate."""
-        return LOAD_BASE_S + self.footprint_bytes / LOAD_BYTES_PER_S
+        """Estimated load time (the ledger does not time loads yet): the one estimate, the capacity planner's too."""
+        return estimate_load_s(self.footprint_bytes)
 
 
 @dataclass(frozen=True)
