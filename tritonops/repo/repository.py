@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import RepositoryError
-from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, sha256_bytes
+from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, read_chunks, sha256_bytes
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     MANIFEST_NAME,
@@ -103,10 +103,7 @@ def copy_hashed(src: Path, dst: Path, rel: str, chunk_bytes: int = HASH_CHUNK_BY
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise RepositoryError(f"{src}: not a regular file (it changed while being added)")
         with open(dst, "wb") as fout:
-            while True:
-                b = fin.read(chunk_bytes)
-                if not b:
-                    break
+            for b in read_chunks(fin, chunk_bytes):
                 h.update(b)
                 fout.write(b)
                 size += len(b)
