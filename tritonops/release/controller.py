@@ -14,10 +14,8 @@ baseline) -> ``bake`` (wait ``bake_s``, then the health gate and the metric gate
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ from typing import Any
 from tritonops.config import Config, ReleaseMode
 from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.filelock import exclusive_lock
 from tritonops.regions import per_region
 from tritonops.release import gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
@@ -73,16 +72,8 @@ def _save(cfg: Config, ro: dict[str, Any]) -> None:
 def rollout_lock(cfg: Config, model: str) -> Iterator[None]:
     """One controller per model at a time; the kernel drops the lock when the process dies."""
     p = rollouts_dir(cfg) / f"{model}.lock"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(f"model {model!r}: another rollout controller holds {p}") from None
+    with exclusive_lock(p, lambda _pid: LockHeldError(f"model {model!r}: another rollout controller holds {p}")):
         yield
-    finally:
-        os.close(fd)
 
 
 def plan_steps(cfg: Config, model: str) -> list[dict[str, Any]]:
