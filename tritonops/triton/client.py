@@ -84,7 +84,7 @@ class UnloadTimeout(TritonError):
     ``tritonops.memory``, it is gone from the index but its memory is not back."""
 
     def __init__(self, message: str, *, still_loaded: bool, result: UnloadResult) -> None:
-        super().__init__(message)
+        super().__init__(message, model=result.model)
         self.still_loaded = still_loaded
         self.result = result
 
