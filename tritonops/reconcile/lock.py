@@ -17,7 +17,7 @@ from tritonops.filelock import exclusive_lock
 @contextmanager
 def region_lock(path: Path, region: str) -> Iterator[Path]:
     def held(pid: str) -> LockHeldError:
-        return LockHeldError(f"region {region!r}: another reconcile holds {path} (pid {pid})")
+        return LockHeldError(f"region {region!r}: another reconcile holds {path} (pid {pid})", region=region)
 
     with exclusive_lock(path, held):
         yield path

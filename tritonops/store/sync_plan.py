@@ -347,7 +347,9 @@ def _models_for_region(cfg: Config, region: str, local: LocalModels, opts: SyncO
             if not cfg.is_allowed(m, region):
                 raise ResidencyError(
                     f"model {m!r} is not allowed in region {region!r} "
-                    f"(models.{m}.regions: {', '.join(cfg.allowed_regions(m)) or 'none'})"
+                    f"(models.{m}.regions: {', '.join(cfg.allowed_regions(m)) or 'none'})",
+                    region=region,
+                    model=m,
                 )
         names = list(opts.models)
     allowed = [m for m in names if cfg.is_allowed(m, region)]
@@ -463,7 +465,10 @@ def check_plan(plan: RegionPlan, opts: SyncOptions) -> None:
             raise PlanError(
                 f"region {plan.region}: model {mp.model!r} version {n}: local files differ from the "
                 "published version (published versions are immutable: add a new version, "
-                "or pass --force to replace it)"
+                "or pass --force to replace it)",
+                region=plan.region,
+                model=mp.model,
+                version=n,
             )
     deletes = plan.delete_keys()
     if not deletes:
@@ -473,5 +478,6 @@ def check_plan(plan: RegionPlan, opts: SyncOptions) -> None:
         raise UnsafePlanError(
             f"region {plan.region}: --prune would delete {len(deletes)} of the "
             f"{plan.published_files_before} objects tritonops published (limit {limit}, --max-delete); "
-            "pass --force to delete them anyway"
+            "pass --force to delete them anyway",
+            region=plan.region,
         )
