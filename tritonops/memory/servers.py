@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.memory.probes import DeviceMemory, probe_for_server
-from tritonops.triton.client import ControlClient, ModelState
+from tritonops.triton.client import READY, ControlClient, ModelState
 
 T = TypeVar("T")
 
@@ -49,13 +49,10 @@ class ServerView:
     def reachable(self) -> bool:
         return self.error is None
 
-    def served(self) -> dict[str, dict[int, str]]:
-        """model -> version -> state, for the index rows that name a version."""
-        out: dict[str, dict[int, str]] = {}
-        for m in self.index or []:
-            if m.version is not None:
-                out.setdefault(m.name, {})[m.version] = m.state
-        return out
+    def ready_versions(self, model: str) -> list[int]:
+        """The versions of ``model`` the index shows READY."""
+        rows = [m for m in self.index or [] if m.name == model and m.state == READY]
+        return sorted(m.version for m in rows if m.version is not None)
 
     def to_json(self) -> dict[str, Any]:
         """The row ``tritonops status`` prints for the server."""
@@ -82,17 +79,23 @@ class ServerView:
         return row
 
 
-def read_server(server: ServerConfig, *, timeout_s: float = 10.0, probe: str | None = None) -> ServerView:
-    """Health, Triton version, the repository index and the memory of one server."""
+def read_server(
+    server: ServerConfig, *, timeout_s: float = 10.0, probe: str | None = None, index_only: bool = False
+) -> ServerView:
+    """Health, Triton version, the repository index and the memory of one server; with ``index_only``,
+    the index alone (one call: what a release check asks of each server)."""
     view = ServerView(server.name, server.http_url or server.grpc_url)
     try:
         c = ControlClient.from_server(server, None, timeout_s=timeout_s)
-        view.live = c.live()
-        view.ready = c.ready()
-        view.triton_version = c.triton_version()
+        if not index_only:
+            view.live = c.live()
+            view.ready = c.ready()
+            view.triton_version = c.triton_version()
         view.index = c.index()
     except TritonOpsError as e:
         view.error = str(e)
+        return view
+    if index_only:
         return view
     try:
         p = probe_for_server(c.url, server.metrics_url, prefer=probe)
