@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tritonops.config import Config, RegionConfig
 from tritonops.demand.read import read_demand
 from tritonops.demand.sources import StatsClient
-from tritonops.errors import PlanError, StalePlanError, TritonOpsError
+from tritonops.errors import ExitCode, PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile import metrics
@@ -44,10 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-# A run that skipped a server (down, frozen, unreachable) or had an action fail: cron must see it.
-# Distinct from 1 (error: nothing was applied), 2 (plan --detailed-exitcode: changes pending),
-# 3 (lock held) and 4 (convert: an optional target failed).
-EXIT_DEGRADED = 5
+# A run that skipped a server (down, frozen, unreachable) or had an action fail: cron must see it
+# (errors.ExitCode lists every exit code).
+EXIT_DEGRADED = ExitCode.DEGRADED
 
 
 @dataclass
@@ -277,7 +276,7 @@ class RunReport:
             "skipped_servers": sorted(self.skipped_servers),
             "degraded": self.degraded,
             "degraded_reasons": self.degraded_reasons(),
-            "exit_code": 1 if self.refused else EXIT_DEGRADED if self.degraded else 0,
+            "exit_code": int(ExitCode.ERROR if self.refused else EXIT_DEGRADED if self.degraded else ExitCode.OK),
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,
