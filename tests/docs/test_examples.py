@@ -104,8 +104,8 @@ def _runnable(page: Path) -> list[Block]:
 RUN_PAGES = [p for p in PAGES if _runnable(p)]
 
 
-def _stop_stacks(workdir: Path) -> None:
-    for state in workdir.rglob("state.json"):
+def _stop_stacks(root: Path) -> None:
+    for state in root.rglob("state.json"):
         if (state.parent / "tritonops.yaml").exists():
             stack.down(state.parent)
 
@@ -134,7 +134,7 @@ def test_every_shell_example_runs(page: Path, tmp_path: Path) -> None:
         proc = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True,
                               timeout=PAGE_TIMEOUT_S)
     finally:
-        _stop_stacks(work)
+        _stop_stacks(tmp_path)  # the work folder and $HOME (the README's scratch folder)
     if proc.returncode != 0:
         started = re.findall(r"### docs-test: (\S+)", proc.stderr)
         where = started[-1] if started else str(page)
