@@ -111,6 +111,7 @@ def _stop_stacks(root: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(PAGE_TIMEOUT_S + 60)
 @pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(ROOT)) for p in RUN_PAGES])
 def test_every_shell_example_runs(page: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
