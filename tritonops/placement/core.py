@@ -41,6 +41,7 @@ NO_CAP = 1 << 30  # loads_left for a server without a cap on loads per run
 UNKNOWN_ROOM = 1 << 60  # room_bytes of a server whose memory is unknown (no budget, no probe): all fits
 NOT_ALLOWED = -2  # Solution.evicted cause: loaded on a server no longer allowed to hold it
 PINNED = -1  # Solution.evicted cause: made room for a pinned model
+OVER_BUDGET = -3  # Solution.evicted cause: what is loaded exceeds the server's room
 
 # How a replica is held after the run (Solution.replicas) and what happened to the others.
 PIN_KEEP, PIN_LOAD, KEEP, LOAD, SURPLUS = range(5)
@@ -58,11 +59,10 @@ def stable_keys(names: Sequence[str]) -> npt.NDArray[np.uint64]:
 
 def rendezvous(model_key: int, server_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """Rendezvous (highest random weight) scores of one model on every server: splitmix64 of the pair."""
-    with np.errstate(over="ignore"):
-        z = server_keys ^ np.uint64(model_key)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    z = server_keys ^ np.uint64(model_key)  # arrays wrap around silently (only scalars warn)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return np.asarray(z ^ (z >> np.uint64(31)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class Solution:
     priority: npt.NDArray[np.float64]  # per model, its first replica's (without hysteresis)
     used_bytes: npt.NDArray[np.int64]  # per server, after the run
     slot_order: list[tuple[int, int]] = field(default_factory=list)  # (model, replica number), placed or not
+    load_order: list[tuple[int, int]] = field(default_factory=list)  # (model, server) loads, highest priority first
 
 
 def priorities(p: Problem) -> npt.NDArray[np.float64]:
@@ -137,20 +138,46 @@ class _State:
         self.sol = Solution({}, {}, {}, [], np.zeros(len(p.size)), np.zeros(len(p.room_bytes), np.int64))
         self.pending: dict[tuple[int, int], None] = {}  # loaded, not claimed yet: eviction candidates
         self.victims: list[tuple[int, int, int]] = []  # heap of (victim rank, model, server)
+        self.evictable = np.zeros(len(p.room_bytes), np.int64)  # bytes of pending on-demand replicas
+        self.sizes: list[int] = p.size.tolist()  # python ints: indexed once per replica, many times a run
+        self.pinned: list[bool] = p.pinned.tolist()
+        self._reach: int | None = None  # cache of reach()
+
+    def reach(self) -> int:
+        """The largest replica a load could still place anywhere: free plus evictable bytes on a
+        server with loads left (-1: no loads left anywhere)."""
+        if self._reach is None:
+            room = self.free + self.evictable if self.p.evict else self.free
+            ok = self.loads_left > 0
+            self._reach = int(room[ok].max()) if ok.any() else -1
+        return self._reach
+
+    def add_pending(self, m: int, s: int) -> None:
+        self.pending[(m, s)] = None
+        if not self.pinned[m]:
+            self.evictable[s] += self.size(m, s)
 
     def size(self, m: int, s: int) -> int:
-        return self.p.size_on.get((m, s), int(self.p.size[m])) if self.p.size_on else int(self.p.size[m])
+        return self.p.size_on.get((m, s), self.sizes[m]) if self.p.size_on else self.sizes[m]
 
     def allowed(self, m: int, s: int) -> bool:
         return self.p.allowed is None or bool(self.p.allowed[m, s])
 
+    def _unpend(self, m: int, s: int) -> None:
+        del self.pending[(m, s)]
+        if not self.pinned[m]:
+            self.evictable[s] -= self.size(m, s)
+        self._reach = None
+
     def hold(self, m: int, s: int, how: int) -> None:
         self.on.setdefault(m, set()).add(s)
         self.sol.replicas[(m, s)] = how
-        self.pending.pop((m, s), None)
+        if (m, s) in self.pending:
+            self._unpend(m, s)
+        self._reach = None
 
     def evict(self, m: int, s: int, cause: int) -> None:
-        del self.pending[(m, s)]
+        self._unpend(m, s)
         self.free[s] += self.size(m, s)
         self.sol.evicted[(m, s)] = cause
 
@@ -160,14 +187,15 @@ def _start(p: Problem, st: _State) -> dict[int, list[int]]:
     by_model: dict[int, list[int]] = {}
     for m, s in sorted(set(p.loaded)):
         st.free[s] -= st.size(m, s)
-        st.pending[(m, s)] = None
+        st.add_pending(m, s)
         if not st.allowed(m, s):
             st.evict(m, s, NOT_ALLOWED)
-        elif not p.pinned[m]:
+        elif not st.pinned[m]:
             by_model.setdefault(m, []).append(s)
     for m, servers in by_model.items():
-        score = rendezvous(int(p.model_key[m]), p.server_key[servers])
-        by_model[m] = [servers[i] for i in np.argsort(-score.astype(np.float64), kind="stable")]
+        if len(servers) > 1:
+            score = rendezvous(int(p.model_key[m]), p.server_key[servers])
+            by_model[m] = [servers[i] for i in np.argsort(score, kind="stable")[::-1]]
     return by_model
 
 
@@ -182,17 +210,19 @@ def _rank_victims(p: Problem, st: _State, slots: list[tuple[int, int]], by_model
             claim_at[(m, servers[k - 1])] = pos
     n = len(slots)
     surplus = sorted(
-        (prio[m], int(p.name_rank[m]), m, s) for (m, s) in st.pending if (m, s) not in claim_at and not p.pinned[m]
+        (prio[m], int(p.name_rank[m]), int(p.server_key[s]), m, s)
+        for (m, s) in st.pending if (m, s) not in claim_at and not st.pinned[m]
     )
-    ranked = [(i, m, s) for i, (_, _, m, s) in enumerate(surplus)]
+    ranked = [(i, m, s) for i, (_, _, _, m, s) in enumerate(surplus)]
     ranked += [(len(surplus) + n - pos, m, s) for (m, s), pos in claim_at.items()]
     st.victims = ranked
     heapq.heapify(st.victims)
 
 
-def _make_room(st: _State, m: int, size: int, ok: list[int]) -> int | None:
-    """Evict the lowest-ranked pending replicas until one server in ``ok`` has room for ``size``."""
-    if not st.p.evict:
+def _make_room(st: _State, m: int, size: int, ok: list[int], force: bool = False) -> int | None:
+    """Evict the lowest-ranked pending replicas until one server in ``ok`` has room for ``size``
+    (nothing when that cannot be reached, except for OVER_BUDGET: as much as there is)."""
+    if not st.p.evict and not force:
         return None
     okset = set(ok)
     freed: dict[int, list[tuple[int, int, int]]] = {}
@@ -210,6 +240,8 @@ def _make_room(st: _State, m: int, size: int, ok: list[int]) -> int | None:
         if st.free[vs] + sum(st.size(x, vs) for _, x, _ in freed[vs]) >= size:
             found = vs
             break
+    if found is None and m == OVER_BUDGET and len(ok) == 1:
+        found = ok[0]
     for v in skipped:
         if found is not None and v in freed.get(found, ()):
             st.evict(v[1], v[2], m)
@@ -220,7 +252,8 @@ def _make_room(st: _State, m: int, size: int, ok: list[int]) -> int | None:
 
 def _place_pinned(p: Problem, st: _State) -> None:
     """Pinned models on every server allowed to hold them; on-demand replicas there make room."""
-    for m in np.flatnonzero(p.pinned).tolist():
+    pinned = np.flatnonzero(p.pinned)
+    for m in pinned[np.argsort(p.name_rank[pinned])].tolist():
         for s in range(len(p.room_bytes)):
             if not st.allowed(m, s):
                 continue
@@ -228,7 +261,7 @@ def _place_pinned(p: Problem, st: _State) -> None:
                 st.hold(m, s, PIN_KEEP)
                 continue
             need = st.size(m, s)
-            if st.free[s] < need and _make_room(st, PINNED, need, [s]) is None:
+            if st.free[s] < need and _make_room(st, PINNED, need, [s], force=True) is None:
                 st.sol.unfit.append((m, s))
                 continue
             st.free[s] -= need
@@ -245,7 +278,7 @@ def _new_replica(p: Problem, st: _State, m: int) -> tuple[int | None, str]:
     if not ok:
         return None, "cap"
     score = rendezvous(int(p.model_key[m]), p.server_key[ok])
-    ranked = [ok[i] for i in np.argsort(-score.astype(np.float64), kind="stable")]
+    ranked = [ok[i] for i in np.argsort(score, kind="stable")[::-1]]
     for s in ranked:
         if st.free[s] >= st.size(m, s):
             return s, ""
@@ -255,13 +288,22 @@ def _new_replica(p: Problem, st: _State, m: int) -> tuple[int | None, str]:
     return None, "room"
 
 
-def _full(p: Problem, st: _State) -> str:
-    """Why no later slot can be loaded ("cap": no loads left anywhere; "room": no free room and
-    nothing to evict), or "" while one still may."""
-    if not (st.loads_left > 0).any():
+def _over_budget(st: _State) -> None:
+    """A server holding more than its room (budget lowered, estimates replaced by measurements):
+    its lowest-ranked on-demand replicas go until it fits (pinned ones are never evicted)."""
+    for s in np.flatnonzero(st.free < 0).tolist():
+        _make_room(st, OVER_BUDGET, 0, [s], force=True)
+
+
+def _quick_miss(p: Problem, st: _State, m: int) -> str:
+    """Why no server can take a new replica of ``m``, decided without looking at each server ("" if
+    one may): nothing anywhere has loads left, or no server could free enough for it."""
+    reach = st.reach()
+    if reach < 0:
         return "cap"
-    evictable = p.evict and any(not p.pinned[m] for m, _ in st.pending)
-    return "" if evictable or int(st.free.max(initial=0)) >= int(p.size.min(initial=0)) else "room"
+    if p.size_on and any(key[0] == m for key in p.size_on):
+        return ""
+    return "room" if int(p.size[m]) > reach else ""
 
 
 def solve(p: Problem) -> Solution:
@@ -276,24 +318,26 @@ def solve(p: Problem) -> Solution:
     slots = _slots(p, prio, held)
     st.sol.slot_order = slots
     _rank_victims(p, st, slots, by_model, prio)
+    _over_budget(st)
     _place_pinned(p, st)
-    full = ""  # why later loads cannot happen (nothing free and nothing to evict, or no loads left anywhere)
+    pending = st.pending
+    may = [len(p.room_bytes)] * len(p.size) if p.allowed is None else p.allowed.sum(axis=1).tolist()
     for m, k in slots:
-        claim = next((s for s in by_model.get(m, ()) if (m, s) in st.pending), None)
+        claim = next((s for s in by_model[m] if (m, s) in pending), None) if m in by_model else None
         if claim is not None:
             st.hold(m, claim, KEEP)
             continue
-        if full:
-            st.sol.unplaced.setdefault(m, []).append((k, full))
-            continue
-        s, why = _new_replica(p, st, m)
+        why = "servers" if len(st.on.get(m, ())) >= may[m] else _quick_miss(p, st, m)
+        s = None
+        if not why:
+            s, why = _new_replica(p, st, m)
         if s is None:
             st.sol.unplaced.setdefault(m, []).append((k, why))
-            full = _full(p, st)
             continue
         st.free[s] -= st.size(m, s)
         st.loads_left[s] -= 1
-        st.hold(m, s, LOAD)
+        st.hold(m, s, LOAD)  # resets the reach cache
+        st.sol.load_order.append((m, s))
     for m, s in list(st.pending):
         st.hold(m, s, SURPLUS)
     st.sol.used_bytes = p.room_bytes - st.free

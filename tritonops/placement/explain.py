@@ -66,6 +66,8 @@ class _Words:
     def evicted(self, i: int, cause: int) -> str:
         if cause == core.NOT_ALLOWED:
             return "this server may no longer hold it"
+        if cause == core.OVER_BUDGET:
+            return f"{self.figures(i)}: the server holds more than its room; lowest priority evicted first"
         who = "a pinned model" if cause == core.PINNED else f"model {self.models[cause].name!r}"
         return (f"{self.figures(i)} x{1 + self.policy.hysteresis:g} hysteresis is below the cut line {self.cut:.4g}:"
                 f" evicted to make room for {who}")  # fmt: skip
