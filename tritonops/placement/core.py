@@ -14,10 +14,10 @@ The algorithm, in one pass over *replica slots* in priority order:
    (demand / k x (interval + load time) / footprint, times 1 + hysteresis when the model already
    has k replicas), then loaded first, then name;
 3. a slot whose model is loaded on a server it does not hold yet keeps that replica (no move);
-   otherwise it is a load: on the server, among those allowed that do not hold the model and still
-   have loads left this run, with room, that ranks highest for the model by rendezvous hashing
-   (so a model's servers do not depend on the other models, and a server that leaves moves only its
-   own models). With no room anywhere, the lowest-priority replica not yet claimed by a slot is
+   otherwise it is a load: on the server with the most free room among those allowed that do not
+   hold the model and still have loads left this run (spread, so that later replicas find distinct
+   servers), ties going to the highest rendezvous-hash rank for the model (deterministic, and
+   independent of the other models). With no room anywhere, the lowest-priority replica not yet claimed by a slot is
    evicted to make it (only as far as a load needs it, so a capped run evicts nothing for loads it
    does not make); every such replica ranks below the slot, since slots are taken in order;
 4. loaded replicas no slot claimed and no load needed the memory of stay (``surplus``).
@@ -279,9 +279,9 @@ def _new_replica(p: Problem, st: _State, m: int) -> tuple[int | None, str]:
         return None, "cap"
     score = rendezvous(int(p.model_key[m]), p.server_key[ok])
     ranked = [ok[i] for i in np.argsort(score, kind="stable")[::-1]]
-    for s in ranked:
-        if st.free[s] >= st.size(m, s):
-            return s, ""
+    fits = [s for s in ranked if st.free[s] >= st.size(m, s)]
+    if fits:  # the emptiest server (spread: replicas of later models need distinct servers), then by rank
+        return max(fits, key=lambda s: int(st.free[s])), ""
     s = _make_room(st, m, min(st.size(m, x) for x in ranked), ranked)
     if s is not None and st.free[s] >= st.size(m, s):
         return s, ""
