@@ -9,26 +9,41 @@ the on-demand models of the whole region are placed in one call to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from tritonops.config import Placement
 from tritonops.placement import ModelInput, ModelPlacement, RegionPlacement, ReplicaDecision, ServerInput, place_region
-from tritonops.reconcile.state import DesiredState
+from tritonops.reconcile.state import DesiredModel, DesiredState, LoadedModel
 
-if TYPE_CHECKING:
-    from tritonops.reconcile.plan import Note, _ServerPlanner
+
+class ServerSide(Protocol):
+    """What this module needs of a server's planner (``plan.ServerSide``), without importing it."""
+
+    name: str
+    wanted: set[str]
+    loaded: dict[str, LoadedModel]
+
+    def is_quarantined(self, m: str) -> bool: ...
+    def placement(self, m: str) -> Placement: ...
+    def room(self) -> int: ...
+    def model(self, m: str) -> DesiredModel: ...
+    def evict(self, lm: LoadedModel, reason: str, figures: tuple[tuple[str, Any], ...] = ()) -> None: ...
+    def reload_if_needed(self, m: str) -> None: ...
+    def load_if_room(self, m: str, reason: str, figures: tuple[tuple[str, Any], ...] = ()) -> None: ...
+
 
 FIGURE_KEYS = ("demand", "footprint_bytes", "footprint_source", "load_s", "load_source", "priority")
 
 
-def _allowed(sp: _ServerPlanner, m: str) -> bool:
+def _allowed(sp: ServerSide, m: str) -> bool:
     """May ``sp``'s server hold ``m`` in this placement? A pinned model stays where the pinned step put it."""
     if m not in sp.wanted or sp.is_quarantined(m):
         return False
     return sp.placement(m) is Placement.on_demand or m in sp.loaded
 
 
-def region_placement(desired: DesiredState, planners: dict[str, _ServerPlanner]) -> RegionPlacement:
+def region_placement(desired: DesiredState, planners: Mapping[str, ServerSide]) -> RegionPlacement:
     """Place the region's models over its reachable servers (``planners``, after their pinned step)."""
     dem = desired.demand
     assert dem is not None
@@ -63,7 +78,7 @@ def figures(mp: ModelPlacement) -> tuple[tuple[str, Any], ...]:
     return tuple((k, d[k]) for k in FIGURE_KEYS)
 
 
-def follow(sp: _ServerPlanner, rp: RegionPlacement) -> None:
+def follow(sp: ServerSide, rp: RegionPlacement) -> None:
     """This server's share of the region's placement: evictions (lowest priority first), then
     reloads of kept models at another version, then loads (highest priority first)."""
     order = sorted(rp.models.values(), key=lambda mp: (-mp.priority, mp.model))
@@ -83,7 +98,7 @@ def follow(sp: _ServerPlanner, rp: RegionPlacement) -> None:
             sp.load_if_room(mp.model, r.reason, figures(mp))
 
 
-def notes(rp: RegionPlacement, desired: DesiredState, note: type[Note]) -> list[Note]:
+def notes(rp: RegionPlacement, desired: DesiredState, note: Callable[[str, str, str, str], Any]) -> list[Any]:
     """One note per model with a replica wanted and not placed: ``deferred`` (the cap on loads:
     counted as drift) or ``waiting`` (demand does not justify the memory, or no server may hold it)."""
     dem = desired.demand
