@@ -5,8 +5,8 @@ placed as one region: every ``interval_s`` (the cron or loop tick) the region's 
 (:func:`tritonops.placement.core.solve`, the solver behind ``placement.place_region``, which
 ``reconcile`` plans every server from) runs on the demand seen so far: requests per model, decayed
 with a half-life of ``window_s``. Every model with demand gets one replica before any model gets a
-second, on the server that ranks highest for it by rendezvous hashing among those with room; at
-most ``max_loads`` loads per server per run. Evictions take effect at the tick; loads one after
+second, on the server with the most free room (ties by rendezvous hash); at most ``max_loads`` loads
+per server per run. Evictions take effect at the tick; loads one after
 another per server, each taking its load time. A request is warm when its model is available at its
 arrival; a cold one waits until its model next becomes available (the rest of the interval plus the
 load time, or more), or is never served within the trace. Memory, not compute, is modelled: one
@@ -27,8 +27,8 @@ from tritonops.placement import PlacementPolicy, core
 
 PLACEMENT = (
     "region placement: all servers of the fleet as one region, placed by tritonops.placement.place_region's "
-    "solver (the function reconcile plans with): one replica per model with demand, rendezvous-hashed onto "
-    "servers with room"
+    "solver (the function reconcile plans with): one replica per model with demand, on the server with the "
+    "most free room (ties by rendezvous hash)"
 )
 
 
