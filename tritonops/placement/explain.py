@@ -112,9 +112,12 @@ def explain(
             tuple(sorted(reps.get(i, []), key=lambda r: r.server)), tuple(ev.get(i, [])),
             tuple(Missing(k, why, w.missing(i, k, why)) for k, why in sol.unplaced.get(i, [])),
         )  # fmt: skip
-    use = {}
-    for j, srv in enumerate(servers):
-        loads = sum(1 for (_, x), how in sol.replicas.items() if x == j and how in (core.LOAD, core.PIN_LOAD))
-        evs = sum(1 for (_, x) in sol.evicted if x == j)
-        use[srv.name] = ServerUse(int(p.room_bytes[j]), int(sol.used_bytes[j]), loads, evs)
+    loads = [0] * len(servers)
+    evs = [0] * len(servers)
+    for (_, x), how in sol.replicas.items():
+        loads[x] += how in (core.LOAD, core.PIN_LOAD)
+    for _, x in sol.evicted:
+        evs[x] += 1
+    use = {srv.name: ServerUse(int(p.room_bytes[j]), int(sol.used_bytes[j]), loads[j], evs[j])
+           for j, srv in enumerate(servers)}  # fmt: skip
     return RegionPlacement(out, dict(sorted(use.items())))
