@@ -9,16 +9,18 @@ Same inputs give the same plan (and digest). ``.data`` is plain dicts; ``to_json
    (by demand priority when the region's demand is known and complete, else least recently used);
 3. **place**: pinned models first (load what is missing, reload what is at another version; a pinned
    model may evict on-demand ones, lowest first; one that does not fit even after evicting every
-   on-demand model is reported, not forced in); then the on-demand models through
-   :func:`tritonops.placement.place`:
+   on-demand model is reported, not forced in); then the on-demand models:
 
-   - with the region's ``demand`` known and complete: by demand and cost (priority = demand x
-     (interval + load time) / footprint), with hysteresis for loaded models and a cap on loads per
-     run; each load and eviction carries its ``figures`` (demand, footprint and its source, load
-     time and its source, priority) and the plan carries the demand sources read (``demand``);
-   - without demand (no ``demand:`` section) or with incomplete demand (a source failed and no
-     earlier counts are known): no demand-driven evictions: loaded on-demand models stay, and the
-     free room is filled (every model counts as wanted; the smaller first, then by name).
+   - with the region's ``demand`` (a ``demand:`` section): once for the whole region, over every
+     reachable server, by :func:`tritonops.placement.place_region` (``region_plan``; see
+     docs/region-placement.md): every model with demand gets a replica before any gets a second,
+     replicas follow demand on distinct servers; each server's evictions and loads follow, each
+     with its ``figures`` (demand, footprint and its source, load time and its source, priority),
+     and the plan carries the placement (``placement``) and the demand sources read (``demand``).
+     With incomplete demand (a source failed and no earlier counts are known) nothing is evicted
+     for demand: loaded replicas stay, free room is filled;
+   - without demand: each server on its own through :func:`tritonops.placement.place`: loaded
+     on-demand models stay, and the free room is filled (the smaller first, then by name).
 
 A reload with room for both copies loads the new one beside the old (availability-preserving),
 otherwise replaces it (resource-preserving). Pinned models are never evicted. Models tritonops does
@@ -36,7 +38,7 @@ from typing import Any
 from tritonops.config import Placement
 from tritonops.errors import PlanError, UnsafePlanError
 from tritonops.guard import Breach, ChangeGuard
-from tritonops.placement import Candidate, Decision, Placed, PlacementPolicy, place, priority_of
+from tritonops.placement import Candidate, Decision, PlacementPolicy, place, priority_of
 from tritonops.reconcile import region_plan
 from tritonops.reconcile.region_plan import FIGURE_KEYS
 from tritonops.reconcile.state import ActualState, DesiredModel, DesiredState, LoadedModel
@@ -347,12 +349,6 @@ class _ServerPlanner:
         dm = self.model(m)
         return Candidate(m, dm.footprint_bytes, dm.load_s, self.demand(m), False, loaded,
                          dm.footprint_source, "estimate")  # fmt: skip
-
-    def figures(self, p: Placed) -> tuple[tuple[str, Any], ...]:
-        if self.desired.demand is None:
-            return ()  # no demand behind the decision: the plan stays as it was before demand existed
-        d = p.data
-        return tuple((k, d[k]) for k in FIGURE_KEYS)
 
     def loaded_figures(self, lm: LoadedModel) -> tuple[tuple[str, Any], ...]:
         dm = self.desired.models.get(lm.name)
