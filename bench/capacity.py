@@ -8,7 +8,8 @@ requests, the trace's kind).
     PYTHONPATH=. python bench/capacity.py [--repeat 3]
 
 The worked example: models of 3.2 GB in memory (five per 16 GB GPU), $0.526/h per GPU.
-Writes bench/results/capacity.{json,md,html,png} (the PNG when matplotlib is installed).
+Writes bench/results/capacity.{json,md,html,png} (the PNG when matplotlib is installed);
+``--render`` rewrites capacity.md from capacity.json only.
 Targets: one replay < 10 s; policy >= 95% of Belady's hit ratio at the same memory.
 """
 
@@ -47,7 +48,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="fleet sizes (GPUs), comma-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--render", action="store_true", help="only rewrite capacity.md from capacity.json")
     a = ap.parse_args()
+    if a.render:
+        (a.out / "capacity.md").write_text(markdown(json.loads((a.out / "capacity.json").read_text())))
+        return
     t = time.monotonic()
     tr = zipf_trace(1000, 1_000_000, 1.0, seed=0)
     gen_s = time.monotonic() - t
@@ -96,7 +101,7 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         "",
         "Models 3.2 GB in memory (five per 16 GB GPU), load 5 s, $0.526/h per GPU; cron interval 60 s, "
         "demand half-life 3600 s, hysteresis 25%, at most 4 loads per server per run. Baselines are "
-        "request-level caches on the same servers and memory, loading instantly (Belady: the offline bound).",
+        "request-level caches on the fleet's pooled memory, loading instantly (Belady: the offline bound).",
         "",
         "| servers | $/h | warm | policy / Belady | LRU | LFU | Belady | oracle (online ceiling) | oracle / Belady "
         "| cold p50 | cold p99 | loads/h |",
