@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tritonops.capacity import baselines
-from tritonops.capacity.simulate import Fleet, Models, Replay, replay
+from tritonops.capacity.simulate import PLACEMENT, Fleet, Models, Replay, replay
 from tritonops.capacity.trace import Trace
 from tritonops.errors import TritonOpsError
 from tritonops.memory.estimate import estimate_bytes, estimate_load_s
@@ -114,7 +114,8 @@ def plan_capacity(
         r = replay(trace, models, Fleet(n, memory_bytes, price_per_hour), policy, window_s=window_s)
         timings["replay_s"] += time.monotonic() - t
         t = time.monotonic()
-        b = {k: baselines.hit_ratio(k, trace.model_idx, models.footprint_bytes, memory_bytes, n) for k in compare}
+        # The region is one pool (placement spreads models over every server): so are the baselines' caches.
+        b = {k: baselines.hit_ratio(k, trace.model_idx, models.footprint_bytes, memory_bytes * n) for k in compare}
         timings["baselines_s"] += time.monotonic() - t
         rows.append(SizeResult(r, b))
     ok = [s for s in rows if s.replay.warm_share >= target]
@@ -129,6 +130,8 @@ def plan_capacity(
         "policy": {"interval_s": policy.interval_s, "hysteresis": policy.hysteresis,
                    "max_loads": policy.max_loads, "window_s": window_s},
         "target": target,
+        "placement": PLACEMENT,
+        "baselines": "request-level caches on the fleet's pooled memory (servers x memory), loading instantly",
         "sizes": [s.data for s in rows],
         "recommended": best.data if best else None,
         "all_models_servers": math.ceil(int(models.footprint_bytes.sum()) / memory_bytes),

@@ -39,7 +39,23 @@ MetricsOpt = Annotated[
 ]
 
 
+def _render_placement(placement: dict[str, Any], c: Console) -> None:
+    """The region's placement: model -> servers, with the demand and cost behind each."""
+    t = Table("model", "servers", "wanted", "demand", "footprint", "priority s/GiB", title="region placement")
+    for m, d in placement["models"].items():
+        if d["servers"]:
+            servers = ", ".join(f"{s}" + ("" if r["decision"] in ("keep", "pinned") else f" ({r['decision']})")
+                                for s, r in d["servers"].items())  # fmt: skip
+            t.add_row(m, servers, str(d["wanted"]), f"{d['demand']:g}", human_bytes(d["footprint_bytes"]),
+                      f"{d['priority']:.4g}")  # fmt: skip
+    c.print(t)
+    c.print(f"{placement['distinct_models']} models, {placement['replicas']} replicas; "
+            f"{placement['loads']} loads, {placement['evictions']} evictions this run", highlight=False)  # fmt: skip
+
+
 def _render_plan(plan: Plan, c: Console) -> None:
+    if plan.placement is not None:
+        _render_placement(plan.placement, c)
     if not plan.actions:
         c.print(f"region {plan.region}: nothing to do")
     else:

@@ -56,6 +56,10 @@ class DemandInput:
     complete: bool  # False: a source gave nothing, fresh or remembered: no demand-driven evictions
     policy: PlacementPolicy
     report: dict[str, Any]  # window, completeness and sources read: goes into the plan's JSON
+    # Region placement (tritonops.placement.region): requests per window one replica serves, and
+    # where that figure comes from ("measured" | "config"); replicas rules, model -> (min, max).
+    served: dict[str, tuple[float, str]] = field(default_factory=dict)
+    replicas: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 @dataclass
