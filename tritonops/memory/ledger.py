@@ -29,6 +29,7 @@ from typing import Any
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.memory.host_probe import served_stub_names
 from tritonops.memory.probes import HOST_DEVICE, HostProbe, MemoryProbe, StubUsage, settle, usage
 from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
 
@@ -125,7 +126,7 @@ class FootprintLedger:
             raise MemoryProbeError(f"{self.path}: footprint ledger is not valid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise MemoryProbeError(f"{self.path}: format_version: unsupported {data.get('format_version')!r}")
-        for k, empty in (("footprints", {}), ("loads", []), ("leaks", {}), ("servers", {})):
+        for k, empty in (("footprints", {}), ("loads", []), ("leaks", {}), ("servers", {}), ("unmeasured", {})):
             data.setdefault(k, empty)
         return data
 
@@ -236,6 +237,30 @@ class FootprintLedger:
                 "loaded": utc_now(), "from_ledger": True,
             }  # fmt: skip
 
+    def record_unmeasured(
+        self, server: str, model: str, version: int, key_parts: tuple[str | None, str, str], footprint_bytes: int,
+        error: str,
+    ) -> None:
+        """``server`` holds this model version but its footprint could not be measured: hold it at
+        ``footprint_bytes`` (an estimate, see ``memory.unmeasured``), marked so, with the probe's error;
+        predictions of the same key use it until a measurement replaces it."""
+        digest, device_type, triton_version = key_parts
+        key = _key(model, version, digest, device_type, triton_version)
+        now = utc_now()
+        with self._edit() as d:
+            d["unmeasured"][key] = {"model": model, "version": version, "footprint_bytes": int(footprint_bytes),
+                                    "error": error, "server": server, "time": now}  # fmt: skip
+            d["servers"].setdefault(server, {}).setdefault(model, {})[str(version)] = {
+                "key": key, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
+                "loaded": now, "source": "estimate", "error": error,
+            }  # fmt: skip
+
+    def holding(self, server: str, model: str, version: int | None) -> dict[str, Any] | None:
+        """What ``server`` is recorded to hold of this model version (footprint, and ``source``
+        "estimate" where it could not be measured), or None."""
+        rec = self._view()["servers"].get(server, {}).get(model, {}).get(str(version))
+        return dict(rec) if rec else None
+
     # -- samples shared by the fleet (see ``memory.fleet``) --------------------------------------
 
     # The names of imported samples live beside the ledger (one a line, appended), not in it: the ledger
@@ -316,6 +341,9 @@ class FootprintLedger:
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
             return Prediction(int(e["footprint_bytes"]), "measured")
+        u = data.get("unmeasured", {}).get(_key(model, version, digest, device_type, triton_version))
+        if u is not None:  # loaded once, its probe blind: the estimate it was placed with (margin included)
+            return Prediction(int(u["footprint_bytes"]), "estimate")
         return Prediction(estimate_bytes(size_bytes or 0), "estimate")
 
     # -- servers and leaks -----------------------------------------------------------------------
@@ -543,11 +571,13 @@ def _stub_load(
     shared device lock only keeps it out of another load's before/after measurement)."""
     device_type, triton_version, t0 = keys
     predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
+    earlier = probe.stub_pids()  # the stubs this load starts are the others
     with device_locks(client.key, devices, shared=True):
         client.load(model, config=config, files=files)
     version = _ready_version(client, model, version)
     about = f"server {client.url} model {model!r}"
-    footprint = settle(StubUsage(probe, model), about=about).reading[HOST_DEVICE]
+    names = served_stub_names(client, model, version)  # the instance names Triton gave its stubs
+    footprint = settle(StubUsage(probe, model, names, earlier), about=about).reading[HOST_DEVICE]
     per_device = {HOST_DEVICE: footprint}
     ledger.record(
         model, version, digest, device_type, triton_version, footprint,

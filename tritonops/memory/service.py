@@ -13,8 +13,9 @@ from typing import Any
 
 from tritonops.config import Config, RegionConfig, ServerConfig
 from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError, TritonOpsError
-from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_load, measured_unload
+from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
+from tritonops.memory.unmeasured import load_or_estimate
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
 from tritonops.triton.client import READY, ControlClient
@@ -95,8 +96,9 @@ def load_model(
         if known:
             version = max(known)
             digest, size = known[version]
-    res: LoadResult = measured_load(client, p, ledger_for(cfg), model, version=version, digest=digest,
-                                    size_bytes=size)  # fmt: skip
+    # A model Triton serves stays loaded when only its measurement fails (held at its estimate).
+    res: LoadResult = load_or_estimate(client, p, ledger_for(cfg), model, version=version, digest=digest,
+                                       size_bytes=size)  # fmt: skip
     return {"server": server.name, "probe": p.source, **res.to_json()}
 
 
@@ -141,15 +143,24 @@ def server_memory(
         if m.state != READY:
             continue
         pred = ledger.predict(m.name, m.version, None, device_type, triton_version)
+        held = ledger.holding(server.name, m.name, m.version) or {}
         models.append({
             "model": m.name, "version": m.version,
-            "footprint_bytes": ledger.server_footprint(server.name, m.name, m.version),
+            "footprint_bytes": held.get("footprint_bytes"), "footprint_source": _source(held),
+            "measure_error": held.get("error", ""),
             "predicted_bytes": pred.bytes, "predicted_source": pred.source,
         })  # fmt: skip
     out["models"] = models
     out["leaked_bytes"] = ledger.leaked_bytes(server.name)
     out["triton_version"] = triton_version
     return out
+
+
+def _source(held: dict[str, Any]) -> str | None:
+    """How a held footprint is known: "measured", "estimate" (its probe could not measure it), None (unknown)."""
+    if not held:
+        return None
+    return str(held.get("source", "measured"))
 
 
 def memory_report(
@@ -167,6 +178,7 @@ def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[
     A server that cannot be reached is reported with its error; the others are still reported.
     """
     rcfg = cfg.region(region)
+    ledger = ledger_for(cfg)
     servers = []
     for s in rcfg.servers:
         row: dict[str, Any] = {
@@ -184,7 +196,11 @@ def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[
             for m in c.index():
                 entry = models.setdefault(m.name, {"versions": {}})
                 if m.version is not None:
-                    entry["versions"][str(m.version)] = {"state": m.state, "reason": m.reason}
+                    held = (ledger.holding(s.name, m.name, m.version) or {}) if m.state == READY else {}
+                    entry["versions"][str(m.version)] = {
+                        "state": m.state, "reason": m.reason,
+                        "footprint_bytes": held.get("footprint_bytes"), "footprint_source": _source(held),
+                    }  # fmt: skip
                 else:
                     entry["state"] = m.state
                     entry["reason"] = m.reason
