@@ -248,8 +248,11 @@ class FootprintLedger:
         key = _key(model, version, digest, device_type, triton_version)
         now = utc_now()
         with self._edit() as d:
-            d["unmeasured"][key] = {"model": model, "version": version, "footprint_bytes": int(footprint_bytes),
-                                    "error": error, "server": server, "time": now}  # fmt: skip
+            d.setdefault("unmeasured", {})[key] = {
+                "model": model, "version": version, "digest": digest or UNKNOWN_DIGEST, "device_type": device_type,
+                "triton_version": triton_version, "footprint_bytes": int(footprint_bytes), "error": error,
+                "server": server, "time": now,
+            }  # fmt: skip
             d["servers"].setdefault(server, {}).setdefault(model, {})[str(version)] = {
                 "key": key, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
                 "loaded": now, "source": "estimate", "error": error,
@@ -341,9 +344,12 @@ class FootprintLedger:
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
             return Prediction(int(e["footprint_bytes"]), "measured")
-        u = data.get("unmeasured", {}).get(_key(model, version, digest, device_type, triton_version))
-        if u is not None:  # loaded once, its probe blind: the estimate it was placed with (margin included)
-            return Prediction(int(u["footprint_bytes"]), "estimate")
+        # Loaded once with its probe blind: the estimate it was held at (margin included), not the first guess.
+        u = [x for x in data.get("unmeasured", {}).values() if x["model"] == model and x["device_type"] == device_type
+             and x["triton_version"] == triton_version and (version is None or x["version"] == version)
+             and (digest is None or x["digest"] == digest)]  # fmt: skip
+        if u:
+            return Prediction(int(max(u, key=lambda x: str(x["time"]))["footprint_bytes"]), "estimate")
         return Prediction(estimate_bytes(size_bytes or 0), "estimate")
 
     # -- servers and leaks -----------------------------------------------------------------------

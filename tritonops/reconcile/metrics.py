@@ -56,6 +56,14 @@ def _prediction_errors(report: dict[str, Any]) -> Samples:
     ]
 
 
+def _unmeasured(report: dict[str, Any]) -> Samples:
+    return [
+        ({"server": r["server"], "model": r["model"], "version": str(r.get("version"))}, r["estimate_bytes"])
+        for r in report["results"]
+        if r.get("footprint_source") == "estimate"
+    ]
+
+
 def _one(value: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]], Samples]:
     return lambda report: [({}, value(report))]
 
@@ -69,6 +77,11 @@ _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
     ("tritonops_device_memory_used_bytes", "Measured memory used per device after the run.", _per_device("used_bytes")),
     ("tritonops_device_memory_free_bytes", "Measured memory free per device after the run.", _per_device("free_bytes")),
     ("tritonops_memory_prediction_error_bytes", "Measured minus predicted footprint of a load.", _prediction_errors),
+    ("tritonops_reconcile_unmeasured_load_bytes",
+     "Estimate held for each load of the last run that serves but whose footprint could not be measured.",
+     _unmeasured),
+    ("tritonops_reconcile_unmeasured_loads", "Loads of the last run that serve but could not be measured.",
+     _one(lambda r: len(_unmeasured(r)))),
     ("tritonops_quarantined_models", "Model versions in quarantine.", _one(lambda r: len(r["quarantined"]))),
     ("tritonops_reconcile_drift", "Desired vs actual differences left after the run.", _one(lambda r: r["drift"])),
     (
