@@ -318,6 +318,7 @@ class _LoadScheduler:
         it is a failed load (quarantine, unloaded), as a first failure would have been."""
         a = r.action
         assert a.version is not None
+        r.warmup_error = ""
         try:
             if not self.down:
                 self.ctl.warmup(a.model, a.version, r.warmup_config)
