@@ -84,7 +84,10 @@ def load_or_estimate(
     names = served_stub_names(client, model, version)
     held = unmeasured_bytes(size_bytes, names.expected if names else 1)
     key = (digest, _device_type(probe), client.triton_version())
-    ledger.record_unmeasured(client.name, model, version, key, held, error)
+    try:
+        ledger.record_unmeasured(client.name, model, version, key, held, error)
+    except MemoryProbeError as e:  # an unreadable ledger: the model still serves; the next read reports it
+        log.warning("server %s: model %r: estimate not recorded: %s", client.name, model, e)
     log.warning(
         "server %s: model %r v%s serves, but its footprint could not be measured (%s); held at its estimate, "
         "%d bytes", client.name, model, version, error, held,
