@@ -102,6 +102,12 @@ _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
 ]
 
 
+def _number(value: float) -> str:
+    """A sample's value, exactly: bytes and timestamps as integers (``%g`` kept 6 digits: 2.01327e+08)."""
+    v = float(value)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
 def render(report: dict[str, Any]) -> str:
     """Metrics text from a run report (see ``runner.RunReport.to_json``)."""
     region = report["region"]
@@ -110,7 +116,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"# HELP {name} {help_}")
         lines.append(f"# TYPE {name} gauge")
         for labels, value in samples(report):
-            lines.append(f"{name}{_labels(region=region, **labels)} {value:g}")
+            lines.append(f"{name}{_labels(region=region, **labels)} {_number(value)}")
     return "\n".join(lines) + "\n"
 
 
