@@ -11,7 +11,8 @@ import pytest
 from tests.memory.models import ALLOC_MODEL_PY, MIB
 from tritonops.errors import MemoryProbeError
 from tritonops.memory.host_probe import StubNames, served_stub_names
-from tritonops.memory.ledger import FootprintLedger, measured_load
+from tritonops.memory.ledger import FootprintLedger
+from tritonops.memory.loads import measured_load
 from tritonops.memory.probes import HostProbe
 from tritonops.store.s3 import s3_client
 from tritonops.triton.client import ControlClient

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.memory.devices import HOST_DEVICE, DeviceKind, DeviceMemory, ProbeSource
-from tritonops.triton import client as triton_client
+from tritonops.triton.metrics import fetch_metrics, parse_prometheus
 
 # How long the metrics probe waits for a just-started Triton's first memory poll.
 FIRST_POLL_WAIT_S = 5.0
-
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample line; comments and malformed lines are skipped."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group("value"))
-        except ValueError:
-            continue
-        labels = dict(_LABEL.findall(m.group("labels") or ""))
-        out.append((m.group("name"), labels, value))
-    return out
 
 
 class MetricsProbe:
@@ -53,7 +30,7 @@ class MetricsProbe:
 
     def _scrape(self) -> list[tuple[str, dict[str, str], float]]:
         try:
-            return parse_prometheus(triton_client.fetch_metrics(self.metrics_url, self.timeout_s))
+            return parse_prometheus(fetch_metrics(self.metrics_url, self.timeout_s))
         except TritonError as e:
             raise MemoryProbeError(str(e)) from None
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config, RegionConfig, ServerConfig
-from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError, TritonOpsError
-from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_unload
+from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import LoadResult, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
+from tritonops.memory.servers import ServerView, read_each, read_server
 from tritonops.memory.unmeasured import load_or_estimate
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
@@ -142,7 +144,7 @@ def server_memory(
     for m in states:
         if m.state != READY:
             continue
-        pred = ledger.predict(m.name, m.version, None, device_type, triton_version)
+        pred = ledger.predict(FootprintKey(m.name, m.version, None, device_type, triton_version))
         held = ledger.holding(server.name, m.name, m.version) or {}
         models.append({
             "model": m.name, "version": m.version,
@@ -173,46 +175,26 @@ def memory_report(
 
 
 def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Every server of ``region``: health, Triton version, models with versions and states, memory.
+    """Every server of ``region``, read at once (:mod:`tritonops.memory.servers`): health, Triton
+    version, models with versions and states, memory.
 
     A server that cannot be reached is reported with its error; the others are still reported.
     """
-    rcfg = cfg.region(region)
+    servers = {s.name: s for s in cfg.region(region).servers}
+    views = read_each(list(servers), lambda name: read_server(servers[name], timeout_s=timeout_s))
     ledger = ledger_for(cfg)
-    servers = []
-    for s in rcfg.servers:
-        row: dict[str, Any] = {
-            "server": s.name,
-            "url": s.http_url or s.grpc_url,
-            "live": False,
-            "ready": False,
-        }
-        try:
-            c = client_for(s, timeout_s=timeout_s)
-            row["live"] = c.live()
-            row["ready"] = c.ready()
-            row["triton_version"] = c.triton_version()
-            models: dict[str, Any] = {}
-            for m in c.index():
-                entry = models.setdefault(m.name, {"versions": {}})
-                if m.version is not None:
-                    held = (ledger.holding(s.name, m.name, m.version) or {}) if m.state == READY else {}
-                    entry["versions"][str(m.version)] = {
-                        "state": m.state, "reason": m.reason,
-                        "footprint_bytes": held.get("footprint_bytes"), "footprint_source": _source(held),
-                    }  # fmt: skip
-                else:
-                    entry["state"] = m.state
-                    entry["reason"] = m.reason
-            row["models"] = models
-        except TritonOpsError as e:
-            row["error"] = str(e)
-            servers.append(row)
+    return {"region": region, "servers": [_with_footprints(v, ledger) for v in views.values()]}
+
+
+def _with_footprints(view: ServerView, ledger: FootprintLedger) -> dict[str, Any]:
+    """The server's status row, each READY version with the footprint it is held at and how it is known
+    ("measured", or "estimate" where its probe could not measure it; None when the ledger has none)."""
+    row = view.to_json()
+    for m in view.index or []:
+        if m.version is None:
             continue
-        try:
-            p = _probe(s, c, None)
-            row["memory"] = {"probe": p.source, "devices": [d.to_json() for d in p.devices()]}
-        except MemoryProbeError as e:
-            row["memory"] = {"probe": None, "devices": [], "error": str(e)}
-        servers.append(row)
-    return {"region": region, "servers": servers}
+        held = (ledger.holding(view.name, m.name, m.version) or {}) if m.state == READY else {}
+        row["models"][m.name]["versions"][str(m.version)].update(
+            footprint_bytes=held.get("footprint_bytes"), footprint_source=_source(held)
+        )
+    return row

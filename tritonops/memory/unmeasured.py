@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.memory.devices import MemoryProbe
+from tritonops.memory.estimate import estimate_bytes
 from tritonops.memory.host_probe import served_stub_names
-from tritonops.memory.ledger import FootprintLedger, LoadResult, Prediction, estimate_bytes, measured_load
+from tritonops.memory.ledger import FootprintKey, FootprintLedger, Prediction
+from tritonops.memory.loads import LoadResult, measured_load
 from tritonops.triton.client import ControlClient
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,9 @@ def load_or_estimate(
     version = version if version is not None else max(ready)
     names = served_stub_names(client, model, version)
     held = unmeasured_bytes(size_bytes, names.expected if names else 1)
-    key = (digest, _device_type(probe), client.triton_version())
+    fkey = FootprintKey(model, version, digest, _device_type(probe), client.triton_version())
     try:
-        ledger.record_unmeasured(client.name, model, version, key, held, error)
+        ledger.record_unmeasured(client.name, fkey, held, error)
     except MemoryProbeError as e:  # an unreadable ledger: the model still serves; the next read reports it
         log.warning("server %s: model %r: estimate not recorded: %s", client.name, model, e)
     log.warning(
