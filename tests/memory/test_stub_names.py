@@ -11,7 +11,7 @@ import pytest
 from tests.memory.models import ALLOC_MODEL_PY, MIB
 from tritonops.errors import MemoryProbeError
 from tritonops.memory.host_probe import StubNames, served_stub_names
-from tritonops.memory.ledger import FootprintLedger
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
 from tritonops.memory.loads import measured_load
 from tritonops.memory.probes import HostProbe
 from tritonops.store.s3 import s3_client
@@ -86,7 +86,7 @@ def test_every_instance_group_shape_is_measured_from_its_own_stubs(
         assert len(found) == stubs, (label, [p.cmdline()[-2] for p in found])
         # Each instance allocates ALLOC_MIB in a stub of its own: the footprint is all of them, no other's.
         assert stubs * ALLOC_MIB * MIB < res.footprint_bytes < stubs * STUB_MAX_BYTES, (label, res.footprint_bytes)
-        assert ledger.measured(model, 1, label, "cpu", client.triton_version()) == res.footprint_bytes
+        assert ledger.measured(FootprintKey(model, 1, label, "cpu", client.triton_version())) == res.footprint_bytes
 
     # A load-time override renames the group: the new names are what Triton serves, and are found.
     model = unique("override")

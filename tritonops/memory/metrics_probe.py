@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.memory.devices import HOST_DEVICE, DeviceKind, DeviceMemory, ProbeSource
-from tritonops.triton.metrics import fetch_metrics, parse_prometheus
+from tritonops.triton import client as triton_client
+from tritonops.triton.metrics import parse_prometheus
 
 # How long the metrics probe waits for a just-started Triton's first memory poll.
 FIRST_POLL_WAIT_S = 5.0
@@ -30,7 +31,7 @@ class MetricsProbe:
 
     def _scrape(self) -> list[tuple[str, dict[str, str], float]]:
         try:
-            return parse_prometheus(fetch_metrics(self.metrics_url, self.timeout_s))
+            return parse_prometheus(triton_client.fetch_metrics(self.metrics_url, self.timeout_s))
         except TritonError as e:
             raise MemoryProbeError(str(e)) from None
 
