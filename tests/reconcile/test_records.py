@@ -97,4 +97,28 @@ def test_metrics_text_has_actions_by_kind_and_result_and_memory() -> None:
     failed = 'tritonops_reconcile_failed_action{kind="load",model="b",region="eu-west-1",result="failed",server="s1",'
     assert failed in text
     assert 'tritonops_reconcile_degraded{region="eu-west-1"} 0' in text  # a report without the field
-    assert text.count("# TYPE") == 13
+    assert 'tritonops_reconcile_unmeasured_loads{region="eu-west-1"} 0' in text  # results without the field
+    assert text.count("# TYPE") == 15
+
+
+def test_metrics_text_has_each_load_held_at_an_estimate() -> None:
+    """A load that serves but could not be measured: one sample per load (its estimate), and a count."""
+    report = {
+        "region": "eu-west-1", "finished": 1700000000.0, "failed": 0, "drift": 0, "skipped_servers": [],
+        "quarantined": [], "memory": [],
+        "results": [
+            {"kind": "load", "result": "ok", "server": "s1", "model": "a", "version": 3, "duration_s": 1.0,
+             "prediction_error_bytes": None, "footprint_source": "estimate", "estimate_bytes": 201326592},
+            {"kind": "load", "result": "ok", "server": "s1", "model": "b", "version": 1, "duration_s": 1.0,
+             "prediction_error_bytes": 0, "footprint_source": "measured", "estimate_bytes": None},
+        ],
+    }  # fmt: skip
+    text = render(report)
+    held = 'tritonops_reconcile_unmeasured_load_bytes{model="a",region="eu-west-1",server="s1",version="3"} 201326592'
+    assert held in text
+    assert 'model="b"' not in text.split("# TYPE tritonops_reconcile_unmeasured_load_bytes gauge\n", 1)[1].split("#")[0]
+    assert 'tritonops_reconcile_unmeasured_loads{region="eu-west-1"} 1' in text
+    assert 'tritonops_reconcile_last_run_success{region="eu-west-1"} 1' in text
+    # Values are exact: bytes and timestamps as integers, durations as they are.
+    assert 'tritonops_reconcile_last_run_timestamp_seconds{region="eu-west-1"} 1700000000' in text
+    assert 'tritonops_reconcile_load_duration_seconds{model="a",region="eu-west-1",server="s1"} 1\n' in text

@@ -80,7 +80,9 @@ def test_load_mem_status_unload_json(dev_stack, fresh_triton, unique, tmp_path: 
     st = json.loads(out)
     (srv,) = st["servers"]
     assert srv["server"] == server.name and srv["live"] and srv["ready"]
-    assert srv["models"][model] == {"versions": {"1": {"state": "READY", "reason": ""}}}
+    # The footprint the ledger holds for the version, measured by the load above.
+    held = {"footprint_bytes": first["footprint_bytes"], "footprint_source": "measured"}
+    assert srv["models"][model] == {"versions": {"1": {"state": "READY", "reason": "", **held}}}
     assert srv["memory"]["probe"] == "host" and srv["memory"]["devices"][0]["total_bytes"] > 0
 
     code, out, err = _run("--config", cfg, "mem", "--server", server.http_url, "-o", "json")
@@ -90,6 +92,7 @@ def test_load_mem_status_unload_json(dev_stack, fresh_triton, unique, tmp_path: 
     assert {"total_bytes", "used_bytes", "free_bytes"} <= set(s["devices"][0])
     (row,) = [m for m in s["models"] if m["model"] == model]
     assert row["version"] == 1 and row["footprint_bytes"] == first["footprint_bytes"]
+    assert row["footprint_source"] == "measured" and row["measure_error"] == ""
     assert row["predicted_bytes"] == first["footprint_bytes"] and row["predicted_source"] == "measured"
     assert s["leaked_bytes"] == 0
 

@@ -82,6 +82,9 @@ def load_cmd(
             + (f", error {err:+.1%})" if err is not None else ")"),
             highlight=False,
         )
+        if data.get("footprint_source") == "estimate":
+            c.print(f"warning: footprint not measured ({data['measure_error']}); held at its estimate",
+                    markup=False, highlight=False)  # fmt: skip
 
     emit(output, data, render)
 
@@ -157,13 +160,22 @@ def mem_cmd(
             if s.get("error"):
                 c.print(f"  memory: {s['error']}", markup=False, highlight=False)
             c.print(_devices_table(s["devices"]))
-            t = Table("model", "version", "measured", "predicted", "source")
+            t = Table("model", "version", "held", "held as", "predicted", "source")
             for m in s["models"]:
-                t.add_row(m["model"], str(m["version"]), human_bytes(m["footprint_bytes"]),
-                          human_bytes(m["predicted_bytes"]), m["predicted_source"])  # fmt: skip
+                held = m["footprint_bytes"]
+                t.add_row(m["model"], str(m["version"]), human_bytes(held) if held is not None else "-",
+                          m.get("footprint_source") or "-", human_bytes(m["predicted_bytes"]),
+                          m["predicted_source"])  # fmt: skip
             c.print(t)
 
     emit(output, data, render)
+
+
+def _held(version: dict[str, Any]) -> str:
+    """A version's footprint as the ledger holds it: "37.0 MiB measured", "96.0 MiB estimate", "-"."""
+    if version.get("footprint_bytes") is None:
+        return "-"
+    return f"{human_bytes(version['footprint_bytes'])} {version.get('footprint_source') or 'measured'}"
 
 
 @app.command("status")
@@ -178,19 +190,20 @@ def status_cmd(
     data = service.region_status(get_config(), region, timeout_s=timeout)
 
     def render(c: Console) -> None:
-        t = Table("server", "ready", "model", "version", "state", "reason")
+        t = Table("server", "ready", "model", "version", "state", "footprint", "reason")
         for s in data["servers"]:
             if "error" in s:
                 t.add_row(s["server"], "no", "-", "-", "-", s["error"])
                 continue
             if not s["models"]:
-                t.add_row(s["server"], "yes" if s["ready"] else "no", "-", "-", "-", "")
+                t.add_row(s["server"], "yes" if s["ready"] else "no", "-", "-", "-", "-", "")
             for name, m in sorted(s["models"].items()):
                 rows = sorted(m["versions"].items()) or [
                     ("-", {"state": m.get("state", ""), "reason": m.get("reason", "")})
                 ]
                 for v, st in rows:
-                    t.add_row(s["server"], "yes" if s["ready"] else "no", name, v, st["state"], st["reason"])
+                    t.add_row(s["server"], "yes" if s["ready"] else "no", name, v, st["state"], _held(st),
+                              st["reason"])  # fmt: skip
         c.print(t)
         for s in data["servers"]:
             mem = s.get("memory")

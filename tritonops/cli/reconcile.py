@@ -229,6 +229,8 @@ def _finish(report: runner.RunReport, output: OutputFormat) -> None:
 
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
+    for line in report.warnings():
+        info(escape(f"warning: region {report.region}: {line}"))
     for line in report.degraded_reasons():
         info(escape(f"degraded: region {report.region}: {line}"))
     if report.refused:

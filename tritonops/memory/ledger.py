@@ -115,7 +115,7 @@ class FootprintLedger:
             raise MemoryProbeError(f"{self.path}: footprint ledger is not valid JSON ({e})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise MemoryProbeError(f"{self.path}: format_version: unsupported {data.get('format_version')!r}")
-        for k, empty in (("footprints", {}), ("loads", []), ("leaks", {}), ("servers", {})):
+        for k, empty in (("footprints", {}), ("loads", []), ("leaks", {}), ("servers", {}), ("unmeasured", {})):
             data.setdefault(k, empty)
         return data
 
@@ -225,6 +225,28 @@ class FootprintLedger:
                 "loaded": utc_now(), "from_ledger": True,
             }  # fmt: skip
 
+    def record_unmeasured(self, server: str, fkey: FootprintKey, footprint_bytes: int, error: str) -> None:
+        """``server`` holds this model version but its footprint could not be measured: hold it at
+        ``footprint_bytes`` (an estimate, see ``memory.unmeasured``), marked so, with the probe's error;
+        predictions of the same key use it until a measurement replaces it."""
+        key, now = fkey.text, utc_now()
+        with self._edit() as d:
+            d.setdefault("unmeasured", {})[key] = {
+                "model": fkey.model, "version": fkey.version, "digest": fkey.digest or UNKNOWN_DIGEST,
+                "device_type": fkey.device_type, "triton_version": fkey.triton_version,
+                "footprint_bytes": int(footprint_bytes), "error": error, "server": server, "time": now,
+            }  # fmt: skip
+            d["servers"].setdefault(server, {}).setdefault(fkey.model, {})[str(fkey.version)] = {
+                "key": key, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
+                "loaded": now, "source": "estimate", "error": error,
+            }  # fmt: skip
+
+    def holding(self, server: str, model: str, version: int | None) -> dict[str, Any] | None:
+        """What ``server`` is recorded to hold of this model version (footprint, and ``source``
+        "estimate" where it could not be measured), or None."""
+        rec = self._view()["servers"].get(server, {}).get(model, {}).get(str(version))
+        return dict(rec) if rec else None
+
     # -- samples shared by the fleet (see ``memory.fleet``) --------------------------------------
 
     # The names of imported samples live beside the ledger (one a line, appended), not in it: the ledger
@@ -290,6 +312,10 @@ class FootprintLedger:
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
             return Prediction(int(e["footprint_bytes"]), "measured")
+        # Loaded once with its probe blind: the estimate it was held at (margin included), not the first guess.
+        u = [x for x in data.get("unmeasured", {}).values() if fkey.matches(x)]
+        if u:
+            return Prediction(int(max(u, key=lambda x: str(x["time"]))["footprint_bytes"]), "estimate")
         return Prediction(estimate_bytes(size_bytes or 0), "estimate")
 
     # -- servers and leaks -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonops.errors import TritonError
+from tritonops.memory.host_probe import served_stub_names
 from tritonops.memory.ledger import FootprintKey, FootprintLedger, Prediction
 from tritonops.memory.probes import HOST_DEVICE, HostProbe, MemoryProbe, StubUsage, settle, usage
 from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
@@ -268,11 +269,14 @@ def _stub_measure(
     rather than from a before/after delta: no settle before, and it loads beside other loads (the
     shared device lock only keeps it out of another load's before/after measurement)."""
     predicted = ledger.predict(fkey, req.size_bytes)
+    earlier = probe.stub_pids()  # the stubs this load starts are the others
     with device_locks(client.key, devices, shared=True):
         client.load(req.model, config=req.config, files=req.files)
     version = _ready_version(client, req.model, req.version)
     about = f"server {client.url} model {req.model!r}"
-    return predicted, version, {HOST_DEVICE: settle(StubUsage(probe, req.model), about=about).reading[HOST_DEVICE]}
+    names = served_stub_names(client, req.model, version)  # the instance names Triton gave its stubs
+    usage_now = StubUsage(probe, req.model, names, earlier)
+    return predicted, version, {HOST_DEVICE: settle(usage_now, about=about).reading[HOST_DEVICE]}
 
 
 def _delta_measure(

@@ -14,9 +14,10 @@ from typing import Any
 from tritonops.config import Config, RegionConfig, ServerConfig
 from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError
 from tritonops.memory.ledger import FootprintKey, FootprintLedger
-from tritonops.memory.loads import LoadResult, measured_load, measured_unload
+from tritonops.memory.loads import LoadResult, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
-from tritonops.memory.servers import read_each, read_server
+from tritonops.memory.servers import ServerView, read_each, read_server
+from tritonops.memory.unmeasured import load_or_estimate
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
 from tritonops.triton.client import READY, ControlClient
@@ -97,8 +98,9 @@ def load_model(
         if known:
             version = max(known)
             digest, size = known[version]
-    res: LoadResult = measured_load(client, p, ledger_for(cfg), model, version=version, digest=digest,
-                                    size_bytes=size)  # fmt: skip
+    # A model Triton serves stays loaded when only its measurement fails (held at its estimate).
+    res: LoadResult = load_or_estimate(client, p, ledger_for(cfg), model, version=version, digest=digest,
+                                       size_bytes=size)  # fmt: skip
     return {"server": server.name, "probe": p.source, **res.to_json()}
 
 
@@ -143,15 +145,24 @@ def server_memory(
         if m.state != READY:
             continue
         pred = ledger.predict(FootprintKey(m.name, m.version, None, device_type, triton_version))
+        held = ledger.holding(server.name, m.name, m.version) or {}
         models.append({
             "model": m.name, "version": m.version,
-            "footprint_bytes": ledger.server_footprint(server.name, m.name, m.version),
+            "footprint_bytes": held.get("footprint_bytes"), "footprint_source": _source(held),
+            "measure_error": held.get("error", ""),
             "predicted_bytes": pred.bytes, "predicted_source": pred.source,
         })  # fmt: skip
     out["models"] = models
     out["leaked_bytes"] = ledger.leaked_bytes(server.name)
     out["triton_version"] = triton_version
     return out
+
+
+def _source(held: dict[str, Any]) -> str | None:
+    """How a held footprint is known: "measured", "estimate" (its probe could not measure it), None (unknown)."""
+    if not held:
+        return None
+    return str(held.get("source", "measured"))
 
 
 def memory_report(
@@ -171,4 +182,19 @@ def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[
     """
     servers = {s.name: s for s in cfg.region(region).servers}
     views = read_each(list(servers), lambda name: read_server(servers[name], timeout_s=timeout_s))
-    return {"region": region, "servers": [v.to_json() for v in views.values()]}
+    ledger = ledger_for(cfg)
+    return {"region": region, "servers": [_with_footprints(v, ledger) for v in views.values()]}
+
+
+def _with_footprints(view: ServerView, ledger: FootprintLedger) -> dict[str, Any]:
+    """The server's status row, each READY version with the footprint it is held at and how it is known
+    ("measured", or "estimate" where its probe could not measure it; None when the ledger has none)."""
+    row = view.to_json()
+    for m in view.index or []:
+        if m.version is None:
+            continue
+        held = (ledger.holding(view.name, m.name, m.version) or {}) if m.state == READY else {}
+        row["models"][m.name]["versions"][str(m.version)].update(
+            footprint_bytes=held.get("footprint_bytes"), footprint_source=_source(held)
+        )
+    return row

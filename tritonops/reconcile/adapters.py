@@ -2,7 +2,8 @@
 
 - ``ControlAdapter``: ``ControlClient`` for index, statistics and unload (which waits until the index
   and, with a probe, the memory say the model is gone); loads go through ``measured_load`` when a
-  probe and the footprint ledger are given, so every load reconcile makes is measured and recorded.
+  probe and the footprint ledger are given, so every load reconcile makes is measured and recorded
+  (``load_or_estimate``: a load whose measurement fails still serves, held at its estimate).
 - ``ProbeMemory``: a ``MemoryProbe`` as reconcile's ``MemoryPort``.
 - ``LedgerFootprint``: predictions from the ledger (measured when known, else its estimate).
 """
@@ -17,8 +18,10 @@ from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.fileio import utc_now
 from tritonops.memory.ledger import FootprintKey, FootprintLedger
-from tritonops.memory.loads import measured_load, measured_unload
+from tritonops.memory.loads import measured_unload
 from tritonops.memory.probes import DeviceMemory, HostProbe, MemoryProbe, probe_for_server
+from tritonops.memory.unmeasured import EstimatedLoad, load_or_estimate
+from tritonops.reconcile.ports import Unmeasured
 from tritonops.repo.model_config import warmup_inputs
 from tritonops.triton.client import READY, ControlClient, ModelState
 
@@ -94,11 +97,11 @@ class ControlAdapter:
         size_bytes: int = 0,
         measure: bool = True,
         loaded: list[int] | None = None,
-    ) -> int | None:
+    ) -> int | Unmeasured | None:
         if self.probe is None or self.ledger is None or not measure:
             self.client.load(model, config=config_json)
             return None
-        res = measured_load(
+        res = load_or_estimate(
             self.client,
             self.probe,
             self.ledger,
@@ -109,6 +112,8 @@ class ControlAdapter:
             config=config_json,
             loaded=loaded,
         )
+        if isinstance(res, EstimatedLoad):
+            return Unmeasured(res.footprint_bytes, res.error)
         return res.footprint_bytes
 
     def unload(self, model: str) -> None:
@@ -122,6 +127,11 @@ class ControlAdapter:
         # (the published file): a backend may have completed it (python ``auto_complete_config``
         # fills in inputs a config.pbtxt leaves out), and Triton's copy is what it will accept.
         reported = self.client.model_config(model, version)
+        if (reported or config).get("model_transaction_policy", {}).get("decoupled"):
+            # Triton's HTTP and unary gRPC inference refuse decoupled models (they answer on a stream):
+            # READY is their gate.
+            log.info("server %s: model %r is decoupled: no warmup request, READY is its gate", self.name, model)
+            return
         self.client.infer(model, warmup_inputs(reported if reported.get("input") else config), version=version)
 
 

@@ -3,8 +3,11 @@ one at a time, then reloads and loads, several at a time where their footprints 
 
 Each load passes a health gate (the version READY in the index, then a warmup inference generated
 from the config's inputs). A failed gate keeps or restores the previous version, records the
-failure in the quarantine and carries on. A server that stops answering has its remaining
-actions skipped and reported; the other servers proceed.
+failure in the quarantine and carries on. A load that passes its gate but whose footprint could not
+be measured is not a failure: it stays loaded, held at its estimate (``footprint_source`` "estimate",
+with the probe's error as a warning), and the loads after it are placed against that estimate.
+A server that stops answering has its remaining actions skipped and reported; the other servers
+proceed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, cast
 
 from tritonops.errors import TritonOpsError
 from tritonops.reconcile.plan import AVAILABILITY, Action, Plan
-from tritonops.reconcile.ports import ServerControl
+from tritonops.reconcile.ports import ServerControl, Unmeasured
 from tritonops.reconcile.records import Owned, Quarantine
 from tritonops.reconcile.state import DesiredState
 from tritonops.repo.model_config import config_dict, override_json
@@ -45,6 +48,18 @@ class ActionResult:
     restored: list[int] = field(default_factory=list)
     prediction_error_bytes: int | None = None
     measured: bool = False  # the load measured a footprint (False when the ledger knew it)
+    # A load that serves but could not be measured: held at this estimate, the probe's error a warning.
+    estimate_bytes: int | None = None
+    measure_error: str = ""
+    # A first load's failed warmup, tried again once the server's other loads are done (a model may call
+    # models this run loads after it), with the config to build the request from.
+    warmup_error: str = ""
+    warmup_config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def footprint_source(self) -> str:
+        """The footprint's source: "measured" (by this load), "estimate" (its probe could not), else ""."""
+        return "estimate" if self.estimate_bytes is not None else "measured" if self.measured else ""
 
     def to_json(self) -> dict[str, Any]:
         a = self.action
@@ -61,6 +76,9 @@ class ActionResult:
             "restored_versions": self.restored,
             "prediction_error_bytes": self.prediction_error_bytes,
             "measured": self.measured,
+            "footprint_source": self.footprint_source,
+            "estimate_bytes": self.estimate_bytes,
+            "measure_error": self.measure_error,
         }
 
 
@@ -77,7 +95,11 @@ def _ready_versions(ctl: ServerControl, model: str) -> list[int]:
     return sorted(ctl.ready_versions(model))
 
 
-def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) -> None:
+def _gate(
+    ctl: ServerControl, model: str, version: int, config: dict[str, Any], later: ActionResult | None = None
+) -> None:
+    """READY, then one warmup inference. ``later``: a failed warmup is noted on it, to be tried again
+    after the server's other loads (``_LoadScheduler``), rather than raised."""
     if version not in ctl.ready_versions(model):
         # Only a failed gate reads the index (a repository listing) for Triton's reason.
         rows = [r for r in ctl.index() if r.name == model and r.version == version]
@@ -85,7 +107,13 @@ def _gate(ctl: ServerControl, model: str, version: int, config: dict[str, Any]) 
         raise _GateError(
             f"server {ctl.name!r}: model {model!r} version {version} not READY after load: {why}"
         )
-    ctl.warmup(model, version, config)
+    try:
+        ctl.warmup(model, version, config)
+    except TritonOpsError as e:
+        if later is None:
+            raise
+        later.warmup_error, later.warmup_config = str(e), config
+        log.info("server %s: model %r warmup failed; tried again after the other loads: %s", ctl.name, model, e)
 
 
 def apply_plan(
@@ -280,7 +308,32 @@ class _LoadScheduler:
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for f in finished:
                     self._finish(f.result(), *in_flight.pop(f))
+        for r in self.results:
+            if r.warmup_error:
+                self._warm_again(r)
         return self.results
+
+    def _warm_again(self, r: ActionResult) -> None:
+        """The second and last warmup of a first load whose first one failed: passed, it serves; failed,
+        it is a failed load (quarantine, unloaded), as a first failure would have been."""
+        a = r.action
+        assert a.version is not None
+        r.warmup_error = ""
+        try:
+            if not self.down:
+                self.ctl.warmup(a.model, a.version, r.warmup_config)
+        except TritonOpsError as e:
+            r.warmup_error = str(e)
+        if self.down or r.warmup_error:
+            r.result, r.error = Outcome.failed, self.down or r.warmup_error
+            r.quarantined = self.quarantine.record_failure(a.server, a.model, a.version, a.digest, r.error)
+            r.restored = _restore(self.ctl, a.model, [], r.warmup_config)
+            self.owned.update(set(), {a.model})
+            log.warning("%s", r.error)
+        else:
+            log.info("server %s: model %r passed its warmup after the other loads", self.ctl.name, a.model)
+            self.quarantine.clear(a.server, a.model, a.digest)
+        r.warmup_error = ""
 
     def _start(self, pool: ThreadPoolExecutor, in_flight: dict[Future[ActionResult], tuple[Action, int, str]]) -> None:
         while self.pending:
@@ -321,6 +374,10 @@ class _LoadScheduler:
             self.down = self.down or _down(self.ctl)
             return
         err = r.prediction_error_bytes or 0
+        if r.estimate_bytes is not None:
+            # Not measured: what is left is planned with its estimate (margin included), never less than
+            # the plan assumed, and it is never taken back (its probe could not see; Triton serves it).
+            err = max(0, r.estimate_bytes - a.predicted_bytes)
         if r.measured and (dm := self.desired.models.get(a.model)) is not None:
             self.estimated += dm.footprint_bytes
             self.measured += dm.footprint_bytes + err
@@ -333,7 +390,7 @@ class _LoadScheduler:
                 "server %s: model %r measured %+d bytes against the plan; %d bytes left for the rest",
                 self.ctl.name, a.model, err, self.free,
             )  # fmt: skip
-        if self.free < 0 and a.kind == "load":
+        if self.free < 0 and a.kind == "load" and r.estimate_bytes is None:
             self._take_back(r, a)
 
     def _take_back(self, r: ActionResult, a: Action) -> None:
@@ -394,15 +451,19 @@ def _load(
                 measure=a.version not in old,
                 loaded=loaded,
             )
-        _gate(ctl, a.model, a.version, config)
-        if measured is not None:
+        # A first load's warmup may call models loaded after it (BLS): it may wait for them.
+        _gate(ctl, a.model, a.version, config, r if a.kind == "load" and not old else None)
+        if isinstance(measured, Unmeasured):  # the control logged the warning; the run report carries it
+            r.estimate_bytes, r.measure_error = measured.estimate_bytes, measured.error
+        elif measured is not None:
             r.prediction_error_bytes = measured - dm.footprint_bytes
     except TritonOpsError as e:
         r.result, r.error = Outcome.failed, str(e)
         r.quarantined = quarantine.record_failure(a.server, a.model, a.version, a.digest, str(e))
         r.restored = _restore(ctl, a.model, old, config)
         return
-    quarantine.clear(a.server, a.model, a.digest)
+    if not r.warmup_error:
+        quarantine.clear(a.server, a.model, a.digest)
 
 
 def _restore(ctl: ServerControl, model: str, old: list[int], config: dict[str, Any]) -> list[int]:

@@ -56,6 +56,14 @@ def _prediction_errors(report: dict[str, Any]) -> Samples:
     ]
 
 
+def _unmeasured(report: dict[str, Any]) -> Samples:
+    return [
+        ({"server": r["server"], "model": r["model"], "version": str(r.get("version"))}, r["estimate_bytes"])
+        for r in report["results"]
+        if r.get("footprint_source") == "estimate"
+    ]
+
+
 def _one(value: Callable[[dict[str, Any]], float]) -> Callable[[dict[str, Any]], Samples]:
     return lambda report: [({}, value(report))]
 
@@ -69,6 +77,11 @@ _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
     ("tritonops_device_memory_used_bytes", "Measured memory used per device after the run.", _per_device("used_bytes")),
     ("tritonops_device_memory_free_bytes", "Measured memory free per device after the run.", _per_device("free_bytes")),
     ("tritonops_memory_prediction_error_bytes", "Measured minus predicted footprint of a load.", _prediction_errors),
+    ("tritonops_reconcile_unmeasured_load_bytes",
+     "Estimate held for each load of the last run that serves but whose footprint could not be measured.",
+     _unmeasured),
+    ("tritonops_reconcile_unmeasured_loads", "Loads of the last run that serve but could not be measured.",
+     _one(lambda r: len(_unmeasured(r)))),
     ("tritonops_quarantined_models", "Model versions in quarantine.", _one(lambda r: len(r["quarantined"]))),
     ("tritonops_reconcile_drift", "Desired vs actual differences left after the run.", _one(lambda r: r["drift"])),
     (
@@ -89,6 +102,12 @@ _GAUGES: list[tuple[str, str, Callable[[dict[str, Any]], Samples]]] = [
 ]
 
 
+def _number(value: float) -> str:
+    """A sample's value, exactly: bytes and timestamps as integers (``%g`` kept 6 digits: 2.01327e+08)."""
+    v = float(value)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
 def render(report: dict[str, Any]) -> str:
     """Metrics text from a run report (see ``runner.RunReport.to_json``)."""
     region = report["region"]
@@ -97,7 +116,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"# HELP {name} {help_}")
         lines.append(f"# TYPE {name} gauge")
         for labels, value in samples(report):
-            lines.append(f"{name}{_labels(region=region, **labels)} {value:g}")
+            lines.append(f"{name}{_labels(region=region, **labels)} {_number(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,15 @@ from tritonops.memory.probes import DeviceMemory
 from tritonops.triton.client import ModelState
 
 
+@dataclass(frozen=True)
+class Unmeasured:
+    """A load that serves, whose footprint the probe could not measure: it is held at ``estimate_bytes``
+    (``memory.unmeasured``: the estimate plus a margin) and the probe's ``error`` is reported."""
+
+    estimate_bytes: int
+    error: str
+
+
 class ServerControl(Protocol):
     """Model control of one Triton server."""
 
@@ -50,9 +59,10 @@ class ServerControl(Protocol):
         size_bytes: int = 0,
         measure: bool = True,
         loaded: list[int] | None = None,
-    ) -> int | None:
+    ) -> int | Unmeasured | None:
         """Load (or reload) with a config override. Returns the measured footprint in bytes when the
-        implementation measures it (the ledger adapter does) and ``measure`` is set, else None.
+        implementation measures it (the ledger adapter does) and ``measure`` is set, else None; an
+        ``Unmeasured`` when the model loaded but its footprint could not be measured (not a failure).
         ``measure=False`` for a call that only drops versions (its memory delta is not a footprint).
         ``loaded``: the versions loaded before this call, as the plan saw them (None: ask Triton)."""
         ...

@@ -285,6 +285,15 @@ class RunReport:
                 out.append(f"server {a.server}: {a.kind} {a.model} v{a.version} {r.result}: {r.error}")
         return out
 
+    def warnings(self) -> list[str]:
+        """One line per load that serves but whose footprint could not be measured (not a failure)."""
+        return [
+            f"server {r.action.server}: model {r.action.model} v{r.action.version} serves, but its footprint "
+            f"could not be measured ({r.measure_error}); held at its estimate, {r.estimate_bytes} bytes"
+            for r in self.results
+            if r.estimate_bytes is not None
+        ]
+
     @property
     def degraded(self) -> bool:
         return bool(self.degraded_reasons())
@@ -305,6 +314,7 @@ class RunReport:
             "skipped_servers": sorted(self.skipped_servers),
             "degraded": self.degraded,
             "degraded_reasons": self.degraded_reasons(),
+            "warnings": self.warnings(),
             "exit_code": int(ExitCode.ERROR if self.refused else EXIT_DEGRADED if self.degraded else ExitCode.OK),
             "quarantined": self.quarantined,
             "memory": self.memory,
