@@ -108,6 +108,7 @@ def check_config(
     c = _Ctx(config_path, text)
     version_dirs = list(version_dirs)  # read by several steps
     _check_name(c, cfg, model_name)
+    cfg = _with_named_backend(cfg, model_name)
     _check_backend(c, cfg)
     if cfg.max_batch_size < 0:
         c.add(f"max_batch_size: {cfg.max_batch_size} is negative", r"^\s*max_batch_size:")
@@ -131,9 +132,23 @@ def _check_name(c: _Ctx, cfg: mc.ModelConfig, model_name: str | None) -> None:
         )
 
 
+def _with_named_backend(cfg: mc.ModelConfig, model_name: str | None) -> mc.ModelConfig:
+    """Triton's rule for a config naming neither platform nor backend: a model named
+    ``<name>.<backend>`` runs on that backend (qa/L0_model_config custom/empty_config.identity)."""
+    if cfg.platform or cfg.backend or not model_name or "." not in model_name.strip("."):
+        return cfg
+    named = mc.ModelConfig()
+    named.CopyFrom(cfg)
+    named.backend = model_name.rsplit(".", 1)[1]
+    return named
+
+
 def _check_backend(c: _Ctx, cfg: mc.ModelConfig) -> None:
     if not cfg.platform and not cfg.backend:
-        c.add("platform/backend: neither is set (Triton cannot tell which backend runs the model)")
+        c.add(
+            "platform/backend: neither is set, and the model's name is not of the form <name>.<backend> "
+            "(Triton cannot tell which backend runs the model)"
+        )
     elif cfg.platform and cfg.platform not in PLATFORM_BACKEND:
         c.add(
             f"platform: unknown {cfg.platform!r} (known: {', '.join(sorted(PLATFORM_BACKEND))})",
@@ -146,7 +161,8 @@ def _check_backend(c: _Ctx, cfg: mc.ModelConfig) -> None:
 
 def _check_inputs_outputs(c: _Ctx, cfg: mc.ModelConfig) -> None:
     for kind, ios in (("input", cfg.input), ("output", cfg.output)):
-        if not ios and cfg.platform != "ensemble" and backend_of(cfg) not in ("python",):
+        # python and custom backends complete (or need no) inputs and outputs themselves.
+        if not ios and cfg.platform != "ensemble" and backend_of(cfg) in DEFAULT_MODEL_FILENAME.keys() - {"python"}:
             c.add(f"{kind}: none declared")
         seen: set[str] = set()
         for i, io in enumerate(ios):

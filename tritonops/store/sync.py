@@ -409,7 +409,8 @@ def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions,
             todo.append((ModelPlan(m, local[m], remote), model_listing))
         # One release-record GET per changed model, in parallel; none where the LIST shows no record.
         releases = pool.map(
-            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
+            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing,
+                                      t[0].remote), todo
         )
         for (mp, model_listing), release in zip(todo, list(releases), strict=True):
             _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, release)
@@ -461,12 +462,12 @@ def _read_remote_state(
         return remote_index, None, set(remote_index.models)
     # First sync, a lost index or an untrusted one: one LIST of the prefix tells what is there.
     listing = {o.key: o for o in store.list("")}
-    if listing:
-        plan.notes.append(
-            f"no trusted remote index at {store.url}/{INDEX_NAME}: listed {len(listing)} objects "
-            "and verified sha256 metadata instead"
-        )
     remote_models = {k.split("/", 1)[0] for k in listing if k.endswith("/" + MANIFEST_NAME)}
+    if remote_models and not plan.notes:  # an untrusted index was noted, with its reason, above
+        plan.notes.append(
+            f"no {INDEX_NAME} at {store.url} though {len(remote_models)} model(s) are published there (a sync "
+            f"stopped before its last step?): listed {len(listing)} objects and checked their sha256 metadata"
+        )
     return None, listing, remote_models
 
 
