@@ -176,7 +176,8 @@ def test_default_mode_rollback_goes_back_to_the_version_a_publish_replaced(tmp_p
     assert cli(cfg_path, "rollback", "m", "--region", "eu-west-1").exit_code == 0
     assert pointer(tmp_path) == [1]
 
-    # The local repository drops v1 and v2; a prune keeps us-east-1's rollback target (v2).
+    # The local repository drops v1 and v2 and an explicit --prune removes them (as before releases, in
+    # this mode): a rollback then says its target is gone, and changes nothing.
     cfg = load_config(cfg_path)
     import shutil
 
@@ -190,9 +191,10 @@ def test_default_mode_rollback_goes_back_to_the_version_a_publish_replaced(tmp_p
     man.save(mp)
     write_index(cfg.repository_path)
     sync(cfg, ["us-east-1"], SyncOptions(prune=True, force=True))
-    assert (tmp_path / "us" / "m" / "2" / "model.py").exists() and not (tmp_path / "us" / "m" / "1").exists()
-    assert cli(cfg_path, "rollback", "m", "--region", "us-east-1").exit_code == 0
-    assert pointer(tmp_path, "us") == [2]
+    assert not (tmp_path / "us" / "m" / "2").exists()
+    res = cli(cfg_path, "rollback", "m", "--region", "us-east-1")
+    assert res.exit_code == 1 and "no previous live version" in res.output, res.output
+    assert pointer(tmp_path, "us") == [3]
 
 
 def test_first_sync_into_a_bucket_says_nothing_about_an_index(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 """What sync asks of releases: which versions a model's published config.pbtxt points at, and which
-versions retention must keep (on-publish mode: also the version the last publish replaced, the rollback
-target). Publishing never moves a release in explicit mode and never undoes one."""
+versions retention must keep. Publishing never moves a release (explicit mode) and never undoes one."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from tritonops.config import ReleaseMode
-from tritonops.release.policy import config_pointer, live_version, previous_version
+from tritonops.release.policy import config_pointer, live_version
 from tritonops.release.state import ReleaseRecord, read_record, record_key
 from tritonops.repo.manifest import CONFIG_NAME, ModelManifest
 from tritonops.store.base import ObjectStore
@@ -19,15 +18,15 @@ class PublishRelease:
     mode: ReleaseMode
     record: ReleaseRecord | None
     pointed: list[int]  # what the bucket's config points at now (explicit mode, no record only)
-    remote: ModelManifest | None = None  # the bucket's manifest before this publish
 
     @property
     def protected(self) -> set[int]:
         """Versions a prune must keep: live, the rollback target, the canary, the current pointer."""
-        keep = self.record.protected() if self.record is not None else set(self.pointed)
-        if self.remote is not None:  # on-publish: the version the last publish replaced
-            keep |= {v for v in (previous_version(self.mode, self.record, self.remote),) if v is not None}
-        return keep
+        if self.record is not None:
+            return self.record.protected()
+        # on-publish without a record: the version the last publish replaced is not kept from an explicit
+        # --prune (as before releases); `rollback` then says it is no longer published.
+        return set(self.pointed)
 
     def pointer(self, final: ModelManifest) -> list[int] | None:
         """The versions the published config's version_policy must name, or None for the local
@@ -45,7 +44,6 @@ def publish_release(
     model: str,
     published: bool,
     listed: Container[str] | None = None,
-    remote: ModelManifest | None = None,
 ) -> PublishRelease:
     """One GET (the record), plus the remote config in explicit mode for a model without a record.
 
@@ -57,4 +55,4 @@ def publish_release(
     if rec is None and mode is ReleaseMode.explicit and published:
         raw = store.get(f"{model}/{CONFIG_NAME}")
         pointed = config_pointer(raw.decode("utf-8", "replace")) if raw else []
-    return PublishRelease(mode, rec, pointed, remote)
+    return PublishRelease(mode, rec, pointed)

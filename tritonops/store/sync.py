@@ -291,10 +291,11 @@ def _load_remote_manifest(store: ObjectStore, model: str, raw: bytes | None) -> 
     if raw is None:
         return None, "remote manifest missing"
     try:
-        man = ModelManifest.loads(raw, source)
+        man = ModelManifest.loads(raw, source, verify=False)
+        _check_remote_manifest_keys(man, source)  # keys outside the prefix are refused, whatever else
+        ModelManifest.loads(raw, source)  # its digests
     except RepositoryError as e:
         return None, f"remote manifest unreadable ({str(e).split(': ', 1)[-1]})"
-    _check_remote_manifest_keys(man, source)
     if man.model != model:
         return None, f"remote manifest names model {man.model!r}"
     return man, ""
@@ -409,8 +410,7 @@ def plan_region(cfg: Config, region: str, local: LocalModels, opts: SyncOptions,
             todo.append((ModelPlan(m, local[m], remote), model_listing))
         # One release-record GET per changed model, in parallel; none where the LIST shows no record.
         releases = pool.map(
-            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing,
-                                      t[0].remote), todo
+            lambda t: publish_release(store, cfg.release.mode, t[0].model, t[0].remote is not None, listing), todo
         )
         for (mp, model_listing), release in zip(todo, list(releases), strict=True):
             _plan_model(mp, store, cfg.repository_path, opts, model_listing, pool, release)
