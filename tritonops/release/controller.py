@@ -29,7 +29,7 @@ from tritonops.config import Config, ReleaseMode
 from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.regions import per_region
-from tritonops.release import gates
+from tritonops.release import answers, gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
 from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
@@ -180,6 +180,20 @@ def _regions_of(ro: dict[str, Any], upto: int) -> list[str]:
     return sorted({r for s in ro["steps"][: upto + 1] for r in s["targets"]})
 
 
+def _answers_path(cfg: Config, ro: dict[str, Any]) -> Path:
+    return rollouts_dir(cfg) / f"{ro['model']}.{ro['id']}.answers.npz"
+
+
+def _answers_check(cfg: Config, ro: dict[str, Any]) -> answers.AnswerVerdict:
+    """The answers gate of the current step (once it passed, it is not asked again)."""
+    done = ro.get("answers") or {}
+    if done.get("step") == ro["step"] and done.get("verdict") in ("pass", "skip", "fail"):
+        return answers.AnswerVerdict(done["verdict"], list(done.get("reasons", [])), done.get("worst"))
+    av = answers.check(cfg, ro, _answers_path(cfg, ro))
+    ro["answers"] = {"step": ro["step"], **av.to_json()}
+    return av
+
+
 def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     step = ro["steps"][ro["step"]]
     regions = sorted(step["targets"])
@@ -196,12 +210,15 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     health = gates.served_ok(served, ro["model"], ro["version"], step_servers)
     if health.verdict != "pass":
         return health
+    av = _answers_check(cfg, ro)
+    if av.verdict == "fail":
+        return gates.Verdict("fail", av.reasons)
     now, notes = gates.take_snapshot(cfg, regions, ro["model"])
     olds = {ro["origin"].get(r) for r in regions}
     old = next(iter(olds)) if len(olds) == 1 else None
     g = cfg.release.rollout.gates
     v = gates.evaluate(g, ro.get("pre") or {}, ro["baseline"], now, ro["version"], old, step_servers, control)
-    v.reasons += notes
+    v.reasons += notes + av.reasons
     if v.restarted:
         ro["baseline"], ro["bake_started"] = now, time.time()
     return v
@@ -257,11 +274,21 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
     n = len(ro["steps"])
     if ro["phase"] == "apply":
         regions = sorted(ro["steps"][ro["step"]]["targets"])
-        if ro.get("pre_step") != ro["step"]:  # the old version's counters before the step: a reference
+        if ro.get("pre_step") != ro["step"]:  # the old version's answers and counters before the step
+            ro["answers_notes"] = answers.take_reference(cfg, ro, _answers_path(cfg, ro))
             ro["pre"], _ = gates.take_snapshot(cfg, regions, ro["model"])
             ro["pre_step"] = ro["step"]
             _save(cfg, ro)
         _apply_step(cfg, ro)
+        # Before any traffic is weighed: a version that answers wrong is stopped here, with none at all.
+        av = _answers_check(cfg, ro)
+        if av.verdict == "fail":
+            ro["gate"] = {"verdict": "fail", "reasons": av.reasons, "time": utc_now()}
+            ro["history"].append({"step": ro["step"], **ro["gate"]})
+            ro["phase"], ro["failure"] = "rollback", "; ".join(av.reasons)
+            report.append(f"step {ro['step'] + 1}/{n}: answers gate failed: {ro['failure']}; rolling back")
+            _save(cfg, ro)
+            return True
         ro["baseline"], _ = gates.take_snapshot(cfg, regions, ro["model"])
         ro["bake_started"], ro["phase"] = time.time(), "bake"
         report.append(f"step {ro['step'] + 1}/{n} ({_describe(ro['steps'][ro['step']])}) applied; baking")
