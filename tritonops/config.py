@@ -147,9 +147,9 @@ class AnswersGateConfig(_Strict):
 
 
 class MetricGateConfig(_Strict):
-    """A user-defined gate: a Prometheus query, evaluated at the end of each step's bake; its value must
-    stay within ``max`` and ``min``. ``{model}``, ``{version}``, ``{old_version}`` and
-    ``{bake_s}`` in the query are filled in (e.g. ``rate(errors{{model="{model}"}}[{bake_s}s])``)."""
+    """A user-defined gate: a Prometheus query, evaluated at the end of each step's bake; every series it
+    returns must stay within ``max`` / ``min``. ``$model``, ``$version``, ``$old_version`` and ``$bake_s``
+    in the query are filled in, e.g. ``sum(rate(app_errors{model="$model"}[${bake_s}s]))``."""
 
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)  # Prometheus base URL (its /api/v1/query is asked)

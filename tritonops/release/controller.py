@@ -29,7 +29,7 @@ from tritonops.config import Config, ReleaseMode
 from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.regions import per_region
-from tritonops.release import answers, gates
+from tritonops.release import answers, gates, metric_gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
 from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
@@ -219,6 +219,12 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     g = cfg.release.rollout.gates
     v = gates.evaluate(g, ro.get("pre") or {}, ro["baseline"], now, ro["version"], old, step_servers, control)
     v.reasons += notes + av.reasons
+    if g.metrics:  # the user's Prometheus queries over the bake window
+        m = metric_gates.evaluate(g.metrics, ro["model"], ro["version"], old, ro["bake_s"])
+        v.reasons += m.reasons
+        v.readings["metric_gates"] = m.readings
+        if m.verdict == "fail" or (m.verdict == "wait" and v.verdict == "pass"):
+            v.verdict = m.verdict
     if v.restarted:
         ro["baseline"], ro["bake_started"] = now, time.time()
     return v
