@@ -247,9 +247,12 @@ def render(out: dict[str, Any]) -> str:
              "| rollout start -> verdict (s) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for d in out.get("matrix", []):
-        lines.append(f"| v{d['version']} | {d['kind']} | {d['phase']}: {d['failure'] or 'live everywhere'} | "
-                     f"{d['stopped_at_step']}/{d['steps']} | {'yes' if d['at_canary_of_first_wave'] else 'no'} | "
-                     f"{', '.join(d['answered_outside_canary']) or 'none'} | {d['start_to_verdict_s']} |")  # fmt: skip
+        released = d["phase"] == "done"
+        verdict = (d["failure"] or "live everywhere").replace("|", "\\|")
+        outside = "(released: every server)" if released else ", ".join(d["answered_outside_canary"]) or "none"
+        lines.append(f"| v{d['version']} | {d['kind']} | {d['phase']}: {verdict} | {d['stopped_at_step']}/{d['steps']} "
+                     f"| {'-' if released else 'yes' if d['at_canary_of_first_wave'] else 'NO'} | {outside} "
+                     f"| {d['start_to_verdict_s']} |")  # fmt: skip
     rb = out.get("rollback_region_s")
     if rb:
         lines += ["", f"Rollback of a region ({rb['servers']} servers), command to every server answering the old "
