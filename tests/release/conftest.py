@@ -93,6 +93,7 @@ class RelStack:
 
     def add(self, version: int, *, sleep_ms: int = GOOD_MS, fail_every: int = 0, answer: str = GOOD_ANSWER,
             init: str = "", model: str = MODEL) -> None:  # fmt: skip
+        from tritonops.release.pointer import publish_release
         from tritonops.repo.repository import add_version
         from tritonops.store.sync import SyncOptions, sync
 
@@ -106,7 +107,7 @@ class RelStack:
         conf.write_text(CONFIG.format(name=model))
         add_version(self.config.repository_path, model, src / "model.py", config=conf)
         assert max(self.local_versions(model)) == version
-        sync(self.config, [EU, US], SyncOptions(models=[model]))
+        sync(self.config, [EU, US], SyncOptions(models=[model]), releases=publish_release)
 
     def local_versions(self, model: str = MODEL) -> list[int]:
         from tritonops.repo.manifest import ModelManifest

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.release.conftest import EU, US, RelStack
+from tritonops.cli.reconcile import reconcile_region
 from tritonops.release import controller
 from tritonops.release.answers import Tolerance, compare, inputs_for, tolerance_for, worst_of
 from tritonops.release.ops import served_versions
@@ -38,7 +39,7 @@ def advance_until(rel: RelStack, phases: tuple[str, ...], timeout_s: float = 240
     seen = []
     deadline = time.monotonic() + timeout_s
     while True:
-        ro, _ = controller.advance(rel.config, ANS)
+        ro, _ = controller.advance(rel.config, ANS, reconcile_region)
         assert ro is not None
         seen.append(serving(rel))
         if ro["phase"] in phases:
@@ -80,7 +81,7 @@ def test_wrong_answers_are_stopped_at_the_canary_and_right_ones_pass(rel: RelSta
     ro, _ = advance_until(rel, ("bake", *controller.TERMINAL))
     assert ro["phase"] == "bake" and ro["answers"]["verdict"] == "pass", ro
     assert "within tolerance" in " ".join(ro["answers"]["reasons"])
-    controller.abort(rel.config, ANS)
+    controller.abort(rel.config, ANS, reconcile_region)
     assert serving(rel)[EU1] == [1]
 
 
