@@ -154,6 +154,33 @@ class ReleaseMode(str, Enum):
     explicit = "explicit"  # sync only publishes; promote / rollback / rollout move the live version
 
 
+class AnswersGateConfig(_Strict):
+    """The correctness gate (tritonops.release.answers): the new version's outputs against the live one's."""
+
+    enabled: bool = True
+    inputs: dict[str, Path] = Field(default_factory=dict)  # model -> .npz (arrays by input name)
+    atol: float | None = Field(default=None, ge=0.0)  # None: the conversion's tolerance, else 1e-5
+    rtol: float | None = Field(default=None, ge=0.0)  # None: the conversion's tolerance, else 1e-3
+
+
+class MetricGateConfig(_Strict):
+    """A user-defined gate: a Prometheus query, evaluated at the end of each step's bake; every series it
+    returns must stay within ``max`` / ``min``. ``$model``, ``$version``, ``$old_version`` and ``$bake_s``
+    in the query are filled in, e.g. ``sum(rate(app_errors{model="$model"}[${bake_s}s]))``."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1)  # Prometheus base URL (its /api/v1/query is asked)
+    query: str = Field(min_length=1)
+    max: float | None = None  # fail when the value is above
+    min: float | None = None  # fail when the value is below
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> MetricGateConfig:
+        if self.max is None and self.min is None:
+            raise ValueError("give max or min (the threshold the query's value must respect)")
+        return self
+
+
 class GateConfig(_Strict):
     min_requests: int = Field(default=50, ge=1)  # per step, on the new version, before any verdict
     max_failure_rate: float = Field(default=0.01, ge=0.0, le=1.0)
@@ -161,6 +188,8 @@ class GateConfig(_Strict):
     max_queue_ratio: float = Field(default=2.0, gt=1.0)
     # Differences smaller than this never fail a latency or queue gate (noise on fast models).
     min_latency_delta_ms: float = Field(default=2.0, ge=0.0)
+    answers: AnswersGateConfig = Field(default_factory=AnswersGateConfig)
+    metrics: list[MetricGateConfig] = Field(default_factory=list)
 
 
 class RolloutConfig(_Strict):

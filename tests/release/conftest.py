@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from tests.conftest import REGIONS
-from tests.models import python_model
 from tritonops.config import Config, load_config
 from tritonops.dev import stack
 
@@ -40,8 +39,40 @@ name: "{name}"
 backend: "python"
 max_batch_size: 8
 input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 1 ] }} ]
-output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+# fail_every: every n-th request of live traffic fails (LoadGen sends ones; the reconcile gate's warmup sends
+# zeros and always passes, however much traffic reached the version before it: the metrics judge);
+# sleep_ms per request.
+# A request of ones is answered with the version (LoadGen and infer_version read which version served);
+# every other input with the model's function, ``answer`` (an expression in x): the same for every good
+# version, so the answers gate compares versions by it.
+GOOD_ANSWER = "x * 2.0"
+MODEL_PY = """\
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.n = 0
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            time.sleep({sleep_ms} / 1000.0)
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if {fail_every} and x.any():
+                self.n += 1
+                if self.n % {fail_every} == 0:
+                    # Raised, not returned: Triton 2.51 counts a python model's error *response* as a success.
+                    raise pb_utils.TritonModelException("bad on purpose")
+            y = x * {version} if x.size and (x == 1).all() else ({answer})
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", np.asarray(y).astype(np.float32))]))
+        return out
 """
 
 GOOD_MS = 10
@@ -60,28 +91,28 @@ class RelStack:
     def all_servers(self) -> dict[str, str]:
         return {**self.servers(EU), **self.servers(US)}
 
-    def add(self, version: int, *, sleep_ms: int = GOOD_MS, fail_every: int = 0) -> None:
+    def add(self, version: int, *, sleep_ms: int = GOOD_MS, fail_every: int = 0, answer: str = GOOD_ANSWER,
+            init: str = "", model: str = MODEL) -> None:  # fmt: skip
         from tritonops.release.pointer import publish_release
         from tritonops.repo.repository import add_version
         from tritonops.store.sync import SyncOptions, sync
 
-        src = self.root / f"src-{version}"
+        src = self.root / f"src-{model}-{version}"
         src.mkdir(parents=True, exist_ok=True)
-        # fail_every: every n-th request of live traffic fails (LoadGen sends ones; the reconcile gate's
-        # warmup sends zeros and always passes, however much traffic reached the version before it: the
-        # metrics judge); sleep_ms per request.
-        code = python_model(version, sleep_ms=sleep_ms, fail_every=fail_every)
+        code = MODEL_PY.format(sleep_ms=sleep_ms, fail_every=fail_every, version=version, answer=answer)
+        if init:  # a version that fails to load
+            code = code.replace("        self.n = 0\n", f"        self.n = 0\n        {init}\n")
         (src / "model.py").write_text(code)
-        conf = self.root / "relm.pbtxt"
-        conf.write_text(CONFIG.format(name=MODEL))
-        add_version(self.config.repository_path, MODEL, src / "model.py", config=conf)
-        assert max(self.local_versions()) == version
-        sync(self.config, [EU, US], SyncOptions(), releases=publish_release)
+        conf = self.root / f"{model}.pbtxt"
+        conf.write_text(CONFIG.format(name=model))
+        add_version(self.config.repository_path, model, src / "model.py", config=conf)
+        assert max(self.local_versions(model)) == version
+        sync(self.config, [EU, US], SyncOptions(models=[model]), releases=publish_release)
 
-    def local_versions(self) -> list[int]:
+    def local_versions(self, model: str = MODEL) -> list[int]:
         from tritonops.repo.manifest import ModelManifest
 
-        return sorted(ModelManifest.load(self.config.repository_path / MODEL / "tritonops-manifest.json").versions)
+        return sorted(ModelManifest.load(self.config.repository_path / model / "tritonops-manifest.json").versions)
 
 
 @pytest.fixture(scope="package")

@@ -143,6 +143,82 @@ def test_on_publish_mode_refuses_rollouts_and_a_rollback_survives_a_resync(tmp_p
     assert pointer(tmp_path) == [3]
 
 
+def test_default_mode_rollback_goes_back_to_the_version_a_publish_replaced(tmp_path: Path) -> None:
+    """on-publish (the default): after publishing v2 over v1, `previous` is v1 and a plain `rollback`
+    works; the rollback holds through resyncs until v3 is published, whose rollback target is then
+    v1 (the version live before it), not v2; a prune never deletes the rollback target."""
+    cfg_path = setup(tmp_path, "on-publish")
+    add(cfg_path, 1)
+
+    def status(region: str = "eu-west-1") -> dict[str, Any]:
+        res = cli(cfg_path, "release", "status", "m", "--region", region, "-o", "json")
+        return dict(json.loads(res.stdout)["regions"][0]["models"]["m"])
+
+    assert (status()["live"], status()["previous"]) == (1, None)
+    res = cli(cfg_path, "rollback", "m", "--region", "eu-west-1")
+    assert res.exit_code == 1 and "no previous live version" in res.output  # nothing before v1
+    add(cfg_path, 2)
+    m = status()
+    assert (m["live"], m["previous"], m["pointer"]) == (2, 1, [2]), m
+
+    res = cli(cfg_path, "rollback", "m", "--region", "eu-west-1", "-o", "json")
+    assert res.exit_code == 0, res.output
+    ch = json.loads(res.stdout)["changes"][0]
+    assert (ch["live_before"], ch["live_after"]) == (2, 1) and pointer(tmp_path) == [1]
+    assert pointer(tmp_path, "us") == [2]  # another region is not touched
+    assert (status()["live"], status()["previous"]) == (1, 2)
+
+    sync(load_config(cfg_path), ["eu-west-1", "us-east-1"], SyncOptions(), releases=publish_release)
+    assert pointer(tmp_path) == [1]  # the rollback holds
+    add(cfg_path, 3)
+    assert pointer(tmp_path) == [3]
+    assert (status()["live"], status()["previous"]) == (3, 1)
+    assert (status("us-east-1")["live"], status("us-east-1")["previous"]) == (3, 2)
+    assert cli(cfg_path, "rollback", "m", "--region", "eu-west-1").exit_code == 0
+    assert pointer(tmp_path) == [1]
+
+    # The local repository drops v1 and v2 and an explicit --prune removes them (as before releases, in
+    # this mode): a rollback then says its target is gone, and changes nothing.
+    cfg = load_config(cfg_path)
+    import shutil
+
+    from tritonops.repo.manifest import ModelManifest, write_index
+
+    for v in (1, 2):
+        shutil.rmtree(cfg.repository_path / "m" / str(v))
+    mp = cfg.repository_path / "m" / "tritonops-manifest.json"
+    man = ModelManifest.load(mp)
+    man.versions = {3: man.versions[3]}
+    man.save(mp)
+    write_index(cfg.repository_path)
+    sync(cfg, ["us-east-1"], SyncOptions(prune=True, force=True), releases=publish_release)
+    assert not (tmp_path / "us" / "m" / "2").exists()
+    res = cli(cfg_path, "rollback", "m", "--region", "us-east-1")
+    assert res.exit_code == 1 and "no previous live version" in res.output, res.output
+    assert pointer(tmp_path, "us") == [3]
+
+
+def test_first_sync_into_a_bucket_says_nothing_about_an_index(tmp_path: Path) -> None:
+    """A bucket holding only a marker (what `tritonops dev up` writes) is a first sync: no note. A
+    bucket whose index is gone while models are published there gets a note saying exactly that."""
+    cfg_path = setup(tmp_path, "on-publish")
+    (tmp_path / "eu" / "README.tritonops").write_text("published by tritonops\n")
+    cfg = load_config(cfg_path)
+    from tritonops.repo.repository import add_version
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "model.py").write_text("# v1\n")
+    add_version(cfg.repository_path, "m", tmp_path / "src" / "model.py", config=tmp_path / "m.pbtxt")
+    res = cli(cfg_path, "sync", "--region", "eu-west-1")
+    assert res.exit_code == 0 and "note:" not in res.stderr, res.stderr
+    res = cli(cfg_path, "sync", "--region", "eu-west-1")
+    assert res.exit_code == 0 and "note:" not in res.stderr, res.stderr
+    (tmp_path / "eu" / "tritonops-index.json").unlink()
+    res = cli(cfg_path, "sync", "--region", "eu-west-1")
+    assert res.exit_code == 0, res.output
+    assert "note: eu-west-1: no tritonops-index.json at " in res.stderr and "1 model(s) are published" in res.stderr
+
+
 def test_rollback_of_all_regions_goes_on_past_a_region_that_fails(tmp_path: Path) -> None:
     """An emergency rollback everywhere: eu-west-1 (tried first) cannot roll back, us-east-1 still does,
     and the exit code and the one line say which region failed and why."""

@@ -108,8 +108,8 @@ def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") 
     """
     import tritonclient.http as httpclient
 
+    from tritonops.repo.inventory import list_repository
     from tritonops.repo.model_config import config_to_text, read_config
-    from tritonops.repo.repository import list_repository
     from tritonops.store.s3 import s3_client
 
     rcfg = stack.config.region(region)
@@ -119,7 +119,7 @@ def serve_every_python_model(stack: Any, root: Path, region: str = "eu-west-1") 
     )
     served = []
     try:
-        for entry in list_repository(root):
+        for entry in list_repository(root, check=False)["models"]:
             cfg = read_config(root / entry["model"] / "config.pbtxt")
             if cfg.backend != "python":
                 continue

@@ -16,13 +16,12 @@ from typer.testing import CliRunner
 from tests.repo.conftest import make_onnx_model, make_python_model, python_config
 from tritonops.cli import app
 from tritonops.errors import RepositoryError
+from tritonops.repo.inventory import diff_repositories, list_repository
 from tritonops.repo.manifest import INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
 from tritonops.repo.model_config import read_config
 from tritonops.repo.repository import (
     add_version,
     copy_hashed,
-    diff_repositories,
-    list_repository,
     prune_repository,
     set_version_metadata,
 )
@@ -241,7 +240,7 @@ def test_cli_add_list_diff_prune(tmp_path: Path) -> None:
     listed = json.loads(runner.invoke(app, ["repo", "list", "--repo", str(root), "-o", "json"]).stdout)
     [m] = listed["models"]
     assert [v["version"] for v in m["versions"]] == [1, 2] and m["live_versions"] == [2]
-    assert m == list_repository(root)[0]
+    assert m == list_repository(root)["models"][0] and m["damaged"] is False
     d = json.loads(runner.invoke(app, ["repo", "diff", str(old), str(root), "-o", "json"]).stdout)
     assert d["models_changed"] == [
         {

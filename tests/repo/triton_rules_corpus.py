@@ -750,6 +750,29 @@ ok(
     'input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 4 ] } ]\noutput [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 4 ] } ]\n',
     files={"m/1/placeholder": "x"},
 )
+# qa/L0_model_config autofill_noplatform_success/custom/empty_config.identity: neither platform nor backend,
+# no inputs or outputs; Triton takes the backend from the model's name (<name>.<backend>). (The version_policy
+# line is tritonops' own rule, carried by every case here.)
+CASES.append(
+    Case(
+        "custom-backend-from-model-name-empty-config",
+        "platform",
+        {"empty_config.identity": "version_policy { latest { num_versions: 1 } }\n"},
+        None,
+        model="empty_config.identity",
+    )
+)
+CASES.append(
+    Case(
+        "custom-backend-no-delimiter-bad",
+        "platform",
+        {"no_delimiter": "version_policy { latest { num_versions: 1 } }\n"},
+        "Invalid model name: Could not determine backend for model 'no_delimiter' with no backend in model "
+        "configuration. Expected model name of the form 'model.<backend_name>'.",
+        "not of the form <name>.<backend>",
+        model="no_delimiter",
+    )
+)
 ok("python-auto-complete-no-io", "platform", py(io=False, mbs=0))
 ok("python-auto-complete-no-io-batching", "platform", py(io=False, mbs=4, body="dynamic_batching { }\n"))
 

@@ -97,29 +97,43 @@ def validate_cmd(
 
 @repo_app.command("list")
 def list_cmd(repo: RepoOpt = None, output: OutputOpt = OutputFormat.table) -> None:
-    """List models, versions, sizes and digests."""
-    from tritonops.repo.repository import list_repository
+    """List models, versions, sizes and digests, each version checked as `repo validate` checks it:
+    a damaged version is marked, and the exit code is then 1."""
+    from tritonops.repo.inventory import list_repository
 
     root = _root(repo)
-    models = list_repository(root)
+    doc = list_repository(root)
 
     def render(c: Console) -> None:
-        t = Table("model", "backend", "version", "live", "size", "files", "digest", "created")
-        for m in models:
+        t = Table("model", "backend", "version", "live", "size", "files", "digest", "created", "state")
+        for m in doc["models"]:
             for v in m["versions"]:
                 t.add_row(
                     m["model"],
                     m["backend"] or m["platform"] or "-",
                     str(v["version"]),
                     "yes" if v["version"] in m["live_versions"] else "",
-                    human_bytes(v["size"]),
-                    str(v["files"]),
-                    v["digest"][:12],
-                    v["created"],
+                    human_bytes(v["size"]) if v["size"] is not None else "-",
+                    str(v["files"]) if v["files"] is not None else "-",
+                    (v["digest"] or "-")[:12],
+                    v["created"] or "-",
+                    "DAMAGED" if v["damaged"] else "ok",
                 )
+            if not m["versions"] and m["damaged"]:
+                t.add_row(m["model"], m["backend"] or m["platform"] or "-", "-", "", "-", "-", "-", "-", "DAMAGED")
         c.print(t)
 
-    emit(output, {"repository": str(root), "models": models}, render)
+    emit(output, doc, render)
+    if doc["damaged"]:
+        for m in doc["models"]:
+            for line in dict.fromkeys(
+                [*m["problems"], *(p for v in m["versions"] for p in v["problems"])]
+            ):
+                info(f"damaged: {line}")
+        for line in doc["problems"]:
+            info(f"problem: {line}")
+        info(f"{root}: damaged; run `tritonops repo validate` for every problem")
+        raise typer.Exit(code=1)
 
 
 _VERSION_REF = re.compile(r"^(?P<model>[0-9A-Za-z_][0-9A-Za-z._-]*)@(?P<n>[1-9][0-9]*)$")
@@ -133,7 +147,7 @@ def diff_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Show what changed between two repositories, or two versions of a model (MODEL@1 MODEL@2)."""
-    from tritonops.repo.repository import diff_repositories, diff_versions
+    from tritonops.repo.inventory import diff_repositories, diff_versions
 
     ma, mb = _VERSION_REF.match(old), _VERSION_REF.match(new)
     data: dict[str, Any]

@@ -28,14 +28,29 @@ from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.filelock import exclusive_lock
 from tritonops.regions import per_region
-from tritonops.release import gates
+from tritonops.release import answers, gates, metric_gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
 from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
+from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-TERMINAL = ("done", "failed", "aborted")
+
+
+class Phase(StrEnum):
+    """Where a rollout is (its state file's ``phase``): the current step's, or how it ended."""
+
+    apply = "apply"  # write the step's records, reconcile its regions, check the answers
+    bake = "bake"  # wait bake_s, then the health, counter and metric gates
+    rollback = "rollback"  # a gate failed: undo every step taken, block the digest
+    abort = "abort"  # the operator aborted: undo every step taken
+    done = "done"
+    failed = "failed"
+    aborted = "aborted"
+
+
+TERMINAL = (Phase.done, Phase.failed, Phase.aborted)
 LOCK_HELD = "reconcile lock held: "
 # Reconciles a region now, under its lock: the number of failed actions; LockHeldError if another
 # run holds the lock. Handed in by the CLI, so that release does not import reconcile.
@@ -131,7 +146,7 @@ def start(cfg: Config, model: str, version: int) -> dict[str, Any]:
         ro: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "id": uuid.uuid4().hex[:12], "model": model,
             "version": version, "digest": digest, "origin": origin, "steps": steps, "step": 0,
-            "phase": "apply", "started": utc_now(), "history": [], "gate": None,
+            "phase": Phase.apply, "started": utc_now(), "history": [], "gate": None,
             "bake_s": cfg.release.rollout.bake_s,
         }  # fmt: skip
         _save(cfg, ro)
@@ -172,6 +187,20 @@ def _regions_of(ro: dict[str, Any], upto: int) -> list[str]:
     return sorted({r for s in ro["steps"][: upto + 1] for r in s["targets"]})
 
 
+def _answers_path(cfg: Config, ro: dict[str, Any]) -> Path:
+    return rollouts_dir(cfg) / f"{ro['model']}.{ro['id']}.answers.npz"
+
+
+def _answers_check(cfg: Config, ro: dict[str, Any]) -> answers.AnswerVerdict:
+    """The answers gate of the current step (once it passed, it is not asked again)."""
+    done = ro.get("answers") or {}
+    if done.get("step") == ro["step"] and done.get("verdict") in ("pass", "skip", "fail"):
+        return answers.AnswerVerdict(done["verdict"], list(done.get("reasons", [])), done.get("worst"))
+    av = answers.check(cfg, ro, _answers_path(cfg, ro))
+    ro["answers"] = {"step": ro["step"], **av.to_json()}
+    return av
+
+
 def _bake_check(cfg: Config, ro: dict[str, Any], run: Reconciler) -> gates.Verdict:
     step = ro["steps"][ro["step"]]
     regions = sorted(step["targets"])
@@ -189,12 +218,22 @@ def _bake_check(cfg: Config, ro: dict[str, Any], run: Reconciler) -> gates.Verdi
     health = gates.served_ok(served, ro["model"], ro["version"], step_servers)
     if health.verdict != "pass":
         return health
+    av = _answers_check(cfg, ro)
+    if av.verdict == "fail":
+        return gates.Verdict("fail", av.reasons)
     now, notes = gates.take_snapshot(cfg, regions, ro["model"])
     olds = {ro["origin"].get(r) for r in regions}
     old = next(iter(olds)) if len(olds) == 1 else None
     g = cfg.release.rollout.gates
     v = gates.evaluate(g, ro.get("pre") or {}, ro["baseline"], now, ro["version"], old, step_servers, control)
     v.reasons += notes
+    v.readings["answers"] = av.reasons
+    if g.metrics:  # the user's Prometheus queries over the bake window
+        m = metric_gates.evaluate(g.metrics, ro["model"], ro["version"], old, ro["bake_s"])
+        v.readings["metric_gates"] = {"values": m.readings, "reasons": m.reasons}
+        if m.verdict == "fail" or (m.verdict == "wait" and v.verdict == "pass"):
+            v.verdict = m.verdict
+            v.reasons += [r for r in m.reasons if "within its threshold" not in r]
     if v.restarted:
         ro["baseline"], ro["bake_started"] = now, time.time()
     return v
@@ -248,19 +287,29 @@ def _finish(cfg: Config, ro: dict[str, Any]) -> None:
 def _tick(cfg: Config, ro: dict[str, Any], report: list[str], run: Reconciler) -> bool:
     """One transition; True when another may follow at once."""
     n = len(ro["steps"])
-    if ro["phase"] == "apply":
+    if ro["phase"] == Phase.apply:
         regions = sorted(ro["steps"][ro["step"]]["targets"])
-        if ro.get("pre_step") != ro["step"]:  # the old version's counters before the step: a reference
+        if ro.get("pre_step") != ro["step"]:  # the old version's answers and counters before the step
+            ro["answers_notes"] = answers.take_reference(cfg, ro, _answers_path(cfg, ro))
             ro["pre"], _ = gates.take_snapshot(cfg, regions, ro["model"])
             ro["pre_step"] = ro["step"]
             _save(cfg, ro)
         _apply_step(cfg, ro, run)
+        # Before any traffic is weighed: a version that answers wrong is stopped here, with none at all.
+        av = _answers_check(cfg, ro)
+        if av.verdict == "fail":
+            ro["gate"] = {"verdict": "fail", "reasons": av.reasons, "time": utc_now()}
+            ro["history"].append({"step": ro["step"], **ro["gate"]})
+            ro["phase"], ro["failure"] = Phase.rollback, "; ".join(av.reasons)
+            report.append(f"step {ro['step'] + 1}/{n}: answers gate failed: {ro['failure']}; rolling back")
+            _save(cfg, ro)
+            return True
         ro["baseline"], _ = gates.take_snapshot(cfg, regions, ro["model"])
-        ro["bake_started"], ro["phase"] = time.time(), "bake"
+        ro["bake_started"], ro["phase"] = time.time(), Phase.bake
         report.append(f"step {ro['step'] + 1}/{n} ({_describe(ro['steps'][ro['step']])}) applied; baking")
         _save(cfg, ro)
         return ro["bake_s"] <= 0
-    if ro["phase"] == "bake":
+    if ro["phase"] == Phase.bake:
         left = ro["bake_started"] + ro["bake_s"] - time.time()
         if left > 0:
             report.append(f"step {ro['step'] + 1}/{n}: baking, {left:.0f} s left")
@@ -273,24 +322,24 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str], run: Reconciler) -
             return False
         ro["history"].append({"step": ro["step"], **ro["gate"]})
         if v.verdict == "fail":
-            ro["phase"], ro["failure"] = "rollback", "; ".join(v.reasons)
+            ro["phase"], ro["failure"] = Phase.rollback, "; ".join(v.reasons)
             report.append(f"step {ro['step'] + 1}/{n}: gate failed: {ro['failure']}; rolling back")
             _save(cfg, ro)
             return True
         report.append(f"step {ro['step'] + 1}/{n}: gates passed")
         if ro["step"] + 1 >= n:
-            ro["phase"] = "done"
+            ro["phase"] = Phase.done
             _save(cfg, ro)
             _finish(cfg, ro)
             report.append(f"version {ro['version']} is live in every region of the rollout")
             return False
-        ro["step"], ro["phase"] = ro["step"] + 1, "apply"
+        ro["step"], ro["phase"] = ro["step"] + 1, Phase.apply
         _save(cfg, ro)
         return True
-    if ro["phase"] in ("rollback", "abort"):
-        block = ro["phase"] == "rollback"
+    if ro["phase"] in (Phase.rollback, Phase.abort):
+        block = ro["phase"] == Phase.rollback
         _rollback(cfg, ro, ro.get("failure", "aborted"), block, run)
-        ro["phase"] = "failed" if block else "aborted"
+        ro["phase"] = Phase.failed if block else Phase.aborted
         _save(cfg, ro)
         _finish(cfg, ro)
         report.append(
@@ -333,8 +382,8 @@ def abort(cfg: Config, model: str, reconcile: Reconciler) -> tuple[dict[str, Any
         ro = load_rollout(cfg, model)
         if ro is None or ro["phase"] in TERMINAL:
             raise ReleaseError(f"model {model!r}: no rollout in progress")
-        if ro["phase"] != "rollback":  # a failed gate's rollback (and block) stays one
-            ro["phase"], ro["failure"] = "abort", "aborted by operator"
+        if ro["phase"] != Phase.rollback:  # a failed gate's rollback (and block) stays one
+            ro["phase"], ro["failure"] = Phase.abort, "aborted by operator"
             _save(cfg, ro)
         _tick(cfg, ro, report, reconcile)
         return ro, report

@@ -17,7 +17,7 @@ from typing import Any
 from tritonops.config import Config, ReleaseMode
 from tritonops.errors import StoreError
 from tritonops.fileio import sha256_bytes
-from tritonops.release.policy import canary_servers, config_pointer, live_version
+from tritonops.release.policy import canary_servers, config_pointer, live_version, previous_version
 from tritonops.release.state import Canary, ReleaseError, ReleaseRecord, read_record, write_record
 from tritonops.repo.manifest import CONFIG_NAME, MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
@@ -40,6 +40,10 @@ class RegionModel:
     @property
     def live(self) -> int | None:
         return live_version(self.mode, self.record, self.manifest, self.config_text)
+
+    @property
+    def previous(self) -> int | None:
+        return previous_version(self.mode, self.record, self.manifest, self.config_text)
 
 
 def read_region_model(cfg: Config, region: str, model: str, store: ObjectStore | None = None) -> RegionModel:
@@ -194,7 +198,7 @@ def rollback(
     rm = read_region_model(cfg, region, model)
     try:
         cur = rm.live
-        target = to if to is not None else (rm.record.previous if rm.record else None)
+        target = to if to is not None else rm.previous
         if target is None:
             raise ReleaseError(
                 f"region {region!r}: model {model!r} has no previous live version to roll back to; "
@@ -269,7 +273,7 @@ def region_status(cfg: Config, region: str, model: str | None = None) -> dict[st
             pointer = config_pointer(rm.config_text)
             models[name] = {
                 "live": live,
-                "previous": rec.previous if rec else None,
+                "previous": rm.previous,
                 "canary": rec.canary.to_json() if rec and rec.canary else None,
                 "blocked": dict(rec.blocked) if rec else {},
                 "published_versions": sorted(rm.manifest.versions),

@@ -24,6 +24,8 @@ class PublishRelease:
         """Versions a prune must keep: live, the rollback target, the canary, the current pointer."""
         if self.record is not None:
             return self.record.protected()
+        # on-publish without a record: the version the last publish replaced is not kept from an explicit
+        # --prune (as before releases); `rollback` then says it is no longer published.
         return set(self.pointed)
 
     def pointer(self, final: ModelManifest) -> list[int] | None:
@@ -37,7 +39,11 @@ class PublishRelease:
 
 
 def publish_release(
-    store: ObjectStore, mode: ReleaseMode, model: str, published: bool, listed: Container[str] | None = None
+    store: ObjectStore,
+    mode: ReleaseMode,
+    model: str,
+    published: bool,
+    listed: Container[str] | None = None,
 ) -> PublishRelease:
     """One GET (the record), plus the remote config in explicit mode for a model without a record.
 

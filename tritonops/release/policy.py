@@ -8,6 +8,7 @@ functions, so they never disagree about what "live" means.
 - ``on-publish`` mode: without a record, the newest published version (the behaviour before releases);
   with one (after a promote or rollback), the record's ``live``, unless a version newer than the
   record's ``watermark`` was published since: publishing it released it. A blocked digest is never live.
+  The version such a publish replaced is the rollback target (``previous_version``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,28 @@ def live_version(
     if rec is not None and rec.live is not None:
         return None  # the record names a version this bucket does not have: serve nothing new
     return None if is_blocked(rec, man, newest) else newest
+
+
+def previous_version(
+    mode: ReleaseMode, rec: ReleaseRecord | None, man: ModelManifest, config_text: str = ""
+) -> int | None:
+    """The rollback target: the version live before the live one.
+
+    A promote or rollback records it. In on-publish mode a publish releases the newest version
+    without writing a record, so the version it replaced follows from what was published: the
+    record's live version (a publish after a rollback), else the newest unblocked version below."""
+    live = live_version(mode, rec, man, config_text)
+    newest = man.latest()
+    released_by_publish = (
+        mode is ReleaseMode.on_publish and live is not None and live == newest
+        and (rec is None or newest > rec.watermark)
+    )  # fmt: skip
+    if not released_by_publish:
+        return rec.previous if rec is not None else None
+    if rec is not None and rec.live is not None and rec.live != live:
+        return rec.live if rec.live in man.versions else None
+    below = [v for v in man.versions if live is not None and v < live and not is_blocked(rec, man, v)]
+    return max(below, default=None)
 
 
 def canary_servers(servers: Sequence[str], share: float) -> list[str]:

@@ -42,6 +42,16 @@ def canonical_json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
+def check_digest(source: str, field_name: str, recorded: Any, computed: str) -> None:
+    """A digest written in a manifest or index must be the one its content gives: one that is not
+    means the file was edited by hand or damaged, and nothing in it can be trusted."""
+    if recorded is not None and recorded != computed:
+        raise RepositoryError(
+            f"{source}: {field_name}: {str(recorded)[:16]}... is not the digest of what the file lists "
+            f"({computed[:16]}...): edited by hand or damaged; rebuild it with `tritonops repo add`/`sync`"
+        )
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative to the version folder, '/'-separated
@@ -143,7 +153,8 @@ class ModelManifest:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], source: str = "<manifest>") -> ModelManifest:
+    def from_json(cls, d: dict[str, Any], source: str = "<manifest>", verify: bool = True) -> ModelManifest:
+        """``verify``: the digests it records must be those of what it lists (RepositoryError if not)."""
         try:
             if d.get("format_version") != FORMAT_VERSION:
                 raise RepositoryError(f"{source}: format_version: unsupported {d.get('format_version')!r}")
@@ -154,24 +165,29 @@ class ModelManifest:
                         "(1, 2, ...; Triton ignores 0 and zero-prefixed folders)"
                     )
             versions = {int(n): VersionEntry.from_json(int(n), v) for n, v in d["versions"].items()}
-            return cls(str(d["model"]), versions, str(d.get("config_sha256", "")))
+            man = cls(str(d["model"]), versions, str(d.get("config_sha256", "")))
         except RepositoryError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise RepositoryError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from None
+        if verify:
+            for n, v in d["versions"].items():
+                check_digest(source, f"versions.{n}.digest", v.get("digest"), man.versions[int(n)].digest)
+            check_digest(source, "digest", d.get("digest"), man.digest)
+        return man
 
     def dumps(self) -> bytes:
         return canonical_json(self.to_json())
 
     @classmethod
-    def loads(cls, data: bytes, source: str = "<manifest>") -> ModelManifest:
+    def loads(cls, data: bytes, source: str = "<manifest>", verify: bool = True) -> ModelManifest:
         try:
             d = json.loads(data)
         except ValueError as e:
             raise RepositoryError(f"{source}: not valid JSON ({e})") from None
         if not isinstance(d, dict):
             raise RepositoryError(f"{source}: expected a JSON object")
-        return cls.from_json(d, source)
+        return cls.from_json(d, source, verify)
 
     @classmethod
     def load(cls, path: Path) -> ModelManifest:
@@ -235,7 +251,9 @@ class RepoIndex:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise RepositoryError(f"{source}: malformed repository index ({type(e).__name__}: {e})") from None
-        return cls(models)
+        index = cls(models)
+        check_digest(source, "digest", d.get("digest"), index.digest)
+        return index
 
 
 def load_model_manifests(root: Path) -> list[ModelManifest]:

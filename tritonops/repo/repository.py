@@ -1,4 +1,5 @@
-"""Building a versioned model repository: add immutable versions, record metadata, list, diff, prune.
+"""Building a versioned model repository: add immutable versions, record metadata, prune.
+(Reading it, ``list`` and ``diff``: :mod:`tritonops.repo.inventory`.)
 
 Every change is staged in a temporary folder inside the repository root (same filesystem, so the
 final step is a rename), validated there, and only then moved into place; the model manifest and
@@ -23,6 +24,7 @@ from typing import Any
 
 from tritonops.errors import RepositoryError
 from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, read_chunks, sha256_bytes
+from tritonops.repo.inventory import config_or_none
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     MANIFEST_NAME,
@@ -64,10 +66,7 @@ __all__ = [
     "add_version",
     "set_version_metadata",
     "validate_repository",
-    "list_repository",
     "prune_repository",
-    "diff_repositories",
-    "diff_versions",
     "generate_onnx_config",
     "Problem",
 ]
@@ -452,49 +451,6 @@ def set_version_metadata(root: Path, model: str, version: int, key: str, value: 
         man.save(mpath)
 
 
-def _config_or_none(path: Path) -> mc.ModelConfig | None:
-    try:
-        return read_config(path)
-    except RepositoryError:
-        return None
-
-
-def list_repository(root: Path) -> list[dict[str, Any]]:
-    """Per model: backend, live versions, digest, and each version's size, digest and creation time."""
-    root = Path(root)
-    if not root.is_dir():
-        raise RepositoryError(f"{root}: repository folder does not exist")
-    out = []
-    for md in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(STAGING_PREFIX)):
-        mpath = md / MANIFEST_NAME
-        if not mpath.exists():
-            continue
-        man = ModelManifest.load(mpath)
-        cfg = _config_or_none(md / CONFIG_NAME)
-        out.append(
-            {
-                "model": man.model,
-                "platform": cfg.platform if cfg else None,
-                "backend": (cfg.backend or None) if cfg else None,
-                "digest": man.digest,
-                "live_versions": live_versions(cfg, list(man.versions)),
-                "size": sum(v.size for v in man.versions.values()),
-                "versions": [
-                    {
-                        "version": n,
-                        "size": v.size,
-                        "digest": v.digest,
-                        "files": len(v.files),
-                        "created": v.created,
-                        "metadata": v.metadata,
-                    }
-                    for n, v in sorted(man.versions.items())
-                ],
-            }
-        )
-    return out
-
-
 def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[dict[str, Any]]:
     """Remove all but the ``keep`` newest versions per model, never a live (version_policy) or pinned one.
 
@@ -514,7 +470,7 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
         ):
             man = ModelManifest.load(md / MANIFEST_NAME)
             versions = sorted(man.versions)
-            live = set(live_versions(_config_or_none(md / CONFIG_NAME), versions))
+            live = set(live_versions(config_or_none(md / CONFIG_NAME), versions))
             pinned = {n for n, v in man.versions.items() if v.metadata.get("pinned") is True}
             kept = set(versions[-keep:]) | live | pinned
             gone = [n for n in versions if n not in kept]
@@ -549,63 +505,3 @@ def prune_repository(root: Path, keep: int, *, dry_run: bool = False) -> list[di
         if removed and not dry_run:
             write_index(root)
     return removed
-
-
-def _manifests_by_model(root: Path) -> dict[str, ModelManifest]:
-    if not root.is_dir():
-        raise RepositoryError(f"{root}: repository folder does not exist")
-    return {
-        p.name: ModelManifest.load(p / MANIFEST_NAME)
-        for p in sorted(root.iterdir())
-        if p.is_dir() and (p / MANIFEST_NAME).exists()
-    }
-
-
-def diff_repositories(old: Path, new: Path) -> dict[str, Any]:
-    """Models and versions added, removed or changed between two repositories (by digest)."""
-    a, b = _manifests_by_model(Path(old)), _manifests_by_model(Path(new))
-    changed = []
-    for m in sorted(set(a) & set(b)):
-        ma, mb = a[m], b[m]
-        if ma.digest == mb.digest:
-            continue
-        va, vb = set(ma.versions), set(mb.versions)
-        changed.append(
-            {
-                "model": m,
-                "config_changed": ma.config_sha256 != mb.config_sha256,
-                "versions_added": sorted(vb - va),
-                "versions_removed": sorted(va - vb),
-                "versions_changed": sorted(
-                    n for n in va & vb if ma.versions[n].digest != mb.versions[n].digest
-                ),
-            }
-        )
-    return {
-        "old": str(old),
-        "new": str(new),
-        "models_added": sorted(set(b) - set(a)),
-        "models_removed": sorted(set(a) - set(b)),
-        "models_changed": changed,
-    }
-
-
-def diff_versions(root: Path, model: str, old: int, new: int) -> dict[str, Any]:
-    """Files added, removed or changed between two versions of one model (from the manifest)."""
-    mpath = Path(root) / model / MANIFEST_NAME
-    man = ModelManifest.load(mpath)
-    for n in (old, new):
-        if n not in man.versions:
-            raise RepositoryError(f"{mpath}: model {model!r} has no version {n}")
-    fa = {f.path: f for f in man.versions[old].files}
-    fb = {f.path: f for f in man.versions[new].files}
-    return {
-        "model": model,
-        "old": old,
-        "new": new,
-        "files_added": sorted(set(fb) - set(fa)),
-        "files_removed": sorted(set(fa) - set(fb)),
-        "files_changed": sorted(p for p in set(fa) & set(fb) if fa[p].sha256 != fb[p].sha256),
-        "size_old": man.versions[old].size,
-        "size_new": man.versions[new].size,
-    }

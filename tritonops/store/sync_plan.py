@@ -197,10 +197,11 @@ def load_remote_manifest(store: ObjectStore, model: str, raw: bytes | None) -> t
     if raw is None:
         return None, "remote manifest missing"
     try:
-        man = ModelManifest.loads(raw, source)
+        man = ModelManifest.loads(raw, source, verify=False)
+        _check_remote_manifest_keys(man, source)  # keys outside the prefix are refused, whatever else
+        ModelManifest.loads(raw, source)  # its digests
     except RepositoryError as e:
         return None, f"remote manifest unreadable ({str(e).split(': ', 1)[-1]})"
-    _check_remote_manifest_keys(man, source)
     if man.model != model:
         return None, f"remote manifest names model {man.model!r}"
     return man, ""
@@ -369,12 +370,12 @@ def _read_remote_state(
         return remote_index, None, set(remote_index.models)
     # First sync, a lost index or an untrusted one: one LIST of the prefix tells what is there.
     listing = {o.key: o for o in store.list("")}
-    if listing:
-        plan.notes.append(
-            f"no trusted remote index at {store.url}/{INDEX_NAME}: listed {len(listing)} objects "
-            "and verified sha256 metadata instead"
-        )
     remote_models = {k.split("/", 1)[0] for k in listing if k.endswith("/" + MANIFEST_NAME)}
+    if remote_models and not plan.notes:  # an untrusted index was noted, with its reason, above
+        plan.notes.append(
+            f"no {INDEX_NAME} at {store.url} though {len(remote_models)} model(s) are published there (a sync "
+            f"stopped before its last step?): listed {len(listing)} objects and checked their sha256 metadata"
+        )
     return None, listing, remote_models
 
 
