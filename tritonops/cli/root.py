@@ -134,7 +134,7 @@ COMMANDS = {
     "apply": "reconcile", "capacity": "capacity", "config": "config_cmd", "convert": "convert", "dev": "dev",
     "load": "control", "mem": "control",
     "plan": "reconcile", "promote": "release", "reconcile": "reconcile", "release": "release", "repo": "repo",
-    "rollback": "release", "rollout": "release", "status": "control", "sync": "sync", "unload": "control",
+    "route": "route", "rollback": "release", "rollout": "release", "status": "control", "sync": "sync", "unload": "control",
 }  # fmt: skip
 _ROOT_OPTIONS_WITH_VALUE = ("--config", "-c")
 _registered: set[str] = set()
