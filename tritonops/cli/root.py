@@ -132,9 +132,9 @@ def _root(
 # tests/cli/test_cli.py checks this table against what the modules register.
 COMMANDS = {
     "apply": "reconcile", "capacity": "capacity", "config": "config_cmd", "convert": "convert", "dev": "dev",
-    "load": "control", "mem": "control",
+    "load": "control", "mem": "control", "route": "route",
     "plan": "reconcile", "promote": "release", "reconcile": "reconcile", "release": "release", "repo": "repo",
-    "route": "route", "rollback": "release", "rollout": "release", "status": "control", "sync": "sync", "unload": "control",
+    "rollback": "release", "rollout": "release", "status": "control", "sync": "sync", "unload": "control",
 }  # fmt: skip
 _ROOT_OPTIONS_WITH_VALUE = ("--config", "-c")
 _registered: set[str] = set()

@@ -372,4 +372,3 @@ def down(state_dir: Path) -> list[str]:
             stopped.append(name)
     _state_file(state_dir).unlink(missing_ok=True)
     return stopped
-

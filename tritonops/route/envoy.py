@@ -221,8 +221,10 @@ class Writer:
         deadline = time.monotonic() + self.accept_timeout_s
         while self.admin.subscription(kind)[0] != version:
             if time.monotonic() > deadline:
-                raise RouteError(f"region {self.region!r}: Envoy ({self.admin.address}) did not take "
-                                 f"{FILES[kind]} version {version} within {self.accept_timeout_s:.0f}s")
+                raise RouteError(
+                    f"region {self.region!r}: Envoy ({self.admin.address}) did not take "
+                    f"{FILES[kind]} version {version} within {self.accept_timeout_s:.0f}s"
+                )
             time.sleep(0.05)
 
     def apply(self, cfg: EnvoyConfig) -> list[str]:
