@@ -175,7 +175,7 @@ def _retry_policy(grpc: bool) -> dict[str, Any]:
         on += ",unavailable"
     return {
         "retry_on": on,
-        "retriable_status_codes": [503],
+        "retriable_status_codes": [503, 404],  # 404: Triton lacks the model (unloaded meanwhile)
         "num_retries": 3,
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                                   "typed_config": {"@type": T_PREV_HOSTS}}],
