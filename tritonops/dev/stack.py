@@ -232,11 +232,6 @@ def up(
                 _start_extra_triton(state, started, home, region_cfg, r, i, creds)
         for r in regions:
             _start_envoy(state, started, r)
-    except BaseException:
-        for rec in reversed(started):
-            stop(rec)
-        raise
-    try:
         _write_config(state, repository, cred_file, list(regions), policy)
         _first_routes(state)
     except BaseException:

@@ -139,10 +139,13 @@ def _cluster(
             "policy": {"overprovisioning_factor": OVERPROVISIONING},
         },
         "health_checks": [{
-            "timeout": "1s",
+            # Triton answers /ready slowly while it loads another model (its HTTP thread runs the load):
+            # one slow answer must not take a healthy replica out. Hard failures (a server gone)
+            # are for outlier detection and retries, which move a request at once.
+            "timeout": "2s",
             "interval": f"{interval_s}s",
             "no_traffic_interval": f"{max(interval_s, 5.0)}s",
-            "unhealthy_threshold": 1,
+            "unhealthy_threshold": 3,
             "healthy_threshold": 1,
             "http_health_check": {
                 "path": health_path,

@@ -156,3 +156,28 @@ def routed_regions(cfg: Config) -> list[str]:
 
 def envoy_dir_for(cfg: Config, region: str) -> Path:
     return cfg.envoy_dir(region)
+
+
+@dataclass
+class ReconcileRoutes:
+    """What reconcile calls (``runner.Context.routes``): make-before-break around each apply.
+
+    ``before_unload``: the replicas about to be unloaded leave the routes, and Envoy has accepted
+    that, before any unload starts (Triton's unload then waits for the requests already sent).
+    ``after_apply``: the routes from what is served now, so new replicas (READY, warmed up by the
+    apply's health gate) join, and Envoy's own health checks admit each one only once it answers."""
+
+    cfg: Config
+    region: str
+    last: RouteReport | None = None
+
+    def before_unload(self, leaving: list[tuple[str, str]]) -> None:
+        self.last = update_routes(self.cfg, self.region, leaving=leaving)
+
+    def after_apply(self) -> None:
+        self.last = update_routes(self.cfg, self.region)
+
+
+def reconcile_routes(cfg: Config, region: str) -> ReconcileRoutes | None:
+    """The hook for a region with a ``route:`` section, else None."""
+    return ReconcileRoutes(cfg, region) if cfg.region(region).route is not None else None
