@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonops.dev.procs import ProcessRecord, free_ports, spawn, wait_until
-from tritonops.route.envoy import Admin, bootstrap, find_envoy, init_dir
+from tritonops.route.envoy import FILES, Admin, bootstrap, find_envoy, init_dir
 
 ENVOY_WORKERS = 2  # worker threads: loopback traffic on a small machine needs few
 
@@ -35,6 +35,8 @@ def start_envoy(region: str, config_dir: Path, listen_port: int | None = None) -
     else:
         admin_port = free_ports(1)[0]
     admin = f"127.0.0.1:{admin_port}"
+    for name in FILES.values():  # a new Envoy starts empty, not with a stopped one's listener and routes
+        (config_dir / name).unlink(missing_ok=True)
     init_dir(config_dir)
     boot = config_dir / "bootstrap.json"
     boot.write_text(json.dumps(bootstrap(region, config_dir, admin), indent=1))
