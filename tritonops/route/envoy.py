@@ -8,6 +8,8 @@ keeps serving the last good configuration, and so do the files: they are put bac
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -24,6 +26,14 @@ from tritonops.route.render import T_CLUSTER, T_LISTENER, T_ROUTES, EnvoyConfig
 
 ACCEPT_TIMEOUT_S = 30.0
 FILES = {"cds": "cds.json", "rds": "rds.json", "lds": "lds.json"}
+STATS_KEPT = (
+    r"^(server|cluster_manager|listener_manager|runtime)\..*",
+    r"^http\..*",
+    r"^listener\..*",
+    r"^cluster\.[^.]+\.(.+\.)?(upstream_rq_total|upstream_rq_retry|upstream_rq_completed|upstream_rq_[0-9]xx"
+    r"|upstream_cx_none_healthy|upstream_cx_connect_fail|upstream_rq_timeout|membership_healthy|membership_total"
+    r"|health_check\.(attempt|success|failure|healthy)|outlier_detection\.ejections_active)$",
+)
 TYPES = {"cds": T_CLUSTER, "rds": T_ROUTES, "lds": T_LISTENER}
 
 
@@ -69,11 +79,19 @@ def bootstrap(region: str, config_dir: Path, admin: str) -> dict[str, Any]:
         "node": {"id": f"tritonops-{region}", "cluster": "tritonops"},
         "admin": {"address": {"socket_address": {"address": host, "port_value": port}}},
         "dynamic_resources": {"cds_config": source("cds"), "lds_config": source("lds")},
+        # About 150 statistics per cluster by default, and four clusters per model: with 1,000 models
+        # that is 600,000 statistics, hundreds of MiB and seconds per /stats. Keep what tritonops and
+        # operators read: acceptance, requests, misses, health.
+        "stats_config": {"stats_matcher": {"inclusion_list": {"patterns": [{"safe_regex": {"regex": r}}
+                                                                           for r in STATS_KEPT]}}},
     }
 
 
-def _doc(kind: str, version: str, resources: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"version_info": version, "resources": resources}, indent=1, sort_keys=True).encode()
+def _doc(kind: str, version: str, resources: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """The file's bytes and the digest of its resources (what decides whether it changed)."""
+    res = json.dumps(resources, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(res.encode()).hexdigest()[:16]
+    return f'{{"version_info": {json.dumps(version)}, "resources": {res}}}\n'.encode(), digest
 
 
 def _replace(path: Path, data: bytes) -> None:
@@ -91,7 +109,7 @@ def init_dir(config_dir: Path) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     for kind, name in FILES.items():
         if not (config_dir / name).exists():
-            _replace(config_dir / name, _doc(kind, "empty", []))
+            _replace(config_dir / name, _doc(kind, "empty", [])[0])
 
 
 @dataclass
@@ -99,7 +117,7 @@ class Admin:
     """Envoy's admin interface (``host:port``)."""
 
     address: str
-    timeout_s: float = 5.0
+    timeout_s: float = 30.0
 
     @property
     def url(self) -> str:
@@ -178,30 +196,37 @@ class Writer:
     log_path: Path | None = None
     accept_timeout_s: float = ACCEPT_TIMEOUT_S
 
-    def current(self, kind: str) -> tuple[bytes, list[dict[str, Any]]]:
-        path = self.config_dir / FILES[kind]
+    def _digest_file(self, kind: str) -> Path:
+        return self.config_dir / f".{FILES[kind]}.digest"
+
+    def current(self, kind: str) -> list[dict[str, Any]]:
         try:
-            data = path.read_bytes()
-            return data, list(json.loads(data).get("resources", []))
+            return list(json.loads((self.config_dir / FILES[kind]).read_bytes()).get("resources", []))
         except (OSError, ValueError):
-            return b"", []
+            return []
 
     def _apply(self, kind: str, version: str, resources: list[dict[str, Any]]) -> bool:
-        """Replace one file and wait for Envoy's verdict. False when nothing changed."""
+        """Replace one file and wait for Envoy's verdict. False when its resources did not change."""
         path = self.config_dir / FILES[kind]
-        old, old_res = self.current(kind)
-        if old_res == resources and old:
-            return False
+        data, digest = _doc(kind, version, resources)
+        dfile = self._digest_file(kind)
+        with contextlib.suppress(OSError):
+            if dfile.read_text() == digest and path.exists():
+                return False
         acc, rejected = self.admin.subscription(kind)
         if acc is None and kind == "rds":
-            _replace(path, _doc(kind, version, resources))  # no listener yet: it reads the file when made
+            _replace(path, data)  # no listener yet: it reads the file when made
+            _replace(dfile, digest.encode())
             return True
+        old = path.read_bytes() if path.exists() else b""
         log_at = self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
-        _replace(path, _doc(kind, version, resources))
+        dfile.unlink(missing_ok=True)  # the file may change now: no digest until Envoy accepted it
+        _replace(path, data)
         deadline = time.monotonic() + self.accept_timeout_s
         while time.monotonic() < deadline:
             now, rej = self.admin.subscription(kind)
             if now == version:
+                _replace(dfile, digest.encode())
                 return True
             if rej > rejected:
                 if old:
@@ -211,21 +236,20 @@ class Writer:
                     f"region {self.region!r}: Envoy ({self.admin.address}) rejected {FILES[kind]} version "
                     f"{version}; it keeps serving version {acc or 'none'}: {why}"
                 )
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RouteError(
             f"region {self.region!r}: Envoy ({self.admin.address}) did not take {FILES[kind]} version {version} "
             f"within {self.accept_timeout_s:.0f}s (still at {self.admin.subscription(kind)[0] or 'none'})"
         )
 
-    def _wait_version(self, kind: str, version: str) -> None:
+    def _wait_routes(self) -> None:
+        """A new listener reads its routes file itself: wait until Envoy reports them loaded."""
         deadline = time.monotonic() + self.accept_timeout_s
-        while self.admin.subscription(kind)[0] != version:
+        while not self.admin.subscription("rds")[0]:
             if time.monotonic() > deadline:
-                raise RouteError(
-                    f"region {self.region!r}: Envoy ({self.admin.address}) did not take "
-                    f"{FILES[kind]} version {version} within {self.accept_timeout_s:.0f}s"
-                )
-            time.sleep(0.05)
+                raise RouteError(f"region {self.region!r}: Envoy ({self.admin.address}) did not load "
+                                 f"{FILES['rds']} within {self.accept_timeout_s:.0f}s")  # fmt: skip
+            time.sleep(0.02)
 
     def apply(self, cfg: EnvoyConfig) -> list[str]:
         """Make-before-break: clusters first (old ones kept while routes may still name them), then
@@ -233,17 +257,23 @@ class Writer:
         files that changed."""
         init_dir(self.config_dir)
         changed: list[str] = []
-        new_names = set(cfg.cluster_names())
-        _, old = self.current("cds")
-        keep = [c for c in old if c.get("name") not in new_names]
-        union = sorted([*cfg.clusters, *keep], key=lambda c: str(c["name"]))
+        new = sorted(cfg.clusters, key=lambda c: str(c["name"]))
+        names_file = self.config_dir / ".cds.names"
+        try:
+            old_names = set(json.loads(names_file.read_text()))
+        except (OSError, ValueError):
+            old_names = {str(c.get("name")) for c in self.current("cds")}
+        gone = old_names - set(cfg.cluster_names())
+        keep = [c for c in self.current("cds") if c.get("name") in gone] if gone else []
+        union = sorted([*new, *keep], key=lambda c: str(c["name"]))
         if self._apply("cds", cfg.version + ("+old" if keep else ""), union):
             changed.append("cds")
         if self._apply("rds", cfg.version, [cfg.routes]):
             changed.append("rds")
         if self._apply("lds", cfg.version, cfg.listeners):
             changed.append("lds")
-            self._wait_version("rds", cfg.version)
-        if keep and self._apply("cds", cfg.version, sorted(cfg.clusters, key=lambda c: str(c["name"]))):
+            self._wait_routes()
+        if keep and self._apply("cds", cfg.version, new):
             changed.append("cds")
+        _replace(names_file, json.dumps(sorted(cfg.cluster_names())).encode())
         return changed

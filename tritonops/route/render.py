@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 MODEL_HEADER = "tritonops-model"
@@ -171,13 +171,11 @@ def _cluster(
     return c
 
 
-def _retry_policy(grpc: bool) -> dict[str, Any]:
-    """Retries skip hosts already tried, and after two tries in a priority go to the next one."""
-    on = "connect-failure,refused-stream,reset,retriable-status-codes"
-    if grpc:
-        on += ",unavailable"
+def _retry_policy() -> dict[str, Any]:
+    """Retries skip hosts already tried, and after two tries in a priority go to the next one (the
+    gRPC conditions apply to gRPC responses only). Set once, on the virtual host."""
     return {
-        "retry_on": on,
+        "retry_on": "connect-failure,refused-stream,reset,retriable-status-codes,unavailable",
         "retriable_status_codes": [503, 404],  # 404: Triton lacks the model (unloaded meanwhile)
         "num_retries": 3,
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
@@ -188,21 +186,17 @@ def _retry_policy(grpc: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _to(cluster: str, grpc: bool, region: str, empty: bool, retry_after_s: int) -> dict[str, Any]:
+def _to(cluster: str, empty: bool, retry_after_s: int) -> dict[str, Any]:
     """A route action to ``cluster``; an empty cluster (placed nowhere) answers 503 with Retry-After."""
-    r: dict[str, Any] = {
-        "route": {"cluster": cluster, "retry_policy": _retry_policy(grpc), "timeout": "0s"},
-        "request_headers_to_add": [{"header": {"key": VIA_HEADER, "value": region}, "append_action":
-                                    "OVERWRITE_IF_EXISTS_OR_ADD"}],
-    }  # fmt: skip
+    r: dict[str, Any] = {"route": {"cluster": cluster, "timeout": "0s"}}
     if empty:
         r["response_headers_to_add"] = [{"header": {"key": "retry-after", "value": str(retry_after_s)}}]
     return r
 
 
 def _http_match(model: str, version: int | None = None) -> list[dict[str, Any]]:
-    base = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "")
-    return [{"path": base}, {"prefix": base + "/"}]
+    # path_separated_prefix: the path itself or the path followed by "/": never another model's prefix.
+    return [{"path_separated_prefix": f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "")}]
 
 
 def _grpc_match(model: str, version: int | None = None) -> dict[str, Any]:
@@ -216,18 +210,14 @@ def _guarded(match: dict[str, Any]) -> dict[str, Any]:
     return {**match, "headers": [*match.get("headers", []), {"name": VIA_HEADER, "present_match": True}]}
 
 
-def _weighted(model: str, grpc: bool, weights: Mapping[int, float], region: str) -> dict[str, Any]:
+def _weighted(model: str, grpc: bool, weights: Mapping[int, float]) -> dict[str, Any]:
     """Split a model's requests between its version clusters by share (a canary by traffic)."""
     kind = "grpc" if grpc else "http"
     total = sum(weights.values()) or 1.0
     ws = {v: max(0, round(1000 * w / total)) for v, w in sorted(weights.items())}
     ws[max(ws)] += 1000 - sum(ws.values())
     clusters = [{"name": f"{kind}.{model}.v{v}", "weight": w} for v, w in ws.items() if w > 0]
-    return {
-        "route": {"weighted_clusters": {"clusters": clusters}, "retry_policy": _retry_policy(grpc), "timeout": "0s"},
-        "request_headers_to_add": [{"header": {"key": VIA_HEADER, "value": region},
-                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-    }  # fmt: skip
+    return {"route": {"weighted_clusters": {"clusters": clusters}, "timeout": "0s"}}
 
 
 def _model_parts(
@@ -244,10 +234,6 @@ def _model_parts(
         main = f"{kind}.{model}"
         health = f"/v2/models/{model}/ready"
         clusters.append(_cluster(main, grpc, allv, peers, health, inp.health_interval_s))
-        guarded_to = main
-        if peers and allv:
-            guarded_to = f"{main}.local"
-            clusters.append(_cluster(guarded_to, grpc, allv, [], health, inp.health_interval_s))
         matches = [_grpc_match(model)] if grpc else _http_match(model)
         if split:
             for v, eps in sorted(versions.items()):
@@ -255,23 +241,23 @@ def _model_parts(
                 clusters.append(_cluster(name, grpc, eps, [], f"/v2/models/{model}/versions/{v}/ready",
                                          inp.health_interval_s))  # fmt: skip
                 vm = [_grpc_match(model, v)] if grpc else _http_match(model, v)
-                routes += [{"match": m, **_to(name, grpc, inp.region, False, inp.retry_after_s)} for m in vm]
-        if not allv and peers:
-            # Placed nowhere here: a request that already failed over once is not sent on again.
+                routes += [{"match": m, **_to(name, False, inp.retry_after_s)} for m in vm]
+        if peers and allv:
+            # A request that already failed over once is served here or nowhere: never sent on.
+            clusters.append(_cluster(f"{main}.local", grpc, allv, [], health, inp.health_interval_s))
+            routes += [{"match": _guarded(m), **_to(f"{main}.local", False, inp.retry_after_s)} for m in matches]
+        elif peers:
             routes += [{"match": _guarded(m), "direct_response": {"status": 503, "body": {"inline_string":
                         f"model {model!r} is not served in region {inp.region!r}\n"}},
                         "response_headers_to_add": [{"header": {"key": "retry-after",
                                                                 "value": str(inp.retry_after_s)}}]}
                        for m in matches]  # fmt: skip
-        else:
-            routes += [{"match": _guarded(m), **_to(guarded_to, grpc, inp.region, empty, inp.retry_after_s)}
-                       for m in matches]  # fmt: skip
         w = inp.weights.get(model)
         for m in matches:
             if split and w and set(w) <= set(versions):
-                routes.append({"match": m, **_weighted(model, grpc, w, inp.region)})
+                routes.append({"match": m, **_weighted(model, grpc, w)})
             else:
-                routes.append({"match": m, **_to(main, grpc, inp.region, empty, inp.retry_after_s)})
+                routes.append({"match": m, **_to(main, empty, inp.retry_after_s)})
     return clusters, routes
 
 
@@ -300,14 +286,34 @@ def render(inp: RouteInputs) -> EnvoyConfig:
             json.dumps({"error": f"unknown model: not served in region {inp.region!r}"}))},
         {"match": {"prefix": "/"}, **_not_found(json.dumps({"error": "not routed by tritonops"}))},
     ]  # fmt: skip
-    route_cfg = {
-        "@type": T_ROUTES,
-        "name": ROUTE_NAME,
-        "virtual_hosts": [{"name": f"tritonops-{inp.region}", "domains": ["*"], "routes": routes}],
-    }
-    cfg = EnvoyConfig(clusters, route_cfg, [_listener(inp)])
-    cfg.version = hashlib.sha256(json.dumps(cfg.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+    vhost = {
+        "name": f"tritonops-{inp.region}",
+        "domains": ["*"],
+        "routes": routes,
+        "retry_policy": _retry_policy(),
+        # Every routed request says where it was routed: a peer region never forwards it again.
+        "request_headers_to_add": [{"header": {"key": VIA_HEADER, "value": inp.region},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }  # fmt: skip
+    cfg = EnvoyConfig(clusters, {"@type": T_ROUTES, "name": ROUTE_NAME, "virtual_hosts": [vhost]}, [_listener(inp)])
+    cfg.version = inputs_digest(inp, served)
     return cfg
+
+
+RENDER_SCHEMA = 2  # bump when render's output changes for the same inputs
+
+
+def inputs_digest(inp: RouteInputs, served: Mapping[str, Mapping[int, list[Endpoint]]]) -> str:
+    """The configuration's version: a digest of the inputs (render is a pure function of them; ``served``
+    is what is routed, leaving replicas taken out), cheaper than hashing megabytes of output."""
+    doc = {
+        "schema": RENDER_SCHEMA, "region": inp.region, "listen": [inp.listen_host, inp.listen_port],
+        "served": sorted((m, v, [astuple(e) for e in eps]) for m, vs in served.items() for v, eps in vs.items()),
+        "known": sorted(inp.known), "peers": [(p.region, p.host, p.port, sorted(p.models)) for p in sorted(inp.peers)],
+        "retry_after_s": inp.retry_after_s, "health_interval_s": inp.health_interval_s, "config_dir": inp.config_dir,
+        "weights": {m: sorted(w.items()) for m, w in sorted(inp.weights.items())},
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _listener(inp: RouteInputs) -> dict[str, Any]:
