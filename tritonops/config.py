@@ -80,6 +80,9 @@ class RouteSettings(_Strict):
     retry_after_s: int = Field(default=60, ge=1)  # Retry-After on a 503 for a model placed nowhere
     health_interval_s: float = Field(default=1.0, gt=0.0)  # active health checks of each replica
     failover: bool = True  # list peer regions' Envoys as lower-priority endpoints
+    # While a model's servers hold two versions (a rollout's canary step), send the newest one
+    # release.rollout.canary_share of the model's requests (Envoy weighted clusters), not a share by server count.
+    canary_by_traffic: bool = False
 
     @field_validator("listen", "admin", "peer_address")
     @classmethod

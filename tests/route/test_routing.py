@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,32 @@ def test_rejected_update_keeps_the_last_good_routes_and_exits_non_zero(rt: Route
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["served"][f"{EU}-b"][other] == [1]
     assert infer_http(rt.http(EU), other) == 1.0
+
+
+def test_canary_by_traffic_share_splits_a_models_requests_between_versions(rt: Routed, unique) -> None:
+    m = unique("canary")
+    rt.publish(EU, m, [1, 2])
+    rt.load(EU, "a", m, 1)
+    rt.load(EU, "b", m, 2)  # the canary server
+
+    def share(on: bool) -> Callable[[dict[str, Any]], None]:
+        def edit(d: dict[str, Any]) -> None:
+            d["regions"][EU]["route"]["canary_by_traffic"] = on
+            d["release"] = {"rollout": {"canary_share": 0.2}} if on else {}
+
+        return edit
+
+    rt.rewrite(share(True))
+    try:
+        update_routes(rt.config, EU)
+        h = rt.http(EU)
+        answers = [infer_http(h, m) for _ in range(200)]
+        # 20% of requests (binomial: 40 +- 6), not one server in two (100).
+        assert 20 <= answers.count(2.0) <= 65, answers.count(2.0)
+        assert answers.count(1.0) + answers.count(2.0) == 200
+    finally:
+        rt.rewrite(share(False))
+        update_routes(rt.config, EU)
 
 
 def kill(t: stack.TritonServer) -> None:

@@ -100,6 +100,8 @@ def route_inputs(
         peers, more = _peers(cfg, region)
         problems += more
     known = frozenset(m for m in published | set(served.models) if cfg.is_allowed(m, region))
+    if weights is None and rs.canary_by_traffic:
+        weights = canary_weights(served, cfg.release.rollout.canary_share)
     host, port = split_hostport(rs.listen)
     inp = RouteInputs(
         region=region,
@@ -116,6 +118,16 @@ def route_inputs(
         weights=dict(weights or {}),
     )  # fmt: skip
     return inp, served, problems
+
+
+def canary_weights(served: RegionServed, share: float) -> dict[str, dict[int, float]]:
+    """Models whose servers hold two versions: the newest gets ``share`` of the requests."""
+    out: dict[str, dict[int, float]] = {}
+    for m, versions in served.models.items():
+        if len(versions) == 2:
+            old, new = sorted(versions)
+            out[m] = {old: 1.0 - share, new: share}
+    return out
 
 
 def writer(cfg: Config, region: str) -> Writer:
