@@ -155,6 +155,27 @@ def test_rejected_update_keeps_the_last_good_routes_and_exits_non_zero(rt: Route
     assert infer_http(rt.http(EU), other) == 1.0
 
 
+def test_a_server_that_does_not_answer_is_left_out_and_the_run_exits_5(rt: Routed, unique) -> None:
+    m = unique("still")
+    rt.publish(EU, m, [1])
+    rt.load(EU, "a", m, 1)
+    dead = f"http://127.0.0.1:{stack.free_port()}"
+    servers = list(rt.data["regions"][EU]["servers"])
+
+    def add(d: dict[str, Any]) -> None:
+        d["regions"][EU]["servers"] = [*servers, {"name": f"{EU}-gone", "http_url": dead}]
+
+    rt.rewrite(add)
+    try:
+        res = CliRunner().invoke(app, ["--config", str(rt.config_path), "route", "--region", EU, "-o", "json"])
+        assert res.exit_code == 5, res.output
+        assert f"server {EU}-gone not read" in res.stderr
+        assert f"{EU}-gone" in json.loads(res.stdout)["unreachable"]
+        assert infer_http(rt.http(EU), m) == 1.0  # applied: the others are routed
+    finally:
+        rt.rewrite(lambda d: d["regions"][EU].update(servers=servers))
+
+
 def test_canary_by_traffic_share_splits_a_models_requests_between_versions(rt: Routed, unique) -> None:
     m = unique("canary")
     rt.publish(EU, m, [1, 2])

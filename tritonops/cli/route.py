@@ -47,7 +47,8 @@ def route_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Render a region's Envoy clusters and routes from what its servers serve (READY, at which
-    version) and apply them; returns once Envoy's admin shows them accepted (exit 1 if rejected)."""
+    version) and apply them; returns once Envoy's admin shows them accepted (exit 1 if rejected or
+    Envoy unreachable, 5 if applied without a server that did not answer)."""
     import json
 
     from tritonops.errors import ConfigError
@@ -69,3 +70,9 @@ def route_cmd(
             _show(output, doc)
     if output is OutputFormat.json:
         emit_json(docs[0] if len(docs) == 1 else {"regions": docs})
+    skipped = [f"region {d['region']}: server {s} not read, left out of the routes" for d in docs
+               for s in sorted(d["unreachable"])]  # fmt: skip
+    for line in skipped:
+        info(f"degraded: {line}")
+    if skipped:
+        raise typer.Exit(code=5)  # applied, but a server was skipped: cron must see it (as reconcile's exit 5)

@@ -118,6 +118,7 @@ class Admin:
 
     address: str
     timeout_s: float = 30.0
+    region: str = ""  # named in errors
 
     @property
     def url(self) -> str:
@@ -128,7 +129,9 @@ class Admin:
             with urllib.request.urlopen(self.url + path, timeout=self.timeout_s) as r:  # noqa: S310 - configured admin
                 return str(r.read().decode())
         except (urllib.error.URLError, OSError) as e:
-            raise RouteError(f"Envoy admin {self.address}: {getattr(e, 'reason', e)}") from None
+            where = f"region {self.region!r}: " if self.region else ""
+            why = getattr(e, "reason", e)
+            raise RouteError(f"{where}Envoy admin {self.address} unreachable ({why}); is Envoy running?") from None
 
     def ready(self) -> bool:
         try:

@@ -133,7 +133,7 @@ def canary_weights(served: RegionServed, share: float) -> dict[str, dict[int, fl
 def writer(cfg: Config, region: str) -> Writer:
     rs = _settings(cfg, region)
     d = cfg.envoy_dir(region)
-    return Writer(d, Admin(rs.admin), region, log_path=d / "envoy.log")
+    return Writer(d, Admin(rs.admin, region=region), region, log_path=d / "envoy.log")
 
 
 def update_routes(
