@@ -323,20 +323,14 @@ class PartStatus:
     url: str
 
 
-def _triton_url(state: StackState, part: str) -> str:
-    """``triton-<region>`` or ``triton-<region>-<i>`` (an extra server) -> its HTTP URL."""
-    name = part.removeprefix("triton-")
-    if name in state.regions:
-        return state.regions[name]["http_url"]
-    region, _, i = name.rpartition("-")
-    extra = state.extra_servers.get(region, [])
-    return extra[int(i) - 1]["http_url"] if i.isdigit() and 0 < int(i) <= len(extra) else ""
-
-
 def status(state_dir: Path) -> tuple[StackState | None, list[PartStatus]]:
     state = read_state(state_dir.absolute())
     if state is None:
         return None, []
+    # Process names: triton-<region> for a region's first server, triton-<region>-<i> for the others (--servers).
+    urls = {f"triton-{r}": info["http_url"] for r, info in state.regions.items()}
+    for r, extras in state.extra_servers.items():
+        urls.update({f"triton-{r}-{i}": x["http_url"] for i, x in enumerate(extras, start=1)})
     parts = []
     for name, rec in state.processes.items():
         running = rec.alive()
@@ -348,7 +342,7 @@ def status(state_dir: Path) -> tuple[StackState | None, list[PartStatus]]:
             url = f"http://{info.get('envoy_listen', '')}"
             ready = running and _http_ok(f"http://{info.get('envoy_admin', '')}/ready") == 200
         else:
-            url = _triton_url(state, name)
+            url = urls[name]
             ready = running and _http_ok(f"{url}/v2/health/ready") == 200
         parts.append(PartStatus(name=name, pid=rec.pid, running=running, ready=ready, url=url))
     return state, parts
