@@ -1,8 +1,9 @@
 """Ask every region's Triton for one answer from each model it serves, and check it.
 
 Used by `make demo`. For each region in tritonops.yaml: the models READY on its servers, one request
-each (inputs generated from the model's metadata), and for `mlp*` models the answer compared with the
-fp32 ONNX file in the local repository run by onnxruntime.
+each (inputs generated from the model's metadata) sent through the region's Envoy when it has one
+(`route:`; see docs/routing.md), and for `mlp*` models the answer compared with the fp32 ONNX file in
+the local repository run by onnxruntime.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def main() -> int:
             assert server.http_url
             client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
             ready = sorted({m["name"] for m in client.get_model_repository_index() if m.get("state") == "READY"})
-            print(f"{region_name} / {server.name}: serving {', '.join(ready) or 'nothing'}")
+            via = f" (requests through Envoy at {region.route.listen})" if region.route else ""
+            print(f"{region_name} / {server.name}: serving {', '.join(ready) or 'nothing'}{via}")
+            if region.route:
+                client.close()
+                client = httpclient.InferenceServerClient(region.route.listen)
             for model in ready:
                 meta = client.get_model_metadata(model)
                 inputs = []

@@ -67,6 +67,34 @@ class ServerConfig(_Strict):
         return self
 
 
+class RouteSettings(_Strict):
+    """The region's Envoy (``tritonops route``; docs/routing.md): where it listens and where it reads
+    the configuration tritonops writes for it."""
+
+    listen: str = "127.0.0.1:8080"  # host:port of Envoy's listener (HTTP/1.1, HTTP/2 and gRPC)
+    admin: str = "127.0.0.1:9901"  # host:port of Envoy's admin interface (acceptance, stats)
+    # The folder Envoy watches (relative to this file); default: <state_dir>/envoy/<region>.
+    config_dir: Path | None = None
+    # How peer regions reach this Envoy (failover); defaults to ``listen``.
+    peer_address: str | None = None
+    retry_after_s: int = Field(default=60, ge=1)  # Retry-After on a 503 for a model placed nowhere
+    health_interval_s: float = Field(default=1.0, gt=0.0)  # active health checks of each replica
+    failover: bool = True  # list peer regions' Envoys as lower-priority endpoints
+    # While a model's servers hold two versions (a rollout's canary step), send the newest one
+    # release.rollout.canary_share of the model's requests (Envoy weighted clusters), not a share by server count.
+    canary_by_traffic: bool = False
+
+    @field_validator("listen", "admin", "peer_address")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port")
+        return v
+
+
 class RegionConfig(_Strict):
     bucket: str
     endpoint_url: str | None = None
@@ -77,6 +105,8 @@ class RegionConfig(_Strict):
     servers: list[ServerConfig] = Field(default_factory=list)
     # Requests per model, read once per reconcile run to place on-demand models (README: demand).
     demand: DemandSettings | None = None
+    # The region's Envoy in front of its servers (tritonops.route); None: not routed by tritonops.
+    route: RouteSettings | None = None
 
     @field_validator("bucket")
     @classmethod
@@ -291,6 +321,13 @@ class Config(_Strict):
 
     def placement(self, model: str) -> Placement:
         return self.rule(model).placement
+
+    def envoy_dir(self, region: str) -> Path:
+        """The folder the region's Envoy watches (``regions.<r>.route.config_dir``)."""
+        rs = self.region(region).route
+        if rs is not None and rs.config_dir is not None:
+            return self.resolve(rs.config_dir)
+        return self.state_path / "envoy" / region
 
 
 def parse_config(data: Any, source: Path | None = None) -> Config:

@@ -116,7 +116,7 @@ def test_up_is_idempotent_down_stops_everything_and_a_killed_stack_recovers(tmp_
 
     down = runner.invoke(app, ["dev", "down", "--state-dir", str(state_dir), "-o", "json"])
     assert down.exit_code == 0, down.output
-    assert sorted(json.loads(down.stdout)["stopped"]) == ["s3", "triton-eu-west-1"]
+    assert sorted(json.loads(down.stdout)["stopped"]) == ["envoy-eu-west-1", "s3", "triton-eu-west-1"]
     for p in new_pids + children:
         assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
     assert stack.read_state(state_dir) is None

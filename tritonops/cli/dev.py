@@ -13,7 +13,9 @@ from tritonops.cli._common import OutputFormat, OutputOpt, emit, info
 from tritonops.cli.root import app
 from tritonops.errors import ExitCode, StackError
 
-dev_app = typer.Typer(help="Run a local stack: a real S3 server and a real Triton per region, on loopback.")
+dev_app = typer.Typer(
+    help="Run a local stack: a real S3 server, and a real Triton and a real Envoy per region, on loopback."
+)
 app.add_typer(dev_app, name="dev")
 
 StateDirOpt = Annotated[
@@ -50,9 +52,9 @@ def up_cmd(
     data = {"config": state.config, "s3_endpoint": state.s3_endpoint, "regions": state.regions}
 
     def render(c: Console) -> None:
-        t = Table("region", "bucket", "triton http", "triton grpc", title="local stack")
+        t = Table("region", "bucket", "triton http", "triton grpc", "envoy (HTTP + gRPC)", title="local stack")
         for r, d in state.regions.items():
-            t.add_row(r, d["bucket"], d["http_url"], d["grpc_url"])
+            t.add_row(r, d["bucket"], d["http_url"], d["grpc_url"], f"http://{d.get('envoy_listen', '-')}")
         c.print(t)
         c.print(f"S3 endpoint: {state.s3_endpoint}")
         c.print(f"config: {state.config}")

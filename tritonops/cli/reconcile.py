@@ -134,9 +134,11 @@ def apply_cmd(
 ) -> None:
     """Apply a saved plan exactly; refuse it if the servers or published models changed since."""
     from tritonops.reconcile import runner
+    from tritonops.route.update import reconcile_routes
 
     plan = runner.load_plan(plan_file)
     ctx = runner.context(get_config(), plan.region)
+    ctx.routes = reconcile_routes(ctx.cfg, plan.region)
     report = runner.apply_plan_file(ctx, plan, force, metrics_file, verify_content)
     _finish(report, output)
 
@@ -180,9 +182,11 @@ def reconcile_cmd(
 
     With --every: one process that holds the lock and runs every interval until SIGTERM or SIGINT."""
     from tritonops.reconcile import runner
+    from tritonops.route.update import reconcile_routes
 
     every_s = parse_every(every) if every is not None else None
     ctx = runner.context(get_config(), region)
+    ctx.routes = reconcile_routes(ctx.cfg, region)  # regions.<r>.route: routes follow every apply
     if every_s is not None:
         _loop(ctx, every_s, force, metrics_file, output)
         return

@@ -132,7 +132,7 @@ def _root(
 # tests/cli/test_cli.py checks this table against what the modules register.
 COMMANDS = {
     "apply": "reconcile", "capacity": "capacity", "config": "config_cmd", "convert": "convert", "dev": "dev",
-    "load": "control", "mem": "control",
+    "load": "control", "mem": "control", "route": "route",
     "plan": "reconcile", "promote": "release", "reconcile": "reconcile", "release": "release", "repo": "repo",
     "rollback": "release", "rollout": "release", "status": "control", "sync": "sync", "unload": "control",
 }  # fmt: skip

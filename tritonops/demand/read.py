@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonops.demand.settings import DemandSettings, JsonSource, PrometheusSource, TritonSource
-from tritonops.demand.sources import DemandError, StatsClient, read_json, read_prometheus, read_triton
+from tritonops.demand.settings import DemandSettings, EnvoySource, JsonSource, PrometheusSource, TritonSource
+from tritonops.demand.sources import (
+    DemandError,
+    StatsClient,
+    read_envoy,
+    read_json,
+    read_prometheus,
+    read_triton,
+)
 from tritonops.fileio import atomic_write_bytes, utc_now
 
 log = logging.getLogger(__name__)
@@ -70,7 +77,9 @@ class Demand:
                 "counts": dict(sorted(self.counts.items())), "sources": [s.data for s in self.sources]}  # fmt: skip
 
 
-def source_id(src: TritonSource | PrometheusSource | JsonSource) -> str:
+def source_id(src: TritonSource | PrometheusSource | JsonSource | EnvoySource) -> str:
+    if isinstance(src, EnvoySource):
+        return f"envoy {src.admin}"
     if isinstance(src, PrometheusSource):
         return f"prometheus {src.url} {src.query}"
     if isinstance(src, JsonSource):
@@ -120,6 +129,8 @@ def read_demand(
                 counts = read_prometheus(src)
             elif isinstance(src, JsonSource):
                 counts = read_json(src, base_dir)
+            elif isinstance(src, EnvoySource):
+                counts, state["envoy_counters"] = read_envoy(src, state.get("envoy_counters", {}))
             else:
                 counts, state["triton_counters"], last_ms = read_triton(clients, state["triton_counters"])
         except DemandError as e:

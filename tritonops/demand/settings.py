@@ -14,6 +14,8 @@
               model_label: model           # or path_label: path, for /v2/models/<name>/infer
             - kind: json
               url: https://demand.internal/counts.json   # or a file path / file:// URL
+            - kind: envoy                  # the region's Envoy (tritonops route): every request, misses too
+              admin: 127.0.0.1:9901
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ class JsonSource(_Strict):
     timeout_s: float = Field(10.0, gt=0)
 
 
-Source = Annotated[TritonSource | PrometheusSource | JsonSource, Field(discriminator="kind")]
+class EnvoySource(_Strict):
+    """The region's Envoy (``tritonops route``): requests per model cluster, and misses (requests for a
+    model placed nowhere, answered 503), read from its admin's ``/stats`` as differences between runs."""
+
+    kind: Literal["envoy"] = "envoy"
+    admin: str  # host:port of Envoy's admin interface (regions.<r>.route.admin)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+Source = Annotated[TritonSource | PrometheusSource | JsonSource | EnvoySource, Field(discriminator="kind")]
 
 
 class DemandSettings(_Strict):

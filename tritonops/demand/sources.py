@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonops.demand.settings import JsonSource, PrometheusSource
+from tritonops.demand.settings import EnvoySource, JsonSource, PrometheusSource
 from tritonops.errors import TritonOpsError
 
 PATH_RE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[0-9]+)?/infer/?$")
@@ -139,3 +139,35 @@ def read_triton(
             counts[r["name"]] = counts.get(r["name"], 0.0) + delta
             last[r["name"]] = max(last.get(r["name"], 0), int(r.get("last_inference", 0)))
     return counts, counters, last
+
+
+# cluster.<http|grpc>.<model>[.local|.vN].<counter>: the clusters ``tritonops.route`` renders per model.
+ENVOY_STAT_RE = re.compile(
+    r"^cluster\.(?:http|grpc)\.(.+?)(?:\.local|\.v[0-9]+)?\."
+    r"(upstream_rq_total|upstream_rq_retry|upstream_cx_none_healthy)$"
+)
+
+
+def read_envoy(src: EnvoySource, previous: Mapping[str, int]) -> tuple[dict[str, float], dict[str, int]]:
+    """(requests per model since the last run, counters to remember) from Envoy's ``/stats``.
+
+    A request is an upstream request that was not a retry, or one that found no replica at all
+    (``upstream_cx_none_healthy``: a miss, answered 503): so a model placed nowhere gets demand."""
+    what = f"demand source envoy {src.admin}"
+    counters_re = "upstream_rq_total|upstream_rq_retry|upstream_cx_none_healthy"
+    pattern = urllib.parse.quote(rf"^cluster\.(http|grpc)\..*\.({counters_re})$")
+    text = _get(f"http://{src.admin}/stats?filter={pattern}", src.timeout_s, what).decode(errors="replace")
+    counts: dict[str, float] = {}
+    counters: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        m = ENVOY_STAT_RE.match(name.strip())
+        if not sep or m is None or not value.strip().isdigit():
+            continue
+        now = int(value)
+        before = previous.get(name)
+        delta = now if before is None or now < before else now - before  # lower: Envoy restarted
+        counters[name] = now
+        sign = -1 if m.group(2) == "upstream_rq_retry" else 1
+        counts[m.group(1)] = counts.get(m.group(1), 0.0) + sign * delta
+    return {k: max(0.0, v) for k, v in counts.items()}, counters

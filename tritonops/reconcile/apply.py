@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -122,24 +122,54 @@ def apply_plan(
     controls: Mapping[str, ServerControl],
     quarantine: Quarantine,
     owned: Owned,
+    before_unload: Callable[[list[tuple[str, str]]], None] | None = None,
 ) -> list[ActionResult]:
-    """Apply every server's actions, the servers at the same time; results in the plan's order."""
+    """Apply every server's actions, the servers at the same time; results in the plan's order.
+
+    ``before_unload(leaving)``: called once, before any unload or eviction, with the (server, model)
+    pairs about to go (the routes drop them first); if it fails, those actions are skipped."""
     lock = threading.Lock()
     q = cast(Quarantine, _Serialised(quarantine, lock))
     o = cast(Owned, _Serialised(owned, lock))
     by_server: dict[str, list[Action]] = {}
+    held = _before_unload(plan, before_unload)
+    done: list[ActionResult] = []
     for a in plan.actions:  # already sorted: per server, unloads/evictions, then reloads, then loads
-        by_server.setdefault(a.server, []).append(a)
+        if held and _leaves(a):
+            done.append(ActionResult(a, Outcome.skipped, error=held))
+        else:
+            by_server.setdefault(a.server, []).append(a)
     if not by_server:
-        return []
+        return done
     with ThreadPoolExecutor(len(by_server), thread_name_prefix="apply") as pool:
         futs = [
             pool.submit(_apply_server, acts, desired, controls[s], q, o, (i, len(by_server)))
             for i, (s, acts) in enumerate(by_server.items())
         ]
-        done = [r for f in futs for r in f.result()]
+        done += [r for f in futs for r in f.result()]
     order = {id(a): i for i, a in enumerate(plan.actions)}
     return sorted(done, key=lambda r: order[id(r.action)])
+
+
+def _leaves(a: Action) -> bool:
+    """The action takes the model off its server for a while: an unload, an eviction, or a reload that
+    frees the old copy before loading the new one (not the availability strategy)."""
+    if a.kind in ("unload", "evict"):
+        return True
+    return a.kind == "reload" and a.strategy != AVAILABILITY and a.version not in a.from_versions
+
+
+def _before_unload(plan: Plan, hook: Callable[[list[tuple[str, str]]], None] | None) -> str:
+    """Run the hook for the plan's unloads and evictions; '' when they may go ahead, else why not."""
+    leaving = sorted({(a.server, a.model) for a in plan.actions if _leaves(a)})
+    if hook is None or not leaving:
+        return ""
+    try:
+        hook(leaving)
+    except TritonOpsError as e:
+        log.warning("unloads skipped: %s", e)
+        return f"not unloaded: the routes could not drop it first: {e}"
+    return ""
 
 
 class _Serialised:

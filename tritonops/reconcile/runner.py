@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tritonops.config import Config, RegionConfig
 from tritonops.demand.read import read_demand
@@ -106,6 +106,9 @@ class Context:
     ports: Ports
     dir: Path
     interval_s: float = 60.0  # how often reconcile runs (cron's minute, or the loop's --every): placement's cost
+    # The region's routes (tritonops.route, attached by the CLI): replicas leave them before an unload,
+    # and every apply ends with them rendered from what the servers serve. None: not routed.
+    routes: RoutesPort | None = None
     quarantine: Quarantine = field(init=False)
     owned: Owned = field(init=False)
     journal: Journal = field(init=False)
@@ -264,6 +267,7 @@ class RunReport:
     memory: list[dict[str, Any]]
     drift: int
     refused: list[str] = field(default_factory=list)  # versions not loaded: bucket differs from manifest
+    route_error: str = ""  # the routes could not be updated after the apply (Envoy rejected them, ...)
 
     @property
     def failed(self) -> int:
@@ -279,6 +283,8 @@ class RunReport:
     def degraded_reasons(self) -> list[str]:
         """One line per skipped server and per action that did not succeed; empty for a clean run."""
         out = [f"server {s}: skipped ({why})" for s, why in self.skipped_servers.items()]
+        if self.route_error:
+            out.append(f"routes: {self.route_error}")
         for r in self.results:
             if r.result not in (Outcome.ok, Outcome.deferred):
                 a = r.action
@@ -324,6 +330,25 @@ class RunReport:
         }
 
 
+class RoutesPort(Protocol):
+    """The region's routes (``tritonops.route.update.ReconcileRoutes``)."""
+
+    def before_unload(self, leaving: list[tuple[str, str]]) -> None: ...
+
+    def after_apply(self) -> None: ...
+
+
+def _update_routes(ctx: Context) -> str:
+    if ctx.routes is None:
+        return ""
+    try:
+        ctx.routes.after_apply()
+    except TritonOpsError as e:
+        log.error("region %s: routes not updated: %s", ctx.region, e)
+        return str(e)
+    return ""
+
+
 def _memory(ports: Ports) -> list[dict[str, Any]]:
     out = []
     for name, mem in sorted(ports.memories.items()):
@@ -348,7 +373,9 @@ def _execute(
     metrics_file: Path | None,
     refused: list[str] | None = None,
 ) -> RunReport:
-    results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned)
+    before_unload = ctx.routes.before_unload if ctx.routes is not None else None
+    results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned, before_unload)
+    route_error = _update_routes(ctx)
     drift = sum(1 for r in results if r.result is not Outcome.ok) + sum(
         1
         for n in plan.notes
@@ -356,7 +383,7 @@ def _execute(
     ) + len(refused or [])
     report = RunReport(
         ctx.region, plan, results, started, time.time(), ctx.quarantine.active(), _memory(ctx.ports), drift,
-        list(refused or []),
+        list(refused or []), route_error,
     )
     doc = report.to_json()
     ctx.journal.append(doc)
