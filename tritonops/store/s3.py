@@ -53,7 +53,15 @@ from botocore.config import Config as BotoConfig
 from tritonops.config import Config, RegionConfig
 from tritonops.errors import ConfigError, StoreError
 from tritonops.fileio import HASH_CHUNK_BYTES, sha256_file
-from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ProgressFn, check_key
+from tritonops.store.base import (
+    DEFAULT_WORKERS,
+    ConditionalWritesUnsupported,
+    ObjectInfo,
+    PreconditionFailed,
+    ProgressFn,
+    Versioned,
+    check_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +471,62 @@ class S3Store:
                     f"delete {self.url}/{self._rel(e0.get('Key', ''))} failed: {e0.get('Code')} "
                     f"({len(errors)} of {len(batch)} keys not deleted)"
                 )
+
+    # -- ConditionalStore: S3 conditional writes (If-None-Match: *, If-Match: <etag>) -------------
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        full = self._key(key)
+
+        def go() -> Versioned | None:
+            r = self._get_object(full)
+            return None if r is None else Versioned(bytes(r["Body"].read()), str(r.get("ETag") or ""))
+
+        return self._call("get", key, go)
+
+    def _conditional(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """One conditional request: a condition that does not hold is :class:`PreconditionFailed`.
+        412 is the condition; 409 (ConditionalRequestConflict) is AWS's answer to a concurrent
+        conditional write of the same key; NoSuchKey answers If-Match on an object already gone."""
+        try:
+            return fn()
+        except botocore.exceptions.ClientError as e:
+            code = _code(e)
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                where = f"region {self.region_name}: " if self.region_name else ""
+                msg = f"{where}{op} {self.url}/{key}: condition failed ({code or status})"
+                raise PreconditionFailed(msg, key) from None
+            if status == 501 or code == "NotImplemented":
+                raise ConditionalWritesUnsupported(
+                    f"{self.url} at {self.endpoint}: conditional writes not implemented ({code or status})", self.url
+                ) from None
+            raise self._error(op, key, e) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise self._error(op, key, e) from None
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        full = self._key(key)
+        r = self._conditional("create", key, lambda: self._client.put_object(
+            Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5_b64(data), IfNoneMatch="*",
+        ))  # fmt: skip
+        return str(r.get("ETag") or "")
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        full = self._key(key)
+        r = self._conditional("replace", key, lambda: self._client.put_object(
+            Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5_b64(data), IfMatch=etag,
+        ))  # fmt: skip
+        return str(r.get("ETag") or "")
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        full = self._key(key)
+        try:
+            self._conditional("delete", key, lambda: self._client.delete_object(
+                Bucket=self.bucket, Key=full, IfMatch=etag,
+            ))  # fmt: skip
+        except PreconditionFailed:
+            if self.get_versioned(key) is not None:  # replaced by someone else: not ours to delete
+                raise
 
     def close(self) -> None:
         self._part_pool.shutdown(wait=False, cancel_futures=True)
