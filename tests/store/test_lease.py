@@ -202,9 +202,8 @@ def test_hold_refuses_a_store_without_conditions_unless_told_one_host(
     rclone_region: RegionConfig, tmp_path: Path
 ) -> None:
     refuse = _config(tmp_path, rclone_region, OnUnsupported.refuse)
-    with pytest.raises(ConfigError) as exc:
-        with hold(refuse, "eu-west-1", "region", "reconcile eu-west-1"):
-            pass
+    with pytest.raises(ConfigError) as exc, hold(refuse, "eu-west-1", "region", "reconcile eu-west-1"):
+        pass
     msg = str(exc.value)
     assert "s3://leases/p" in msg and "lease.on_unsupported: local" in msg and "\n" not in msg
     local = _config(tmp_path, rclone_region, OnUnsupported.local)
@@ -219,7 +218,6 @@ def test_hold_takes_and_releases_the_region_lease_on_s3(dev_stack: Stack, tmp_pa
         assert lease is not None
         s = S3Store(rc, "eu-west-1")
         assert read_holder(s, "region").purpose == "reconcile eu-west-1"  # type: ignore[union-attr]
-        with pytest.raises(LeaseHeldError):
-            with hold(cfg, "eu-west-1", "region", "reconcile eu-west-1"):
-                pass
+        with pytest.raises(LeaseHeldError), hold(cfg, "eu-west-1", "region", "reconcile eu-west-1"):
+            pass
     assert read_holder(s, "region") is None
