@@ -315,21 +315,26 @@ def hold(cfg: Config, region: str, name: str, purpose: str) -> Iterator[Lease | 
     """Hold lease ``name`` in ``region``'s bucket for the block (None: leases off, or the store cannot
     hold one and ``lease.on_unsupported`` is ``local``). The caller holds its local lock too."""
     settings: LeaseConfig = cfg.lease
-    if not settings.enabled:
-        yield None
-        return
-    store = _open_conditional_or_none(cfg, region, settings)
+    store = conditional_store(cfg, region)
     if store is None:
         yield None
         return
     lease = Lease(store, name, purpose, settings.ttl_s, settings.confirm_s)
-    with lease.held():
-        yield lease
+    try:
+        with lease.held():
+            yield lease
+    finally:
+        store.close()
 
 
-def _open_conditional_or_none(cfg: Config, region: str, settings: LeaseConfig) -> ConditionalStore | None:
+def conditional_store(cfg: Config, region: str) -> ConditionalStore | None:
+    """The region's store, checked for conditional writes; None when leases are off, or the store has
+    none and ``lease.on_unsupported`` is ``local``; ConfigError naming the store when it is ``refuse``."""
     from tritonops.config import OnUnsupported
 
+    settings = cfg.lease
+    if not settings.enabled:
+        return None
     try:
         store = _open_conditional(cfg, region)
         check_conditional_writes(store)
@@ -343,3 +348,17 @@ def _open_conditional_or_none(cfg: Config, region: str, settings: LeaseConfig) -
         raise ConfigError(
             f"region {region}: {e} (multi-host runs need it; for one host set lease.on_unsupported: local in {src})"
         ) from None
+
+
+def region_leases(cfg: Config, region: str) -> dict[str, dict[str, Any]]:
+    """Every lease in the region's bucket, expired or not: name -> holder (``status`` shows them)."""
+    from tritonops.store import open_store
+
+    if not cfg.lease.enabled:
+        return {}
+    store = open_store(cfg.region(region), region, max_workers=2)
+    try:
+        now = time.time()
+        return {name: h.to_json(now) for name, h in sorted(list_holders(store).items())}
+    finally:
+        store.close()
