@@ -13,6 +13,7 @@ Writes bench/results/lease.json and lease.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,10 +59,8 @@ def race(store: ConditionalStore, takers: int, confirm_s: float) -> int:
 
     def take(lease: Lease) -> None:
         barrier.wait()
-        try:
+        with contextlib.suppress(LeaseHeldError):
             won.append(lease.try_acquire().id)
-        except LeaseHeldError:
-            pass
 
     leases = [Lease(store, "race", "bench", 60, confirm_s) for _ in range(takers)]
     threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
@@ -143,8 +142,9 @@ def main() -> None:
         f"Bare `If-Match` writes naming one ETag, {args.takers} at once, no read back: writers told 200 per "
         f"trial: {raw}. moto checks the condition, then writes, so more than one can be told 200; the "
         "lease reads every won write back (after `confirm_s`) and only the writer whose lease stayed goes "
-        "on. The first hold of a process also pays the probe (two conditional writes) and each hold opens "
-        "a botocore client. AWS S3 decides conditions atomically (`confirm_s: 0` is safe there).",
+        "on. The first hold of a process also pays the probe (two conditional writes) and opens the "
+        "bucket's client (cached for the process after). AWS S3 decides conditions atomically "
+        "(`confirm_s: 0` is safe there).",
     ]
     (out / "lease.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -301,13 +301,23 @@ class Lease:
             raise LeaseLostError(f"lease {self.name!r} at {self.where} was lost while the run held it")
 
 
+_STORES: dict[str, ConditionalStore] = {}  # one client per bucket and process: a botocore client costs ~0.1 s
+
+
 def _open_conditional(cfg: Config, region: str) -> ConditionalStore:
     from tritonops.store import open_store
 
-    store = open_store(cfg.region(region), region, max_workers=2)
+    rc = cfg.region(region)
+    key = f"{region}|{rc.bucket}|{rc.endpoint_url}|{rc.s3_region}|{rc.profile}|{rc.credentials_file}"
+    with _PROBED_LOCK:
+        cached = _STORES.get(key)
+    if cached is not None:
+        return cached
+    store = open_store(rc, region, max_workers=2)
     if not isinstance(store, ConditionalStore):
         raise ConditionalWritesUnsupported(f"store {store.url} has no conditional writes", store.url)
-    return store
+    with _PROBED_LOCK:
+        return _STORES.setdefault(key, store)
 
 
 @contextmanager
@@ -320,11 +330,8 @@ def hold(cfg: Config, region: str, name: str, purpose: str) -> Iterator[Lease | 
         yield None
         return
     lease = Lease(store, name, purpose, settings.ttl_s, settings.confirm_s)
-    try:
-        with lease.held():
-            yield lease
-    finally:
-        store.close()
+    with lease.held():
+        yield lease
 
 
 def conditional_store(cfg: Config, region: str) -> ConditionalStore | None:
