@@ -1,5 +1,5 @@
 """How far fp32 ONNX is from scikit-learn on its bundled datasets: the table behind the gate's
-defaults for probabilities (README, "How the probability defaults were chosen").
+defaults for probabilities (bench/results/gate_spread.md; docs/convert.md, "The accuracy gate").
 
     python bench/gate_spread.py      # one line per dataset x estimator x (with/without StandardScaler)
 """

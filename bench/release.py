@@ -39,6 +39,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 import yaml  # noqa: E402
 
 from tests.release.conftest import EU, MODEL, POLICY, US, LoadGen, RelStack, infer_version, served  # noqa: E402
+from tritonops.cli.reconcile import reconcile_region  # noqa: E402
 from tritonops.config import load_config  # noqa: E402
 from tritonops.dev import stack  # noqa: E402
 from tritonops.release import controller  # noqa: E402
@@ -77,7 +78,7 @@ def detect(rel: RelStack, lg: LoadGen, version: int) -> dict[str, Any]:
     assert res.returncode == 0, res.stderr
     t_start = time.time()
     while True:
-        ro, _ = controller.advance(rel.config, MODEL)
+        ro, _ = controller.advance(rel.config, MODEL, reconcile_region)
         assert ro is not None
         if ro["phase"] in controller.TERMINAL:
             break
@@ -128,7 +129,7 @@ def sigkill_trial(rel: RelStack, lg: LoadGen, version: int, rng: random.Random) 
             break
         if time.time() - t_start > 600:
             violations.append("did not finish in 600 s")
-            controller.abort(rel.config, MODEL)
+            controller.abort(rel.config, MODEL, reconcile_region)
             break
         time.sleep(0.3)
     # answers: a server outside every step the gates allowed never answered with the new version

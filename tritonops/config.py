@@ -123,10 +123,27 @@ class RegionConfig(_Strict):
         return f"s3://{path}"
 
 
+class ReplicaRule(_Strict):
+    """``replicas: {min: N, max: M}``: how many servers of a region hold an on-demand model
+    (docs/region-placement.md). ``min`` holds even without demand; ``max`` caps what demand asks for."""
+
+    min: int = Field(default=0, ge=0)
+    max: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> ReplicaRule:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
 class ModelRule(_Strict):
     # Regions the model may be published to; None means every configured region.
     regions: list[str] | None = None
     placement: Placement = Placement.on_demand
+    replicas: ReplicaRule | None = None
+    # Requests per second one replica serves; None: measured from Triton's statistics where it can be.
+    served_rps: float | None = Field(default=None, gt=0)
 
 
 # -- release (tritonops.release reads these; see README "Releases") --------------------------

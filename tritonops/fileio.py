@@ -9,20 +9,28 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 HASH_CHUNK_BYTES = 1 << 20
+
+
+def read_chunks(f: BinaryIO, chunk_bytes: int = HASH_CHUNK_BYTES) -> Iterator[bytes]:
+    """The one chunked read loop (hashing, copying while hashing): memory stays at one chunk."""
+    while True:
+        b = f.read(chunk_bytes)
+        if not b:
+            return
+        yield b
 
 
 def sha256_file(path: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
     """Streamed: memory stays at one chunk whatever the file size."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk_bytes)
-            if not b:
-                break
+        for b in read_chunks(f, chunk_bytes):
             h.update(b)
     return h.hexdigest()
 

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tritonops.memory.fleet import PREFIX, FleetFootprints
-from tritonops.memory.ledger import FootprintLedger, device_locks
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import device_locks
 from tritonops.store import open_store
 from tritonops.store.local import FileStore
 
@@ -17,7 +18,7 @@ MIB = 1 << 20
 
 
 def _record(ledger: FootprintLedger, model: str, footprint: int, server: str = "s1") -> None:
-    ledger.record(model, 1, f"sha-{model}", "cpu", "2.50.0", footprint, server=server, size_bytes=100)
+    ledger.record(FootprintKey(model, 1, f"sha-{model}", "cpu", "2.50.0"), footprint, server=server, size_bytes=100)
 
 
 def test_measured_once_then_known_on_every_host_without_losing_a_record(tmp_path: Path) -> None:
@@ -36,16 +37,16 @@ def test_measured_once_then_known_on_every_host_without_losing_a_record(tmp_path
     fresh = FootprintLedger(tmp_path / "host9" / "footprints.json")
     assert FleetFootprints(store).attach(fresh) == 13
     for i in range(1, 12):
-        assert fresh.measured(f"m{i}", 1, f"sha-m{i}", "cpu", "2.50.0") == (70 + i) * MIB
-    assert fresh.measured("m0", 1, "sha-m0", "cpu", "2.50.0") == 71 * MIB  # median of 70 and 72
+        assert fresh.measured(FootprintKey(f"m{i}", 1, f"sha-m{i}", "cpu", "2.50.0")) == (70 + i) * MIB
+    assert fresh.measured(FootprintKey("m0", 1, "sha-m0", "cpu", "2.50.0")) == 71 * MIB  # median of 70 and 72
     # pulled once: a second pull reads nothing, and a host never re-imports its own measurements
     assert FleetFootprints(store).pull(fresh) == 0
     assert FleetFootprints(store).pull(hosts[0]) == 9  # the 13 less the 4 it measured itself
-    assert hosts[0].measured("m1", 1, "sha-m1", "cpu", "2.50.0") == 71 * MIB
+    assert hosts[0].measured(FootprintKey("m1", 1, "sha-m1", "cpu", "2.50.0")) == 71 * MIB
     assert FleetFootprints(store).pull(hosts[0]) == 0
     # another device type or Triton version is a different key: not known there
-    assert fresh.measured("m1", 1, "sha-m1", "NVIDIA H100", "2.50.0") is None
-    assert fresh.measured("m1", 1, "sha-m1", "cpu", "2.51.0") is None
+    assert fresh.measured(FootprintKey("m1", 1, "sha-m1", "NVIDIA H100", "2.50.0")) is None
+    assert fresh.measured(FootprintKey("m1", 1, "sha-m1", "cpu", "2.51.0")) is None
 
 
 def test_a_malformed_object_is_ignored_once(tmp_path: Path) -> None:
@@ -68,9 +69,9 @@ def test_shared_through_the_real_s3_server(dev_stack, tmp_path: Path, unique) ->
     FleetFootprints(store).attach(b)
     model = unique("shared")
     _record(a, model, 77 * MIB)
-    assert b.measured(model, 1, f"sha-{model}", "cpu", "2.50.0") is None
+    assert b.measured(FootprintKey(model, 1, f"sha-{model}", "cpu", "2.50.0")) is None
     assert FleetFootprints(store).pull(b) >= 1
-    assert b.measured(model, 1, f"sha-{model}", "cpu", "2.50.0") == 77 * MIB
+    assert b.measured(FootprintKey(model, 1, f"sha-{model}", "cpu", "2.50.0")) == 77 * MIB
 
 
 def test_device_lock_shares_known_loads_and_isolates_a_measurement() -> None:

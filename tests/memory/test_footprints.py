@@ -10,7 +10,8 @@ import pytest
 
 from tests.memory.models import MIB, publish_alloc_model
 from tritonops.errors import MemoryProbeError
-from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import measured_load, measured_unload
 from tritonops.memory.probes import HostProbe, StubUsage
 from tritonops.triton.client import ControlClient
 
@@ -60,7 +61,7 @@ def test_footprints_match_allocations_unload_waits_and_ledger_predicts(
     # The ledger survives a restart: a new object over the same file predicts the same.
     reopened = FootprintLedger(ledger_path)
     version = client.triton_version()
-    p = reopened.predict(names[256], 1, "test-256", "cpu", version)
+    p = reopened.predict(FootprintKey(names[256], 1, "test-256", "cpu", version))
     assert p.source == "measured" and p.bytes == footprints[256]
     assert len(reopened.load_history()) == 5
     assert reopened.leaked_bytes(client.name) == 0

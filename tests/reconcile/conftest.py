@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REGIONS, Stack
+from tests.models import python_model
 from tritonops.config import Config, RegionConfig, load_config
 from tritonops.dev import stack
 from tritonops.fileio import sha256_bytes
@@ -36,28 +37,10 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 version_policy: {{ specific: {{ versions: [ {version} ] }} }}
 """
 
-# Y = X * factor: each version answers differently, so a test can tell which one serves.
-MODEL_PY = """\
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        {init}
-
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * {factor}).astype(np.float32))]))
-        return out
-"""
-
-
 def model_py(factor: float, broken: bool = False) -> bytes:
+    """Y = X * factor: each version answers differently, so a test can tell which one serves."""
     init = 'raise RuntimeError("broken on purpose")' if broken else "pass"
-    return MODEL_PY.format(init=init, factor=factor).encode()
+    return python_model(factor, init=init).encode()
 
 
 @dataclass

@@ -219,6 +219,7 @@ def test_server_down_is_skipped_and_reported(rec_regions, unique) -> None:
 
 def test_sync_then_reconcile_with_residency_and_a_new_version(rec_regions, unique, tmp_path: Path) -> None:
     """The real publishing stage (`repo add_version` + `sync`) feeding reconcile, in both regions."""
+    from tritonops.release.pointer import publish_release
     from tritonops.repo.repository import add_version
     from tritonops.store.sync import SyncOptions, sync
 
@@ -236,7 +237,7 @@ def test_sync_then_reconcile_with_residency_and_a_new_version(rec_regions, uniqu
 
     add(both, 1.0)
     add(eu_only, 1.0)
-    sync(cfg, [EU, US], SyncOptions())
+    sync(cfg, [EU, US], SyncOptions(), releases=publish_release)
     for r in (EU, US):
         res = cli(rr, "reconcile", "--region", r, "-o", "json")
         assert res.exit_code == 0, res.output
@@ -244,7 +245,7 @@ def test_sync_then_reconcile_with_residency_and_a_new_version(rec_regions, uniqu
     assert ready(rr.servers[US]) == {both: [1]}
 
     add(both, 2.0)
-    sync(cfg, [EU, US], SyncOptions())
+    sync(cfg, [EU, US], SyncOptions(), releases=publish_release)
     for r in (EU, US):
         res = cli(rr, "reconcile", "--region", r, "-o", "json")
         assert res.exit_code == 0, res.output

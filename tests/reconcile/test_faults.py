@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 from tests.conftest import Stack
-from tests.reconcile.conftest import MODEL_PY, RecRegions, model_py
+from tests.models import python_model
+from tests.reconcile.conftest import RecRegions, model_py
 from tests.reconcile.test_e2e import cli, ready
 from tritonops.dev import stack
 from tritonops.reconcile.runner import EXIT_DEGRADED
@@ -118,7 +119,7 @@ def test_triton_killed_during_a_load(rec_regions, unique, dev_stack: Stack, tmp_
     """SIGKILL while reconcile waits on a load: the action fails, exit 5; the next run converges."""
     m = unique("kill")
     rr = rec_regions({})
-    slow = MODEL_PY.format(init="import time; time.sleep(8)", factor=2.0).encode()
+    slow = python_model(2.0, init="import time; time.sleep(8)").encode()
     rr.publishers[EU].publish(m, 1, {"model.py": slow})
     t = rr.servers[EU]
     p = subprocess.Popen(

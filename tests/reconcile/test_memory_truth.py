@@ -16,7 +16,7 @@ from tests.reconcile.conftest import RecRegions, model_py
 from tests.reconcile.test_e2e import cli, counting_context, ready
 from tests.reconcile.test_faults import kill_server, replace_server
 from tritonops.dev import stack
-from tritonops.memory.ledger import FootprintLedger, estimate_bytes
+from tritonops.memory.ledger import FootprintKey, FootprintLedger, estimate_bytes
 from tritonops.reconcile import runner
 from tritonops.reconcile.ports import SizeGuess
 from tritonops.reconcile.records import Owned
@@ -100,7 +100,7 @@ def test_a_failed_first_load_owns_nothing_and_unloads_nothing(rec_regions, uniqu
 def test_one_estimate_with_or_without_a_probe(tmp_path: Path) -> None:
     """Before: 1.25 x size without a probe (SizeGuess), 2 x size + 64 MiB from the ledger."""
     size = 100 << 20
-    led = FootprintLedger(tmp_path / "footprints.json").predict("m", 1, "d" * 64, "cpu", "2.50.0", size)
+    led = FootprintLedger(tmp_path / "footprints.json").predict(FootprintKey("m", 1, "d" * 64, "cpu", "2.50.0"), size)
     assert led.source == "estimate"
     assert SizeGuess().predict("m", "d" * 64, size) == led.bytes == estimate_bytes(size) == 2 * size + (64 << 20)
     assert SizeGuess().predict("tiny", "", 12_000) == estimate_bytes(12_000) > 64 << 20

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.reconcile.conftest import MODEL_PY, RecRegions
+from tests.models import python_model
+from tests.reconcile.conftest import RecRegions
 from tests.reconcile.test_e2e import ready
 from tritonops.store import open_store
 from tritonops.store.lease import REGION_LEASE, read_holder
@@ -54,7 +55,7 @@ def triton_loads(log: Path) -> dict[str, int]:
 
 
 def slow_model(init_s: float) -> bytes:
-    return MODEL_PY.format(init=f"import time; time.sleep({init_s})", factor=1.0).encode()
+    return python_model(1.0, init=f"import time; time.sleep({init_s})").encode()
 
 
 def test_two_hosts_eight_reconciles_each_apply_every_action_once(rec_regions, unique, tmp_path: Path) -> None:

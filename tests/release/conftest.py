@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REGIONS
+from tests.models import python_model
 from tritonops.config import Config, load_config
 from tritonops.dev import stack
 
@@ -43,33 +44,6 @@ output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }} ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
-# fail_every: every n-th request of live traffic fails (LoadGen sends ones; the reconcile gate's warmup sends
-# zeros and always passes, however much traffic reached the version before it: the metrics judge);
-# sleep_ms per request.
-MODEL_PY = """\
-import time
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.n = 0
-
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            time.sleep({sleep_ms} / 1000.0)
-            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
-            if {fail_every} and x.any():
-                self.n += 1
-                if self.n % {fail_every} == 0:
-                    # Raised, not returned: Triton 2.51 counts a python model's error *response* as a success.
-                    raise pb_utils.TritonModelException("bad on purpose")
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * {version}).astype(np.float32))]))
-        return out
-"""
-
 GOOD_MS = 10
 
 
@@ -87,18 +61,22 @@ class RelStack:
         return {**self.servers(EU), **self.servers(US)}
 
     def add(self, version: int, *, sleep_ms: int = GOOD_MS, fail_every: int = 0) -> None:
+        from tritonops.release.pointer import publish_release
         from tritonops.repo.repository import add_version
         from tritonops.store.sync import SyncOptions, sync
 
         src = self.root / f"src-{version}"
         src.mkdir(parents=True, exist_ok=True)
-        code = MODEL_PY.format(sleep_ms=sleep_ms, fail_every=fail_every, version=version)
+        # fail_every: every n-th request of live traffic fails (LoadGen sends ones; the reconcile gate's
+        # warmup sends zeros and always passes, however much traffic reached the version before it: the
+        # metrics judge); sleep_ms per request.
+        code = python_model(version, sleep_ms=sleep_ms, fail_every=fail_every)
         (src / "model.py").write_text(code)
         conf = self.root / "relm.pbtxt"
         conf.write_text(CONFIG.format(name=MODEL))
         add_version(self.config.repository_path, MODEL, src / "model.py", config=conf)
         assert max(self.local_versions()) == version
-        sync(self.config, [EU, US], SyncOptions())
+        sync(self.config, [EU, US], SyncOptions(), releases=publish_release)
 
     def local_versions(self) -> list[int]:
         from tritonops.repo.manifest import ModelManifest

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from tests.release.conftest import EU, MODEL, US, LoadGen, RelStack, infer_version, served
 from tritonops.cli import app
+from tritonops.cli.reconcile import reconcile_region
 from tritonops.release import controller
 from tritonops.release.state import ReleaseError
 
@@ -37,7 +38,7 @@ def run_rollout(rel: RelStack, version: int, timeout_s: float = 90.0) -> tuple[d
     seen = []
     deadline = time.monotonic() + timeout_s
     while True:
-        ro, _ = controller.advance(rel.config, MODEL)
+        ro, _ = controller.advance(rel.config, MODEL, reconcile_region)
         assert ro is not None
         seen.append(snapshot(rel))
         if ro["phase"] in controller.TERMINAL:
@@ -123,8 +124,9 @@ def test_publish_is_not_release_then_staged_rollouts_and_rollback(rel: RelStack)
     print(f"rollback of {EU} (2 servers) took {time.monotonic() - t0:.2f} s")
     assert snapshot(rel) == {EU0: [1], EU1: [1], US0: [2]}
     # v1 and v2 stay in the bucket through a prune: live and rollback target
+    from tritonops.release.pointer import publish_release
     from tritonops.store.sync import SyncOptions, sync
 
-    sync(rel.config, [EU], SyncOptions(prune=True, force=True))
+    sync(rel.config, [EU], SyncOptions(prune=True, force=True), releases=publish_release)
     res = cli(rel, "promote", MODEL, "--version", "2", "--region", EU, "-o", "json")
     assert res.exit_code == 0, res.output

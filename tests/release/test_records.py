@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tritonops.cli import app
 from tritonops.config import load_config
+from tritonops.release.pointer import publish_release
 from tritonops.release.policy import config_pointer
 from tritonops.release.state import read_record
 from tritonops.store import open_store
@@ -53,7 +54,7 @@ def add(cfg_path: Path, n: int) -> None:
     src.mkdir()
     (src / "model.py").write_text(f"# version {n}\n")
     add_version(cfg.repository_path, "m", src / "model.py", config=cfg_path.parent / "m.pbtxt")
-    sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions())
+    sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions(), releases=publish_release)
 
 
 def cli(cfg_path: Path, *args: str) -> Any:
@@ -94,7 +95,7 @@ def test_explicit_mode_publish_promote_rollback_and_retention(tmp_path: Path) ->
     man.versions = {3: man.versions[3]}
     man.save(mp)
     write_index(cfg.repository_path)
-    report = sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions(prune=True, force=True))
+    report = sync(cfg, ["eu-west-1", "us-east-1"], SyncOptions(prune=True, force=True), releases=publish_release)
     assert (tmp_path / "eu" / "m" / "1" / "model.py").exists() and (tmp_path / "eu" / "m" / "2").exists()
     assert not (tmp_path / "us" / "m" / "2").exists() and (tmp_path / "us" / "m" / "1").exists(), report
 
@@ -136,7 +137,7 @@ def test_on_publish_mode_refuses_rollouts_and_a_rollback_survives_a_resync(tmp_p
     res = cli(cfg_path, "rollout", "start", "m", "--version", "2")
     assert res.exit_code == 1 and "on-publish" in res.output
     assert cli(cfg_path, "rollback", "m", "--region", "eu-west-1", "--to", "1").exit_code == 0
-    sync(load_config(cfg_path), ["eu-west-1"], SyncOptions())
+    sync(load_config(cfg_path), ["eu-west-1"], SyncOptions(), releases=publish_release)
     assert pointer(tmp_path) == [1]
     add(cfg_path, 3)  # a new publish releases it (on-publish)
     assert pointer(tmp_path) == [3]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,22 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-PY_MODEL = textwrap.dedent(
-    """
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            out = []
-            for r in requests:
-                x = pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy()
-                y = (x * {factor}).astype(np.float32)
-                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", y)]))
-            return out
-    """
-)
+from tests.models import python_model
 
 PY_CONFIG = """
 backend: "python"
@@ -40,7 +24,7 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 def make_python_model(folder: Path, factor: float = 2.0, extra: dict[str, bytes] | None = None) -> Path:
     """A folder holding model.py that multiplies INPUT0 by ``factor``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.py").write_text(PY_MODEL.format(factor=factor))
+    (folder / "model.py").write_text(python_model(factor, input="INPUT0", output="OUTPUT0"))
     for name, data in (extra or {}).items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)

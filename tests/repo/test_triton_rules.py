@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.models import STUB_MODEL_PY
 from tests.repo.triton_rules_corpus import CASES, Case
 from tritonops.repo.validate import Problem, check_config, parse_for_validation, version_dirs_of
-
-MODEL_PY = "import triton_python_backend_utils as pb_utils\n\n\nclass TritonPythonModel:\n    pass\n"
 
 
 def write_case(root: Path, case: Case) -> None:
@@ -24,7 +23,7 @@ def write_case(root: Path, case: Case) -> None:
         if 'platform: "ensemble"' in text:
             (root / name / "1" / ".keep").write_text("")
         elif 'platform: "tensorrt_plan"' not in text:
-            (root / name / "1" / "model.py").write_text(MODEL_PY)
+            (root / name / "1" / "model.py").write_text(STUB_MODEL_PY)
     for rel, text in case.files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)

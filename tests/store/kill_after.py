@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tritonops.config import load_config
+from tritonops.release.pointer import publish_release
 from tritonops.store.sync import SyncOptions, sync
 
 
@@ -25,7 +26,7 @@ def main(config: str, region: str, kill_after: int) -> None:
         if written >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    sync(load_config(Path(config)), [region], SyncOptions(), on_step=on_step)
+    sync(load_config(Path(config)), [region], SyncOptions(), on_step=on_step, releases=publish_release)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.models import STUB_MODEL_PY
 from tritonops.errors import RepositoryError
 from tritonops.repo.manifest import (
     INDEX_NAME,
@@ -30,7 +31,7 @@ def _repo(root: Path, models: list[str]) -> Path:
         vdir = root / name / "1"
         vdir.mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-        (vdir / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+        (vdir / "model.py").write_text(STUB_MODEL_PY)
         man = ModelManifest(name, {1: VersionEntry(1, scan_files(vdir))}, sha256_file(root / name / "config.pbtxt"))
         man.save(root / name / MANIFEST_NAME)
     write_index(root)

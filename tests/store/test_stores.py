@@ -14,6 +14,7 @@ from tests.store.conftest import model_py, write_model
 from tritonops.config import Config, RegionConfig
 from tritonops.dev import stack
 from tritonops.errors import StoreError
+from tritonops.release.pointer import publish_release
 from tritonops.store import open_store
 from tritonops.store.local import FileStore
 from tritonops.store.s3 import S3Store
@@ -139,17 +140,17 @@ def test_file_store_sync(tmp_path: Path) -> None:
     )
     cfg = Config(repository=repo, regions={"local": RegionConfig(bucket=f"file://{dest}")})
     assert isinstance(open_store(cfg.region("local")), FileStore)
-    [s] = sync(cfg, ["local"], SyncOptions(verify=True))
+    [s] = sync(cfg, ["local"], SyncOptions(verify=True), releases=publish_release)
     assert s.uploaded_files == 3 + 3 and s.verified_files
     assert (dest / "fm" / "2" / "d" / "w.bin").read_bytes() == b"w" * 10
     assert "versions: 1" in (dest / "fm" / "config.pbtxt").read_text()
     assert (dest / "tritonops-index.json").exists()
-    [s] = sync(cfg, ["local"], SyncOptions())
+    [s] = sync(cfg, ["local"], SyncOptions(), releases=publish_release)
     assert s.uploaded_files == 0 and s.skipped_files == 3
     # Tampering with a published file is caught by --verify.
     (dest / "fm" / "1" / "model.py").write_bytes(b"# tampered\n")
     with pytest.raises(StoreError, match="verify failed: .*fm/1/model.py"):
-        sync(cfg, ["local"], SyncOptions(verify=True))
+        sync(cfg, ["local"], SyncOptions(verify=True), releases=publish_release)
 
 
 def test_create_makes_a_missing_bucket_or_folder_once(dev_stack: Stack, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from tests.store.conftest import Env, model_py, remove_model, remove_version, sha, write_model
 from tritonops.cli import app
 from tritonops.errors import PlanError, RepositoryError, ResidencyError, StoreError
+from tritonops.release.pointer import publish_release
 from tritonops.repo.manifest import ModelManifest, RepoIndex
 from tritonops.repo.model_config import parse_config_text
 from tritonops.store.sync import SyncOptions, sync
@@ -174,7 +175,7 @@ def test_residency(env: Env, unique) -> None:
     )
     assert env.keys(US) == {}
     with pytest.raises(ResidencyError):
-        sync(env.config, [US], SyncOptions(models=[eu_only]))
+        sync(env.config, [US], SyncOptions(models=[eu_only]), releases=publish_release)
 
     out = {s["region"]: s for s in run_sync(env, "--all-regions")}
     assert out[US]["residency_skipped"] == [eu_only]
@@ -212,7 +213,7 @@ def test_bad_inputs_are_one_line_errors(env: Env, unique, tmp_path: Path) -> Non
     line = sync_error(env, "--region", EU)
     assert line.startswith("error: refusing to publish an invalid repository:") and "model.py" in line
     with pytest.raises(RepositoryError):
-        sync(env.config, [EU], SyncOptions(dry_run=True))
+        sync(env.config, [EU], SyncOptions(dry_run=True), releases=publish_release)
 
     # A bucket that does not exist.
     rc = env.config.region(EU)
@@ -221,12 +222,12 @@ def test_bad_inputs_are_one_line_errors(env: Env, unique, tmp_path: Path) -> Non
     )
     (env.repo / m / "1" / "model.py").write_bytes(model_py(2.0))
     with pytest.raises(StoreError, match="bucket 'no-such-bucket-x' does not exist"):
-        sync(cfg, [EU], SyncOptions())
+        sync(cfg, [EU], SyncOptions(), releases=publish_release)
 
 
 def test_plan_errors_leave_the_bucket_alone(env: Env, unique) -> None:
     with pytest.raises(PlanError):
-        sync(env.config, [], SyncOptions())
+        sync(env.config, [], SyncOptions(), releases=publish_release)
 
 
 def kill_after(env: Env, k: int) -> list[str]:

@@ -20,6 +20,7 @@ from tritonops.cli import app
 from tritonops.config import Config, RegionConfig
 from tritonops.dev import stack
 from tritonops.errors import StoreError
+from tritonops.release.pointer import publish_release
 from tritonops.store.s3 import request_deadline_s, s3_client
 from tritonops.store.sync import SyncOptions, sync
 
@@ -57,7 +58,7 @@ def test_s3_killed_mid_sync_fails_then_converges(private_s3, tmp_path: Path) -> 
 
     t0 = time.monotonic()
     with pytest.raises(StoreError) as e:
-        sync(cfg, [R], SyncOptions(workers=1), on_step=kill_after_two)
+        sync(cfg, [R], SyncOptions(workers=1), on_step=kill_after_two, releases=publish_release)
     assert time.monotonic() - t0 < request_deadline_s()
     assert len(writes) == 2 and "\n" not in str(e.value) and srv.endpoint_url in str(e.value)
     assert all("/1/" in k for k in writes)  # only version files went up: no config points at them
@@ -71,9 +72,9 @@ def test_s3_killed_mid_sync_fails_then_converges(private_s3, tmp_path: Path) -> 
     back = stack.start_s3(tmp_path / "s3", tmp_path / "s3-2.log", creds, kind="moto", port=port)
     try:
         s3_client(cfg.region(R)).create_bucket(Bucket="fault")
-        (s,) = sync(cfg, [R], SyncOptions(verify=True))
+        (s,) = sync(cfg, [R], SyncOptions(verify=True), releases=publish_release)
         assert sorted(s.models_published) == ["m0", "m1", "m2"] and s.verified_files
-        (again,) = sync(cfg, [R], SyncOptions())
+        (again,) = sync(cfg, [R], SyncOptions(), releases=publish_release)
         assert again.uploaded_files == 0
     finally:
         stack.stop(back.record)

@@ -14,7 +14,7 @@ import pytest
 from tests.memory.models import ALLOC_MODEL_PY, publish_alloc_model
 from tritonops.dev.stack import free_port
 from tritonops.errors import TritonError
-from tritonops.memory.ledger import unload_and_wait
+from tritonops.memory.loads import unload_and_wait
 from tritonops.memory.probes import HostProbe
 from tritonops.triton.client import ControlClient, UnloadTimeout
 

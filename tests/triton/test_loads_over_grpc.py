@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.reconcile.conftest import MODEL_PY, Publisher
+from tests.models import python_model
+from tests.reconcile.conftest import Publisher
 from tritonops.config import ServerConfig
 from tritonops.dev.stack import free_port
 from tritonops.triton.client import ControlClient
@@ -26,7 +27,7 @@ SLOW_S = 3
 
 def test_status_calls_answer_while_slow_loads_run(dev_stack, fresh_triton, unique) -> None:
     pub = Publisher(dev_stack.config.region(REGION))
-    slow = MODEL_PY.format(init=f"import time; time.sleep({SLOW_S})", factor=2.0).encode()
+    slow = python_model(2.0, init=f"import time; time.sleep({SLOW_S})").encode()
     models = [unique("slowload") for _ in range(8)]
     for m in models:
         pub.publish(m, 1, {"model.py": slow})
@@ -55,7 +56,7 @@ def test_an_unreachable_grpc_endpoint_falls_back_to_http(
     """A grpc_url the reconciler cannot reach (a firewall, a typo) must not stop loads that HTTP can do."""
     pub = Publisher(dev_stack.config.region(REGION))
     m = unique("fallback")
-    pub.publish(m, 1, {"model.py": MODEL_PY.format(init="pass", factor=3.0).encode()})
+    pub.publish(m, 1, {"model.py": python_model(3.0).encode()})
     live = dev_stack.config.region(REGION).servers[0]
     server = live.model_copy(update={"grpc_url": f"127.0.0.1:{free_port()}"})
     client = ControlClient.from_server(server, timeout_s=10)

@@ -1,9 +1,10 @@
 """Request-level caches to compare the policy with: LRU, LFU and Belady's offline optimum.
 
-Each server of the fleet serves its share of the trace (the same split of models over servers as
-the replay) from its own ``capacity_bytes``, and loads a model the instant it is requested (no
-interval, no load time): a flattering setting, which is why Belady's hit ratio is an upper bound
-for any online policy with the same memory. Sizes count: a miss evicts until the model fits; a
+The planner gives each cache the fleet's pooled memory (``servers=1``, ``capacity_bytes`` = servers x
+memory: the region placement spreads models over every server); ``servers`` > 1 splits the trace
+(model i on server i mod servers) over caches of ``capacity_bytes`` each. A cache loads a model the
+instant it is requested (no interval, no load time): a flattering setting, which is why Belady's hit
+ratio is an upper bound for any online policy with the same memory. Sizes count: a miss evicts until the model fits; a
 model larger than a server's memory is never cached. Belady may also
 decline to cache a model whose next request comes after every cached one's (bypass).
 """

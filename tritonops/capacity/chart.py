@@ -16,7 +16,7 @@ from tritonops.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-SERIES = (("warm_share", "tritonops placement", "#1f77b4"), ("lru", "LRU (request-level)", "#ff7f0e"),
+SERIES = (("warm_share", "tritonops region placement", "#1f77b4"), ("lru", "LRU (request-level)", "#ff7f0e"),
           ("lfu", "LFU (request-level)", "#2ca02c"), ("belady", "Belady bound", "#7f7f7f"))  # fmt: skip
 W, H, PAD = 520, 320, 52
 

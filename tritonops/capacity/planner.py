@@ -1,10 +1,11 @@
 """``tritonops capacity``: sweep fleet sizes, compare with LRU/LFU/Belady, recommend the smallest fleet.
 
-Footprints and load times per model, in this order: the footprint ledger's latest measurement of
-the model (``measured``); ``footprint_bytes`` given by the caller (``given``); a first guess from
-the on-disk size (``estimate``, see :func:`tritonops.memory.ledger.estimate_bytes`). The ledger does
+Footprints and load times per model, in this order: the footprint ledger's prediction for the model
+when it is a measurement (``measured``: the latest one for the device type and Triton version given,
+any when not given); ``footprint_bytes`` given by the caller (``given``); a first guess from the
+on-disk size (``estimate``, see :func:`tritonops.memory.estimate.estimate_bytes`). The ledger does
 not record load durations yet, so load times are ``given`` or estimated from the footprint
-(``LOAD_BASE_S`` + bytes / ``LOAD_BYTES_PER_S``).
+(:func:`tritonops.memory.estimate.estimate_load_s`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from typing import Any
 import numpy as np
 
 from tritonops.capacity import baselines
-from tritonops.capacity.simulate import Fleet, Models, Replay, replay
+from tritonops.capacity.simulate import PLACEMENT, Fleet, Models, Replay, replay
 from tritonops.capacity.trace import Trace
 from tritonops.errors import TritonOpsError
-from tritonops.memory.ledger import FootprintLedger, estimate_bytes
+from tritonops.memory.estimate import estimate_bytes, estimate_load_s
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
 from tritonops.placement import PlacementPolicy
-
-LOAD_BASE_S = 2.0
-LOAD_BYTES_PER_S = 500e6  # a download plus initialisation rate; a guess until loads are timed in the ledger
 
 
 class CapacityError(TritonOpsError):
@@ -39,17 +38,16 @@ def model_costs(
     footprint_bytes: int | None = None,
     size_bytes: int | None = None,
     load_s: float | None = None,
+    device_type: str | None = None,
+    triton_version: str | None = None,
 ) -> Models:
-    latest: dict[str, dict[str, Any]] = {}
-    if ledger is not None:
-        for e in ledger.data()["footprints"].values():
-            cur = latest.get(e["model"])
-            if cur is None or e.get("updated", "") > cur.get("updated", ""):
-                latest[e["model"]] = e
+    """Each model's footprint and load time. ``device_type`` / ``triton_version``: the fleet's, for the
+    ledger's prediction (None: a measurement on any)."""
     fp, fsrc = [], []
     for m in trace.models:
-        if m in latest:
-            fp.append(int(latest[m]["footprint_bytes"]))
+        p = ledger.predict(FootprintKey(m, None, None, device_type, triton_version)) if ledger is not None else None
+        if p is not None and p.source == "measured":
+            fp.append(p.bytes)
             fsrc.append("measured")
         elif footprint_bytes is not None:
             fp.append(int(footprint_bytes))
@@ -65,7 +63,7 @@ def model_costs(
     if load_s is not None:
         ld, lsrc = np.full(len(fp), float(load_s)), ("given",) * len(fp)
     else:
-        ld, lsrc = LOAD_BASE_S + fpa / LOAD_BYTES_PER_S, ("estimate",) * len(fp)
+        ld, lsrc = np.asarray([estimate_load_s(f) for f in fp], float), ("estimate",) * len(fp)
     return Models(fpa, ld.astype(float), tuple(fsrc), tuple(lsrc))
 
 
@@ -116,7 +114,8 @@ def plan_capacity(
         r = replay(trace, models, Fleet(n, memory_bytes, price_per_hour), policy, window_s=window_s)
         timings["replay_s"] += time.monotonic() - t
         t = time.monotonic()
-        b = {k: baselines.hit_ratio(k, trace.model_idx, models.footprint_bytes, memory_bytes, n) for k in compare}
+        # The region is one pool (placement spreads models over every server): so are the baselines' caches.
+        b = {k: baselines.hit_ratio(k, trace.model_idx, models.footprint_bytes, memory_bytes * n) for k in compare}
         timings["baselines_s"] += time.monotonic() - t
         rows.append(SizeResult(r, b))
     ok = [s for s in rows if s.replay.warm_share >= target]
@@ -131,6 +130,8 @@ def plan_capacity(
         "policy": {"interval_s": policy.interval_s, "hysteresis": policy.hysteresis,
                    "max_loads": policy.max_loads, "window_s": window_s},
         "target": target,
+        "placement": PLACEMENT,
+        "baselines": "request-level caches on the fleet's pooled memory (servers x memory), loading instantly",
         "sizes": [s.data for s in rows],
         "recommended": best.data if best else None,
         "all_models_servers": math.ceil(int(models.footprint_bytes.sum()) / memory_bytes),

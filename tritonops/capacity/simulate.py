@@ -1,28 +1,35 @@
-"""Replay a trace against a fleet, through the placement policy ``reconcile`` uses.
+"""Replay a trace against a fleet, through the region placement ``reconcile`` plans with.
 
-Model of the fleet: ``servers`` identical servers, each with ``memory_bytes`` for on-demand models;
-the models are split over the servers by name (model i of the sorted names goes to server
-i mod N, as a config with per-server ``models:`` lists would); every ``interval_s`` (the cron or
-loop tick) each server runs :func:`tritonops.placement.place_groups` (the code behind
-``placement.place``) on the demand it has seen: requests per model, decayed with a half-life of
-``window_s``. Evictions take effect at the tick; loads one after another per server, each taking its
-load time. A request is warm when its model is available at its arrival; a cold one waits until its
-model next becomes available (the rest of the interval plus the load time, or more), or is never
-served within the trace. Memory, not compute, is modelled: a hot model is assumed to be served by
-its server whatever its request rate.
+Model of the fleet: ``servers`` identical servers, each with ``memory_bytes`` for on-demand models,
+placed as one region: every ``interval_s`` (the cron or loop tick) the region's placement
+(:func:`tritonops.placement.core.solve`, the solver behind ``placement.place_region``, which
+``reconcile`` plans every server from) runs on the demand seen so far: requests per model, decayed
+with a half-life of ``window_s``. Every model with demand gets one replica before any model gets a
+second, on the server with the most free room (ties by rendezvous hash); at most ``max_loads`` loads
+per server per run. Evictions take effect at the tick; loads one after
+another per server, each taking its load time. A request is warm when its model is available at its
+arrival; a cold one waits until its model next becomes available (the rest of the interval plus the
+load time, or more), or is never served within the trace. Memory, not compute, is modelled: one
+replica is assumed to serve its model's whole demand, so the replay places one replica per model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tritonops.capacity.trace import Trace
-from tritonops.placement import EVICT, LOAD, PlacementPolicy, place_groups
+from tritonops.placement import PlacementPolicy, core
+
+PLACEMENT = (
+    "region placement: all servers of the fleet as one region, placed by tritonops.placement.place_region's "
+    "solver (the function reconcile plans with): one replica per model with demand, on the server with the "
+    "most free room (ties by rendezvous hash)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,34 @@ def _tick_counts(trace: Trace, t0: float, interval_s: float, ticks: int) -> npt.
     return np.bincount(k * m + trace.model_idx, minlength=ticks * m).reshape(ticks, m).astype(float)
 
 
+class _Region:
+    """The fleet's placement state between ticks: which server holds each model (-1: none)."""
+
+    def __init__(self, models: Models, fleet: Fleet, policy: PlacementPolicy) -> None:
+        m, n = len(models.footprint_bytes), fleet.servers
+        self.where = np.full(m, -1, np.int64)
+        cap = core.NO_CAP if policy.max_loads is None else policy.max_loads
+        self.template = core.Problem(
+            size=models.footprint_bytes, load_s=models.load_s, demand=np.zeros(m), want=np.zeros(m, np.int64),
+            min_replicas=np.zeros(m, np.int64), pinned=np.zeros(m, bool), name_rank=np.arange(m, dtype=np.int64),
+            model_key=core.stable_keys([f"model-{i}" for i in range(m)]),
+            room_bytes=np.full(n, fleet.memory_bytes, np.int64), loads_left=np.full(n, cap, np.int64),
+            server_key=core.stable_keys([f"server-{j}" for j in range(n)]), loaded=[],
+            interval_s=policy.interval_s, hysteresis=policy.hysteresis,
+        )  # fmt: skip
+
+    def tick(self, demand: npt.NDArray[np.float64]) -> tuple[core.Solution, list[int], list[tuple[int, int]]]:
+        """Place for this tick: (solution, models evicted, (model, server) loads, highest priority first)."""
+        held = np.flatnonzero(self.where >= 0)
+        loaded = list(zip(held.tolist(), self.where[held].tolist(), strict=True))
+        sol = core.solve(replace(self.template, demand=demand, want=(demand > 0).astype(np.int64), loaded=loaded))
+        gone = sorted(m for (m, s) in sol.evicted if self.where[m] == s)
+        self.where[gone] = -1
+        for m, s in sol.load_order:
+            self.where[m] = s
+        return sol, gone, sol.load_order
+
+
 def replay(
     trace: Trace,
     models: Models,
@@ -88,11 +123,7 @@ def replay(
     ticks = max(1, int(math.ceil((trace.span_s + 1e-9) / interval)))
     counts = _tick_counts(trace, t0, interval, ticks)
     decay = 0.5 ** (interval / window_s) if window_s > 0 else 0.0
-    group = np.arange(m) % n
-    budget = np.full(n, fleet.memory_bytes, np.int64)
-    rank = np.arange(m)
-    no = np.zeros(m, bool)
-    loaded = np.zeros(m, bool)
+    region = _Region(models, fleet, policy)
     demand = np.zeros(m)
     open_at = np.full(m, np.nan)  # when the current load became (or becomes) available
     win_model: list[npt.NDArray[np.int64]] = []
@@ -105,28 +136,23 @@ def replay(
         now = t0 + k * interval
         if k:
             demand = demand * decay + counts[k - 1]
-        r = place_groups(group, models.footprint_bytes, models.load_s, demand, no, loaded, rank, budget, policy)
-        gone = np.flatnonzero(r.decision == EVICT)
+        sol, gone_l, new_l = region.tick(demand)
+        gone = np.asarray(gone_l, np.int64)
         if len(gone):
             win_model.append(gone)
             win_start.append(open_at[gone])
             win_end.append(np.full(len(gone), now))
-            loaded[gone] = False
             open_at[gone] = np.nan
-        new = np.flatnonzero(r.decision == LOAD)
-        if len(new):
-            # one load at a time per server, the highest priority first
-            new = new[np.lexsort((new, -r.priority[new], group[new]))]
-            done = np.cumsum(models.load_s[new])
-            starts = np.r_[True, group[new][1:] != group[new][:-1]]
-            base = (done - models.load_s[new])[starts]
-            done = done - np.repeat(base, np.diff(np.r_[np.flatnonzero(starts), len(new)]))
-            open_at[new] = now + done
-            loaded[new] = True
-            loads += len(new)
-        used_share[k] = float(r.used_bytes.sum()) / max(1, n * fleet.memory_bytes)
-        held[k] = float(loaded.sum())
-    still = np.flatnonzero(loaded)
+        if new_l:
+            # one load at a time per server, in the order the placement chose them (highest priority first)
+            busy: dict[int, float] = {}
+            for mi, s in new_l:
+                busy[s] = busy.get(s, 0.0) + float(models.load_s[mi])
+                open_at[mi] = now + busy[s]
+            loads += len(new_l)
+        used_share[k] = float(sol.used_bytes.sum()) / max(1, n * fleet.memory_bytes)
+        held[k] = float((region.where >= 0).sum())
+    still = np.flatnonzero(region.where >= 0)
     win_model.append(still)
     win_start.append(open_at[still])
     win_end.append(np.full(len(still), np.inf))

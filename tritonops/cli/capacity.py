@@ -175,6 +175,7 @@ def _render(c: Console, data: dict[str, Any], kinds: list[str]) -> None:
     c.print(f"{t['source']}: {t['requests']} requests over {t['models']} models, {t['span_s'] / 3600:.1f} h; "
             f"footprints {m['footprint_sources']}, load times {m['load_sources']} (median {m['load_s_median']} s); "
             f"{human_bytes(data['fleet']['memory_bytes'])} per server", highlight=False)  # fmt: skip
+    c.print(f"placement: {data['placement']}; baselines: {data['baselines']}", highlight=False)
     tab = Table("servers", "$/h", "warm", "cold p50", "cold p99", "loads/h", "memory", *kinds)
     for r in data["sizes"]:
         tab.add_row(str(r["servers"]), f"{r['cost_per_hour']:.2f}", _pct(r["warm_share"]),

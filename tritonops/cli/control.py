@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tritonops.cli._common import STATE, OutputFormat, OutputOpt, emit, get_config, human_bytes
 from tritonops.cli.root import app
-from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.errors import ExitCode, MemoryProbeError, TritonError
 
 if TYPE_CHECKING:
     from tritonops.config import Config
@@ -215,4 +215,4 @@ def status_cmd(
 
     emit(output, data, render)
     if any("error" in s for s in data["servers"]):
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.ERROR)

@@ -12,13 +12,13 @@ from rich.table import Table
 
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, err_console, human_bytes
 from tritonops.cli.root import app
-from tritonops.errors import AccuracyError, ConversionError
+from tritonops.errors import AccuracyError, ConversionError, ExitCode
 
 if TYPE_CHECKING:
     from tritonops.convert import ConvertReport
 
 # Written, but a target the recipe marks optional failed or was rejected (README: Exit codes).
-EXIT_OPTIONAL_FAILED = 4
+EXIT_OPTIONAL_FAILED = ExitCode.OPTIONAL_FAILED
 
 
 def _worst(acc: dict[str, Any], key: str) -> float | None:

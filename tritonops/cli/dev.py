@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, info
 from tritonops.cli.root import app
-from tritonops.errors import StackError
+from tritonops.errors import ExitCode, StackError
 
 dev_app = typer.Typer(help="Run a local stack: a real S3 server and a real Triton per region, on loopback.")
 app.add_typer(dev_app, name="dev")
@@ -85,7 +85,7 @@ def status_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = O
 
     emit(output, data, render)
     if state is None or not all(p.ready for p in parts):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 @dev_app.command("down")
@@ -123,4 +123,4 @@ def check_cmd(state_dir: StateDirOpt = DEFAULT_STATE_DIR, output: OutputOpt = Ou
 
     emit(output, data, render)
     if not all(r.ok for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)

@@ -16,8 +16,10 @@ from rich.table import Table
 
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, human_bytes, info
 from tritonops.cli.root import app
+from tritonops.errors import ExitCode
 
 if TYPE_CHECKING:  # imported inside the commands: keeps `tritonops --help` fast
+    from tritonops.config import Config
     from tritonops.reconcile import runner
     from tritonops.reconcile.plan import Plan
 
@@ -37,7 +39,23 @@ MetricsOpt = Annotated[
 ]
 
 
+def _render_placement(placement: dict[str, Any], c: Console) -> None:
+    """The region's placement: model -> servers, with the demand and cost behind each."""
+    t = Table("model", "servers", "wanted", "demand", "footprint", "priority s/GiB", title="region placement")
+    for m, d in placement["models"].items():
+        if d["servers"]:
+            servers = ", ".join(f"{s}" + ("" if r["decision"] in ("keep", "pinned") else f" ({r['decision']})")
+                                for s, r in d["servers"].items())  # fmt: skip
+            t.add_row(m, servers, str(d["wanted"]), f"{d['demand']:g}", human_bytes(d["footprint_bytes"]),
+                      f"{d['priority']:.4g}")  # fmt: skip
+    c.print(t)
+    c.print(f"{placement['distinct_models']} models, {placement['replicas']} replicas; "
+            f"{placement['loads']} loads, {placement['evictions']} evictions this run", highlight=False)  # fmt: skip
+
+
 def _render_plan(plan: Plan, c: Console) -> None:
+    if plan.placement is not None:
+        _render_placement(plan.placement, c)
     if not plan.actions:
         c.print(f"region {plan.region}: nothing to do")
     else:
@@ -103,7 +121,7 @@ def plan_cmd(
         lambda c: _render_plan(plan, c),
     )
     if detailed_exitcode and plan.has_changes:
-        raise typer.Exit(code=2)
+        raise typer.Exit(code=ExitCode.CHANGES)
 
 
 @app.command("apply")
@@ -135,6 +153,14 @@ def parse_every(text: str) -> float:
     if s < 1:
         raise typer.BadParameter(f"{text!r}: the interval must be at least 1s", param_hint="--every")
     return s
+
+
+def reconcile_region(cfg: Config, region: str) -> int:
+    """Reconcile ``region`` once, now, under its lock: the number of failed actions (LockHeldError if
+    another run holds the lock). What a rollout step hands its controller (release.controller.Reconciler)."""
+    from tritonops.reconcile.runner import context, reconcile
+
+    return reconcile(context(cfg, region)).failed
 
 
 @app.command("reconcile")
@@ -201,8 +227,6 @@ def _loop(ctx: runner.Context, every_s: float, force: bool, metrics_file: Path |
 def _finish(report: runner.RunReport, output: OutputFormat) -> None:
     from rich.markup import escape
 
-    from tritonops.reconcile.runner import EXIT_DEGRADED
-
     doc = report.to_json()
     emit(output, {k: v for k, v in doc.items() if k != "format_version"}, lambda c: _render_report(doc, c))
     for line in report.degraded_reasons():
@@ -210,7 +234,7 @@ def _finish(report: runner.RunReport, output: OutputFormat) -> None:
     if report.refused:
         # A version whose bucket objects differ from its manifest was not loaded (quarantined): the
         # user must repair the bucket; this takes precedence over degraded (its own load fails too).
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.ERROR)
     if report.degraded:
         # Recorded in the journal and the metrics textfile too; a distinct exit makes cron notice.
-        raise typer.Exit(code=EXIT_DEGRADED)
+        raise typer.Exit(code=ExitCode.DEGRADED)

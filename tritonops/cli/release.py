@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, info
 from tritonops.cli.root import app
-from tritonops.errors import ConfigError
+from tritonops.errors import ConfigError, ExitCode
 
 release_app = typer.Typer(help="Which version is live per region and server; staged rollouts.", no_args_is_help=True)
 rollout_app = typer.Typer(help="Staged rollouts: canary servers, whole regions, waves; gated on metrics.",
@@ -111,7 +111,7 @@ def status_cmd(
     emit(output, doc, lambda c: _render_status(doc, c))
     res.raise_if_failed("shown")
     if any(not s["reachable"] for r in docs for s in r["servers"].values()):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 def _render_changes(changes: list[dict[str, Any]], c: Console) -> None:
@@ -175,7 +175,7 @@ def rollback_cmd(
     emit(output, doc, lambda c: _render_changes(changes, c))
     res.raise_if_failed("rolled back")
     if sum(ch.get("reconcile_failed_actions", 0) for ch in changes):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 def _render_rollout(doc: dict[str, Any], c: Console) -> None:
@@ -213,20 +213,22 @@ def rollout_advance_cmd(
 ) -> None:
     """Do what is next (idempotent, cron-safe, resumable): apply a step, or judge it after its bake.
     Exit 0 progressing or done, 4 rolled back after a failed gate, 3 another controller holds the lock."""
+    from tritonops.cli.reconcile import reconcile_region
     from tritonops.release.controller import advance
 
-    ro, report = advance(get_config(), model)
+    ro, report = advance(get_config(), model, reconcile_region)
     doc = _rollout_doc(ro, report)
     emit(output, doc, lambda c: _render_rollout(doc, c))
     if ro is not None and ro["phase"] == "failed":
-        raise typer.Exit(4)
+        raise typer.Exit(ExitCode.ROLLED_BACK)
 
 
 @rollout_app.command("abort")
 def rollout_abort_cmd(model: ModelArg, output: OutputOpt = OutputFormat.table) -> None:
     """Roll back every step the rollout took (the version is not blocked)."""
+    from tritonops.cli.reconcile import reconcile_region
     from tritonops.release.controller import abort
 
-    ro, report = abort(get_config(), model)
+    ro, report = abort(get_config(), model, reconcile_region)
     doc = _rollout_doc(ro, report)
     emit(output, doc, lambda c: _render_rollout(doc, c))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tritonops.cli._common import OutputFormat, OutputOpt, emit, get_config, human_bytes, info
 from tritonops.cli.root import app
-from tritonops.errors import RepositoryError
+from tritonops.errors import ExitCode, RepositoryError
 
 repo_app = typer.Typer(help="Build and check versioned Triton model repositories (manifests with sha256).")
 app.add_typer(repo_app, name="repo")
@@ -91,7 +91,7 @@ def validate_cmd(
     emit(output, data, render)
     if problems:
         info(f"{root}: {len(problems)} problem(s)")
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.ERROR)
     info(f"{root}: valid")
 
 

@@ -17,7 +17,7 @@ import typer.core
 
 from tritonops import __version__
 from tritonops.cli._common import STATE, err_console
-from tritonops.errors import TritonOpsError
+from tritonops.errors import ExitCode, TritonOpsError
 
 log = logging.getLogger("tritonops")
 
@@ -34,7 +34,7 @@ def _is_click_flow(e: BaseException) -> bool:
 
 # click's usage error, reached through typer's public API (typer vendors its own click).
 _UsageError: type[Exception] = typer.BadParameter.__mro__[1]
-USAGE_EXIT_CODE = 2
+USAGE_EXIT_CODE = ExitCode.USAGE
 
 
 def _usage_exit(e: Exception) -> typer.Exit:
@@ -75,7 +75,7 @@ class _Group(typer.core.TyperGroup):
             if STATE.debug:
                 raise
             _print_error("interrupted")
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=ExitCode.INTERRUPTED) from None
         except Exception as e:  # noqa: BLE001 - last line of defence: no traceback without --debug
             if STATE.debug or _is_click_flow(e):
                 raise
@@ -85,7 +85,7 @@ class _Group(typer.core.TyperGroup):
                 _print_error(f"{where}: {e.strerror or e}")
             else:
                 _print_error(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
-            raise typer.Exit(code=1) from None
+            raise typer.Exit(code=ExitCode.ERROR) from None
 
 
 app = typer.Typer(

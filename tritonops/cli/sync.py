@@ -109,6 +109,7 @@ def sync_cmd(
     output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Publish the local repository to regional buckets: incremental, atomic, residency-aware."""
+    from tritonops.release.pointer import publish_release
     from tritonops.store.sync import SyncOptions, SyncSummary, failure_json, summary_json, sync
 
     cfg = get_config()
@@ -135,7 +136,7 @@ def sync_cmd(
             sys.stdout.write(failure_json(region, line) + "\n")
             sys.stdout.flush()
 
-    sync(cfg, regions, opts, progress=progress, on_summary=report, on_fail=failed)
+    sync(cfg, regions, opts, progress=progress, on_summary=report, on_fail=failed, releases=publish_release)
 
 
 def _render(s: object) -> None:

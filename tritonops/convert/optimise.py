@@ -93,9 +93,12 @@ def to_fp16(src: Path, dst: Path) -> dict[str, Any]:
 def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only) onnxruntime's u8 x s8 kernels
+    # saturate their int16 intermediate sums: a 512-1024-1024-16 MLP measured 15% error without it,
+    # 1.1% with it (onnxruntime 1.31 and 1.32, AMD EPYC with AVX2); on VNNI CPUs it costs a bit of range.
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
-    return {"weight_type": "QInt8", "activations": "dynamic uint8"}
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False, reduce_range=True)
+    return {"weight_type": "QInt8", "activations": "dynamic uint8", "reduce_range": True}
 
 
 class _Reader:
@@ -143,6 +146,7 @@ def to_int8_static(src: Path, dst: Path, calibration: Feeds, batch_dynamic: bool
                     reader,
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
+                    reduce_range=True,  # see to_int8_dynamic: no saturation on AVX2-only CPUs
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
@@ -160,6 +164,7 @@ def to_int8_static(src: Path, dst: Path, calibration: Feeds, batch_dynamic: bool
     return {
         "format": "QDQ",
         "per_channel": True,
+        "reduce_range": True,
         "calibration_samples": int(len(next(iter(calibration.values())))),
         "calibrate_method": "MinMax",
         "pre_process": pre_process,

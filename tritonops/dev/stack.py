@@ -470,6 +470,8 @@ def stack_config(
     for key, value in (policy or {}).items():
         if key in ("models", "default_placement", "release"):
             data[key] = value
+    if state.s3_kind == S3Kind.rclone:  # rclone ignores conditional writes: one host, local locks (docs/multi-host.md)
+        data["lease"] = {"on_unsupported": "local"}
     return parse_config(data, Path(state.config))
 
 
@@ -628,6 +630,10 @@ def status(state_dir: Path) -> tuple[StackState | None, list[PartStatus]]:
     state = read_state(state_dir.absolute())
     if state is None:
         return None, []
+    # Process names: triton-<region> for a region's first server, triton-<region>-<i> for the others (--servers).
+    urls = {f"triton-{r}": info["http_url"] for r, info in state.regions.items()}
+    for r, extras in state.extra_servers.items():
+        urls.update({f"triton-{r}-{i}": x["http_url"] for i, x in enumerate(extras, start=1)})
     parts = []
     for name, rec in state.processes.items():
         running = rec.alive()
@@ -635,7 +641,7 @@ def status(state_dir: Path) -> tuple[StackState | None, list[PartStatus]]:
             url = state.s3_endpoint
             ready = running and _http_ok(url) is not None
         else:
-            url = state.regions[name.removeprefix("triton-")]["http_url"]
+            url = urls[name]
             ready = running and _http_ok(f"{url}/v2/health/ready") == 200
         parts.append(PartStatus(name=name, pid=rec.pid, running=running, ready=ready, url=url))
     return state, parts

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from tritonops.memory.ledger import (
-    FootprintLedger,
-    LoadResult,
-    MeasuredUnload,
-    Prediction,
-    measured_load,
-    measured_unload,
-    unload_and_wait,
-)
+from tritonops.memory.ledger import FootprintKey, FootprintLedger, Prediction
+from tritonops.memory.loads import LoadResult, MeasuredUnload, measured_load, measured_unload, unload_and_wait
 from tritonops.memory.probes import (
     DeviceMemory,
     HostProbe,
@@ -22,6 +15,7 @@ from tritonops.memory.probes import (
 
 __all__ = [
     "DeviceMemory",
+    "FootprintKey",
     "FootprintLedger",
     "HostProbe",
     "LoadResult",

@@ -3,43 +3,38 @@
 A JSON file (default ``<state_dir>/footprints.json``), rewritten atomically under an exclusive
 ``flock`` so concurrent tritonops processes never lose each other's records.
 
-``predict`` returns the measured footprint when one exists for exactly that key (median of the last
-samples), else a first guess: ``size_bytes * ESTIMATE_MULTIPLIER + ESTIMATE_BASE_BYTES``
-(:func:`estimate_bytes`, the one estimate: reconcile's fallback when no probe answers uses it too). The
-multiplier (2.0, not the 1.25 other managers use) covers weights expanded in memory, framework
-workspaces and allocator slack; the base covers the per-instance process cost measured for a
-python-backend stub (see README). Both are guesses, and are reported as ``source="estimate"``.
+Every footprint is keyed by one :class:`FootprintKey` (model, version, digest, device type, Triton
+version). ``predict`` returns the measured footprint when one exists for exactly that key (median of
+the last samples), else a first guess: ``size_bytes * ESTIMATE_MULTIPLIER + ESTIMATE_BASE_BYTES``
+(:func:`tritonops.memory.estimate.estimate_bytes`, the one estimate: reconcile's fallback when no
+probe answers uses it too), reported as ``source="estimate"``.
+
+Loads that measure what they cost, and the device locks that keep measurements apart, are in
+:mod:`tritonops.memory.loads`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import logging
 import os
 import statistics
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonops.errors import MemoryProbeError, TritonError
+from tritonops.errors import MemoryProbeError
 from tritonops.fileio import atomic_write_bytes, utc_now
-from tritonops.memory.probes import HOST_DEVICE, HostProbe, MemoryProbe, StubUsage, settle, usage
-from tritonops.triton.client import LOADS, ControlClient, UnloadResult, UnloadTimeout, load_args
+from tritonops.memory.estimate import ESTIMATE_BASE_BYTES, ESTIMATE_MULTIPLIER, estimate_bytes
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 LEDGER_NAME = "footprints.json"
-ESTIMATE_MULTIPLIER = 2.0
-# A python-backend stub with numpy imported costs about 37 MiB RSS before the model allocates
-# anything (measured on the local stack, see README); 64 MiB leaves room for other backends' runtimes.
-ESTIMATE_BASE_BYTES = 64 << 20
 SAMPLES_KEPT = 5
 HISTORY_KEPT = 200
 UNKNOWN_DIGEST = "unknown"
@@ -51,44 +46,39 @@ class Prediction:
     source: str  # "measured" | "estimate"
 
 
-@dataclass
-class LoadResult:
+@dataclass(frozen=True)
+class FootprintKey:
+    """What one footprint is measured for. A field None is not known to the reader (``predict`` then
+    takes the latest measurement that matches what is known): the version when Triton picks it, the
+    digest when the content is not known, the device type and Triton version for a reader that
+    plans for no fleet in particular (the capacity planner). A measurement knows them all."""
+
     model: str
     version: int | None
-    footprint_bytes: int
-    predicted: Prediction
-    seconds: float
-    per_device_bytes: dict[str, int] = field(default_factory=dict)
-    joined: bool = False  # True when this call waited for a load already in flight instead of loading
-    measured: bool = True  # False for a reload of a model already loaded (nothing recorded)
-    from_ledger: bool = False  # True when the footprint was known: loaded without measuring, nothing settled
+    digest: str | None
+    device_type: str | None
+    triton_version: str | None
 
     @property
-    def error_ratio(self) -> float | None:
-        """(predicted - measured) / measured; None when nothing was measured."""
-        if self.footprint_bytes <= 0 or not self.measured:
-            return None
-        return (self.predicted.bytes - self.footprint_bytes) / self.footprint_bytes
+    def text(self) -> str:
+        """The key in the ledger's file."""
+        version = str(self.version if self.version is not None else "-")
+        return "|".join([self.model, version, self.digest or UNKNOWN_DIGEST, self.device_type or "*",
+                         self.triton_version or "*"])  # fmt: skip
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "footprint_bytes": self.footprint_bytes,
-            "predicted_bytes": self.predicted.bytes,
-            "predicted_source": self.predicted.source,
-            "error_ratio": self.error_ratio,
-            "seconds": round(self.seconds, 3),
-            "per_device_bytes": self.per_device_bytes,
-            "joined": self.joined,
-            "measured": self.measured,
-            "from_ledger": self.from_ledger,
-        }
+    @property
+    def partial(self) -> bool:
+        return None in (self.version, self.digest, self.device_type, self.triton_version)
 
-
-def _key(model: str, version: int | None, digest: str | None, device_type: str, triton_version: str) -> str:
-    return "|".join([model, str(version if version is not None else "-"), digest or UNKNOWN_DIGEST,
-                     device_type, triton_version])  # fmt: skip
+    def matches(self, entry: dict[str, Any]) -> bool:
+        """Whether a ledger entry was measured for what this key knows."""
+        return (
+            entry["model"] == self.model
+            and (self.device_type is None or entry["device_type"] == self.device_type)
+            and (self.triton_version is None or entry["triton_version"] == self.triton_version)
+            and (self.version is None or entry["version"] == self.version)
+            and (self.digest is None or entry["digest"] == self.digest)
+        )  # fmt: skip
 
 
 class FootprintLedger:
@@ -173,11 +163,7 @@ class FootprintLedger:
 
     def record(
         self,
-        model: str,
-        version: int | None,
-        digest: str | None,
-        device_type: str,
-        triton_version: str,
+        fkey: FootprintKey,
         footprint_bytes: int,
         *,
         predicted: Prediction | None = None,
@@ -186,8 +172,11 @@ class FootprintLedger:
         size_bytes: int | None = None,
     ) -> None:
         """Store one measured load; also the load's predicted-vs-measured error and what the server holds."""
-        key = _key(model, version, digest, device_type, triton_version)
-        now = utc_now()
+        if fkey.device_type is None or fkey.triton_version is None:
+            raise ValueError(f"model {fkey.model!r}: a measurement needs its device type and Triton version")
+        key, now = fkey.text, utc_now()
+        model, version, digest = fkey.model, fkey.version, fkey.digest
+        device_type, triton_version = fkey.device_type, fkey.triton_version
         with self._edit() as d:
             e = d["footprints"].setdefault(
                 key,
@@ -228,11 +217,11 @@ class FootprintLedger:
             if name:
                 self.mark_imported([name])
 
-    def hold(self, server: str, model: str, version: int, key: str, footprint_bytes: int) -> None:
+    def hold(self, server: str, fkey: FootprintKey, footprint_bytes: int) -> None:
         """Record that ``server`` holds this model version with a footprint known from an earlier measurement."""
         with self._edit() as d:
-            d["servers"].setdefault(server, {}).setdefault(model, {})[str(version)] = {
-                "key": key, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
+            d["servers"].setdefault(server, {}).setdefault(fkey.model, {})[str(fkey.version)] = {
+                "key": fkey.text, "footprint_bytes": int(footprint_bytes), "per_device_bytes": {},
                 "loaded": utc_now(), "from_ledger": True,
             }  # fmt: skip
 
@@ -269,7 +258,7 @@ class FootprintLedger:
                     continue
                 seen.add(name)
                 new.append(name)
-                key = _key(x["model"], x["version"], x["digest"], x["device_type"], x["triton_version"])
+                key = FootprintKey(x["model"], x["version"], x["digest"], x["device_type"], x["triton_version"]).text
                 e = d["footprints"].setdefault(
                     key,
                     {"model": x["model"], "version": x["version"], "digest": x["digest"],
@@ -283,36 +272,21 @@ class FootprintLedger:
             self._append_imported(new)
         return len(new)
 
-    def measured(
-        self, model: str, version: int | None, digest: str | None, device_type: str, triton_version: str
-    ) -> int | None:
-        e = self._view()["footprints"].get(_key(model, version, digest, device_type, triton_version))
+    def measured(self, fkey: FootprintKey) -> int | None:
+        """The footprint measured for exactly this key (None if never)."""
+        e = self._view()["footprints"].get(fkey.text)
         return int(e["footprint_bytes"]) if e else None
 
-    def predict(
-        self,
-        model: str,
-        version: int | None,
-        digest: str | None,
-        device_type: str,
-        triton_version: str,
-        size_bytes: int | None = None,
-    ) -> Prediction:
+    def predict(self, fkey: FootprintKey, size_bytes: int | None = None) -> Prediction:
         """The measured footprint for this exact key, else an estimate from ``size_bytes``.
 
         Without a digest (the caller does not know the content), or without a version (Triton picks
         it), the latest measurement of the model that matches what is known is used.
         """
         _, data, by_model = self._parsed_now()
-        e = data["footprints"].get(_key(model, version, digest, device_type, triton_version))
-        if e is None and (digest is None or version is None):
-            cands = [
-                x for x in by_model.get(model, [])
-                if x["model"] == model and x["device_type"] == device_type
-                and x["triton_version"] == triton_version
-                and (version is None or x["version"] == version)
-                and (digest is None or x["digest"] == digest)
-            ]  # fmt: skip
+        e = data["footprints"].get(fkey.text)
+        if e is None and fkey.partial:
+            cands = [x for x in by_model.get(fkey.model, []) if fkey.matches(x)]
             e = max(cands, key=lambda x: x.get("updated", ""), default=None)
         if e is not None:
             return Prediction(int(e["footprint_bytes"]), "measured")
@@ -373,325 +347,11 @@ class FootprintLedger:
         return [r for r in rows if model is None or r["model"] == model]
 
 
-def estimate_bytes(size_bytes: int) -> int:
-    """The first guess for a model never measured: on-disk size x multiplier + per-instance base."""
-    return int(size_bytes * ESTIMATE_MULTIPLIER) + ESTIMATE_BASE_BYTES
-
-
-# -- measured loads ----------------------------------------------------------------------------------
-
-# Device locks are not a second registry of loads in flight (that is ``triton.client.LOADS``): they
-# keep a measurement on one device apart from every other load there, so one's memory delta is not
-# the other's. Loads of models whose footprint is known take the lock shared: they measure nothing.
-class DeviceLock:
-    """A readers-writer lock that prefers writers: a measurement waits only for the loads in flight."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    def acquire(self, shared: bool) -> None:
-        with self._cond:
-            if shared:
-                while self._writer or self._writers_waiting:
-                    self._cond.wait()
-                self._readers += 1
-                return
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-
-    def release(self, shared: bool) -> None:
-        with self._cond:
-            if shared:
-                self._readers -= 1
-            else:
-                self._writer = False
-            self._cond.notify_all()
-
-
-_device_locks_guard = threading.Lock()
-_device_locks: dict[str, DeviceLock] = {}
-
-
-def _device_lock(name: str) -> DeviceLock:
-    with _device_locks_guard:
-        return _device_locks.setdefault(name, DeviceLock())
-
-
-@contextlib.contextmanager
-def device_locks(server: str, devices: list[str], *, shared: bool = False) -> Iterator[None]:
-    """Hold one lock per device of ``server`` (sorted, so two callers never deadlock); ``shared`` for a
-    load that measures nothing, exclusive for a measurement."""
-    # GPU and MIG uuids are unique machine-wide: two Tritons sharing a GPU share its lock too.
-    names = {d if d.startswith(("GPU-", "MIG-")) else f"{server}/{d}" for d in devices}
-    locks = [_device_lock(n) for n in sorted(names)]
-    for lk in locks:
-        lk.acquire(shared)
-    try:
-        yield
-    finally:
-        for lk in reversed(locks):
-            lk.release(shared)
-
-
-def measured_load(
-    client: ControlClient,
-    probe: MemoryProbe,
-    ledger: FootprintLedger,
-    model: str,
-    *,
-    version: int | None = None,
-    digest: str | None = None,
-    size_bytes: int | None = None,
-    config: str | None = None,
-    files: dict[str, bytes] | None = None,
-    loaded: list[int] | None = None,
-) -> LoadResult:
-    """Load ``model`` and measure what it costs: usage after it settles minus usage before, per device.
-
-    One load at a time per device of the server (loads on the same GPU would pollute each other's
-    measurement and can spike it into OOM); a load of the same model already in flight is joined,
-    never issued twice (see ``ControlClient.load``). Records the footprint and the prediction error.
-    ``loaded``: the versions of ``model`` the caller knows are loaded (reconcile's plan read them a
-    moment ago); None asks Triton, which answers slowly while other models load.
-    """
-    def load() -> LoadResult:
-        return _measured_load(
-            client, probe, ledger, model, version, digest, size_bytes, config, files, loaded
-        )
-
-    # A measured load joins an equal measured load in flight; a plain one in flight is waited for.
-    res, joined = LOADS.run(
-        (client.key, model), load_args(config, files), load, accept=lambda r: isinstance(r, LoadResult)
-    )
-    if joined:
-        log.info("server %s: measured load of model %r was in flight; joined it", client.name, model)
-        return dataclasses.replace(res, joined=True)
-    return res
-
-
-def _ready_version(client: ControlClient, model: str, version: int | None) -> int:
-    """The version a load made READY (``version`` itself when given); TritonError when it is not READY."""
-    loaded = client.loaded_versions(model)
-    if not loaded:
-        states = ", ".join(f"v{m.version}={m.state} {m.reason}".strip() for m in client.model_states(model))
-        raise TritonError(f"server {client.url}: model {model!r} not READY after load ({states or 'not listed'})")
-    if version is None:
-        return max(loaded)
-    if version not in loaded:
-        raise TritonError(f"server {client.url}: model {model!r} version {version} not READY (ready: {loaded})")
-    return version
-
-
-def _known_load(
-    client: ControlClient,
-    ledger: FootprintLedger,
-    model: str,
-    version: int,
-    digest: str,
-    device_type: str,
-    triton_version: str,
-    known_bytes: int,
-    config: str | None,
-    files: dict[str, bytes] | None,
-    devices: list[str],
-    t0: float,
-) -> LoadResult:
-    """A load whose footprint the ledger knows for this exact key: nothing to measure, so no settling and
-    no exclusive device lock (it only waits while a measurement is in flight on the same devices)."""
-    with device_locks(client.key, devices, shared=True):
-        client.load(model, config=config, files=files)
-    _ready_version(client, model, version)
-    ledger.hold(client.name, model, version, _key(model, version, digest, device_type, triton_version), known_bytes)
-    log.info("server %s: model %r v%s loaded; footprint %d bytes known from the ledger",
-             client.name, model, version, known_bytes)  # fmt: skip
-    pred = Prediction(known_bytes, "measured")
-    return LoadResult(model, version, known_bytes, pred, time.monotonic() - t0, {}, measured=False, from_ledger=True)
-
-
-def python_backend(config: str | None) -> bool:
-    """Whether a load-time config (JSON) runs the model on the python backend (in stub processes)."""
-    if not config:
-        return False
-    try:
-        c = json.loads(config)
-    except ValueError:
-        return False
-    return isinstance(c, dict) and c.get("backend") == "python"
-
-
-def _stub_load(
-    client: ControlClient,
-    probe: HostProbe,
-    ledger: FootprintLedger,
-    model: str,
-    version: int | None,
-    digest: str | None,
-    size_bytes: int | None,
-    config: str | None,
-    files: dict[str, bytes] | None,
-    devices: list[str],
-    keys: tuple[str, str, float],
-) -> LoadResult:
-    """A python-backend model on the host probe, loaded fresh, is measured from its own stub processes
-    rather than from a before/after delta: no settle before, and it loads beside other loads (the
-    shared device lock only keeps it out of another load's before/after measurement)."""
-    device_type, triton_version, t0 = keys
-    predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
-    with device_locks(client.key, devices, shared=True):
-        client.load(model, config=config, files=files)
-    version = _ready_version(client, model, version)
-    about = f"server {client.url} model {model!r}"
-    footprint = settle(StubUsage(probe, model), about=about).reading[HOST_DEVICE]
-    per_device = {HOST_DEVICE: footprint}
-    ledger.record(
-        model, version, digest, device_type, triton_version, footprint,
-        predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
-    )  # fmt: skip
-    log.info("server %s: model %r v%s footprint %d bytes (its stub processes), predicted %d (%s)",
-             client.name, model, version, footprint, predicted.bytes, predicted.source)  # fmt: skip
-    return LoadResult(model, version, footprint, predicted, time.monotonic() - t0, per_device)
-
-
-def _measured_load(
-    client: ControlClient,
-    probe: MemoryProbe,
-    ledger: FootprintLedger,
-    model: str,
-    version: int | None,
-    digest: str | None,
-    size_bytes: int | None,
-    config: str | None,
-    files: dict[str, bytes] | None,
-    loaded: list[int] | None = None,
-) -> LoadResult:
-    t0 = time.monotonic()
-    triton_version = client.triton_version()
-    device_type = probe.device_type()
-    devices = sorted(probe.usage())
-    if digest and version is not None:
-        known = ledger.measured(model, version, digest, device_type, triton_version)
-        if known is not None:
-            return _known_load(client, ledger, model, version, digest, device_type, triton_version, known,
-                               config, files, devices, t0)  # fmt: skip
-    if loaded is None:
-        loaded = client.loaded_versions(model)
-    if isinstance(probe, HostProbe) and python_backend(config) and not loaded:
-        keys = (device_type, triton_version, t0)
-        return _stub_load(client, probe, ledger, model, version, digest, size_bytes, config, files, devices, keys)
-    with device_locks(client.key, devices):
-        predicted = ledger.predict(model, version, digest, device_type, triton_version, size_bytes)
-        # A reload swaps the old instance for the new one: the difference says nothing about its size.
-        already = loaded
-        before = settle(probe, about=f"server {client.url}").reading
-        client.load(model, config=config, files=files)
-        after = settle(probe, about=f"server {client.url}").reading
-    version = _ready_version(client, model, version)
-    per_device = {d: after.get(d, 0) - before.get(d, 0) for d in sorted(set(before) | set(after))}
-    footprint = max(0, sum(per_device.values()))
-    # A version loaded beside the ones already serving (an availability-preserving switch) is new:
-    # the delta is its footprint. Only a reload of a version already loaded measures nothing.
-    if already and version in already:
-        log.warning(
-            "server %s: model %r was already loaded (v%s): reloaded, footprint not measured",
-            client.name, model, already,
-        )  # fmt: skip
-        return LoadResult(model, version, 0, predicted, time.monotonic() - t0, {}, measured=False)
-    ledger.record(
-        model, version, digest, device_type, triton_version, footprint,
-        predicted=predicted, server=client.name, per_device_bytes=per_device, size_bytes=size_bytes,
-    )  # fmt: skip
-    result = LoadResult(model, version, footprint, predicted, time.monotonic() - t0, per_device)
-    log.info(
-        "server %s: model %r v%s footprint %d bytes, predicted %d (%s), error %s",
-        client.name, model, version, footprint, predicted.bytes, predicted.source,
-        f"{result.error_ratio:+.1%}" if result.error_ratio is not None else "n/a",
-    )  # fmt: skip
-    return result
-
-
-@dataclass
-class MeasuredUnload(UnloadResult):
-    """An unload and the memory it gave back, per probe device."""
-
-    before_bytes: dict[str, int] = field(default_factory=dict)
-    after_bytes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def released_bytes(self) -> int:
-        return sum(self.before_bytes.get(d, 0) - self.after_bytes.get(d, 0) for d in self.before_bytes)
-
-
-def unload_and_wait(
-    client: ControlClient,
-    probe: MemoryProbe,
-    model: str,
-    *,
-    unload_dependents: bool = False,
-    timeout_s: float = 120.0,
-    expect_release_bytes: int | None = None,
-) -> MeasuredUnload:
-    """Unload ``model``; return when the index no longer lists it AND its memory is back (usage
-    settled, and dropped by at least 90% of ``expect_release_bytes`` when known). Raises
-    ``UnloadTimeout`` after ``timeout_s`` otherwise, saying which of the two did not happen."""
-    t0 = time.monotonic()
-    about = f"server {client.url}"
-    before = usage(probe, about)
-    client.unload(model, unload_dependents=unload_dependents)
-    client.wait_unloaded(model, t0 + timeout_s, t0)
-    need = 0.9 * expect_release_bytes if expect_release_bytes else None
-
-    def back(now: dict[str, int]) -> bool:
-        return need is None or sum(before.get(d, 0) - now.get(d, 0) for d in before) >= need
-
-    left = max(0.0, t0 + timeout_s - time.monotonic())
-    after = settle(probe, timeout_s=left, until=back, about=about)
-    result = MeasuredUnload(model, time.monotonic() - t0, before, after.reading)
-    if not after.settled:
-        if need is not None and result.released_bytes < need:
-            what = f"released {result.released_bytes} of {expect_release_bytes} bytes"
-        else:
-            what = "memory still falling"
-        raise UnloadTimeout(
-            f"{about}: model {model!r} unloaded but memory not back after {timeout_s:g}s ({what})",
-            still_loaded=False,
-            result=result,
-        )
-    return result
-
-
-def measured_unload(
-    client: ControlClient,
-    probe: MemoryProbe,
-    ledger: FootprintLedger,
-    model: str,
-    *,
-    unload_dependents: bool = False,
-    timeout_s: float = 120.0,
-) -> MeasuredUnload:
-    """Unload ``model`` and wait until the index and the memory say it is gone.
-
-    Memory the measured load added that did not come back is recorded as leaked for the server.
-    """
-    # Only what the server's index shows loaded now: records of a restarted server are stale.
-    ready = set(client.loaded_versions(model))
-    held = ledger.data()["servers"].get(client.name, {}).get(model, {})
-    expect = sum(int(r["footprint_bytes"]) for v, r in held.items() if int(v) in ready) or None
-    try:
-        res = unload_and_wait(
-            client, probe, model, unload_dependents=unload_dependents, timeout_s=timeout_s,
-            expect_release_bytes=expect,
-        )  # fmt: skip
-    except UnloadTimeout as e:
-        if not e.still_loaded and expect and isinstance(e.result, MeasuredUnload):
-            leaked = max(0, expect - e.result.released_bytes)
-            ledger.record_leak(client.name, model, leaked)
-            ledger.forget_load(client.name, model)
-        raise
-    ledger.forget_load(client.name, model)
-    return res
+__all__ = [
+    "ESTIMATE_BASE_BYTES",
+    "ESTIMATE_MULTIPLIER",
+    "FootprintKey",
+    "FootprintLedger",
+    "Prediction",
+    "estimate_bytes",
+]

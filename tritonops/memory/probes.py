@@ -25,6 +25,7 @@ import psutil
 from tritonops.errors import MemoryProbeError, TritonError
 from tritonops.strenum import StrEnum
 from tritonops.triton import client as triton_client
+from tritonops.triton.metrics import parse_prometheus
 
 log = logging.getLogger(__name__)
 
@@ -376,27 +377,6 @@ class NvmlProbe:
 
 
 # -- Triton metrics ----------------------------------------------------------------------------------
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample line; comments and malformed lines are skipped."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group("value"))
-        except ValueError:
-            continue
-        labels = dict(_LABEL.findall(m.group("labels") or ""))
-        out.append((m.group("name"), labels, value))
-    return out
 
 
 class MetricsProbe:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config, RegionConfig, ServerConfig
-from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError, TritonOpsError
-from tritonops.memory.ledger import FootprintLedger, LoadResult, measured_load, measured_unload
+from tritonops.errors import MemoryProbeError, RepositoryError, StoreError, TritonError
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import LoadResult, measured_load, measured_unload
 from tritonops.memory.probes import MemoryProbe, probe_for_server
+from tritonops.memory.servers import read_each, read_server
 from tritonops.repo.manifest import MANIFEST_NAME, ModelManifest
 from tritonops.store import open_store
 from tritonops.triton.client import READY, ControlClient
@@ -140,7 +142,7 @@ def server_memory(
     for m in states:
         if m.state != READY:
             continue
-        pred = ledger.predict(m.name, m.version, None, device_type, triton_version)
+        pred = ledger.predict(FootprintKey(m.name, m.version, None, device_type, triton_version))
         models.append({
             "model": m.name, "version": m.version,
             "footprint_bytes": ledger.server_footprint(server.name, m.name, m.version),
@@ -162,41 +164,11 @@ def memory_report(
 
 
 def region_status(cfg: Config, region: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Every server of ``region``: health, Triton version, models with versions and states, memory.
+    """Every server of ``region``, read at once (:mod:`tritonops.memory.servers`): health, Triton
+    version, models with versions and states, memory.
 
     A server that cannot be reached is reported with its error; the others are still reported.
     """
-    rcfg = cfg.region(region)
-    servers = []
-    for s in rcfg.servers:
-        row: dict[str, Any] = {
-            "server": s.name,
-            "url": s.http_url or s.grpc_url,
-            "live": False,
-            "ready": False,
-        }
-        try:
-            c = client_for(s, timeout_s=timeout_s)
-            row["live"] = c.live()
-            row["ready"] = c.ready()
-            row["triton_version"] = c.triton_version()
-            models: dict[str, Any] = {}
-            for m in c.index():
-                entry = models.setdefault(m.name, {"versions": {}})
-                if m.version is not None:
-                    entry["versions"][str(m.version)] = {"state": m.state, "reason": m.reason}
-                else:
-                    entry["state"] = m.state
-                    entry["reason"] = m.reason
-            row["models"] = models
-        except TritonOpsError as e:
-            row["error"] = str(e)
-            servers.append(row)
-            continue
-        try:
-            p = _probe(s, c, None)
-            row["memory"] = {"probe": p.source, "devices": [d.to_json() for d in p.devices()]}
-        except MemoryProbeError as e:
-            row["memory"] = {"probe": None, "devices": [], "error": str(e)}
-        servers.append(row)
-    return {"region": region, "servers": servers}
+    servers = {s.name: s for s in cfg.region(region).servers}
+    views = read_each(list(servers), lambda name: read_server(servers[name], timeout_s=timeout_s))
+    return {"region": region, "servers": [v.to_json() for v in views.values()]}

@@ -16,7 +16,8 @@ from typing import Any
 from tritonops.config import ServerConfig
 from tritonops.errors import MemoryProbeError, TritonOpsError
 from tritonops.fileio import utc_now
-from tritonops.memory.ledger import FootprintLedger, measured_load, measured_unload
+from tritonops.memory.ledger import FootprintKey, FootprintLedger
+from tritonops.memory.loads import measured_load, measured_unload
 from tritonops.memory.probes import DeviceMemory, HostProbe, MemoryProbe, probe_for_server
 from tritonops.repo.model_config import warmup_inputs
 from tritonops.triton.client import READY, ControlClient, ModelState
@@ -41,7 +42,8 @@ class ControlAdapter:
         if self._ledger_key is None:
             self._ledger_key = (self.probe.device_type(), self.client.triton_version())
         device_type, triton_version = self._ledger_key
-        if digest and self.ledger.measured(model, version, digest, device_type, triton_version) is not None:
+        key = FootprintKey(model, version, digest, device_type, triton_version)
+        if digest and self.ledger.measured(key) is not None:
             return "known"
         return "own-process" if isinstance(self.probe, HostProbe) and backend == "python" else "alone"
 
@@ -147,7 +149,8 @@ class LedgerFootprint:
         return self.prediction(model, digest, size_bytes)[0]
 
     def prediction(self, model: str, digest: str, size_bytes: int) -> tuple[int, str]:
-        p = self.ledger.predict(model, None, digest or None, self.device_type, self.triton_version, size_bytes)
+        key = FootprintKey(model, None, digest or None, self.device_type, self.triton_version)
+        p = self.ledger.predict(key, size_bytes)
         return p.bytes, p.source
 
 

@@ -9,16 +9,18 @@ Same inputs give the same plan (and digest). ``.data`` is plain dicts; ``to_json
    (by demand priority when the region's demand is known and complete, else least recently used);
 3. **place**: pinned models first (load what is missing, reload what is at another version; a pinned
    model may evict on-demand ones, lowest first; one that does not fit even after evicting every
-   on-demand model is reported, not forced in); then the on-demand models through
-   :func:`tritonops.placement.place`:
+   on-demand model is reported, not forced in); then the on-demand models:
 
-   - with the region's ``demand`` known and complete: by demand and cost (priority = demand x
-     (interval + load time) / footprint), with hysteresis for loaded models and a cap on loads per
-     run; each load and eviction carries its ``figures`` (demand, footprint and its source, load
-     time and its source, priority) and the plan carries the demand sources read (``demand``);
-   - without demand (no ``demand:`` section) or with incomplete demand (a source failed and no
-     earlier counts are known): no demand-driven evictions: loaded on-demand models stay, and the
-     free room is filled (every model counts as wanted; the smaller first, then by name).
+   - with the region's ``demand`` (a ``demand:`` section): once for the whole region, over every
+     reachable server, by :func:`tritonops.placement.place_region` (``region_plan``; see
+     docs/region-placement.md): every model with demand gets a replica before any gets a second,
+     replicas follow demand on distinct servers; each server's evictions and loads follow, each
+     with its ``figures`` (demand, footprint and its source, load time and its source, priority),
+     and the plan carries the placement (``placement``) and the demand sources read (``demand``).
+     With incomplete demand (a source failed and no earlier counts are known) nothing is evicted
+     for demand: loaded replicas stay, free room is filled;
+   - without demand: each server on its own through :func:`tritonops.placement.place`: loaded
+     on-demand models stay, and the free room is filled (the smaller first, then by name).
 
 A reload with room for both copies loads the new one beside the old (availability-preserving),
 otherwise replaces it (resource-preserving). Pinned models are never evicted. Models tritonops does
@@ -36,7 +38,9 @@ from typing import Any
 from tritonops.config import Placement
 from tritonops.errors import PlanError, UnsafePlanError
 from tritonops.guard import Breach, ChangeGuard
-from tritonops.placement import Candidate, Decision, Placed, PlacementPolicy, place, priority_of
+from tritonops.placement import Candidate, Decision, PlacementPolicy, place, priority_of
+from tritonops.reconcile import region_plan
+from tritonops.reconcile.region_plan import FIGURE_KEYS
 from tritonops.reconcile.state import ActualState, DesiredModel, DesiredState, LoadedModel
 
 FORMAT_VERSION = 1
@@ -67,8 +71,7 @@ KINDS = tuple(ActionKind)
 _PHASE = {ActionKind.unload: 0, ActionKind.evict: 0, ActionKind.reload: 1, ActionKind.load: 2}
 AVAILABILITY = Strategy.availability
 RESOURCE = Strategy.resource
-# Figures behind a demand-driven load or eviction (from tritonops.placement.Placed.data).
-FIGURE_KEYS = ("demand", "footprint_bytes", "footprint_source", "load_s", "load_source", "priority")
+# FIGURE_KEYS: the figures behind a demand-driven load or eviction (region_plan.figures).
 # raise_if_unsafe: removing more than this fraction of a server's loaded models needs --force
 # (once it has at least MIN_EXISTING), and removing all of them always does.
 MAX_REMOVE_FRACTION = 0.5
@@ -153,6 +156,7 @@ class Plan:
     fingerprint: str = ""
     loaded_before: dict[str, int] = field(default_factory=dict)  # server -> owned models loaded
     demand: dict[str, Any] | None = None  # the demand the place step used (window, sources), if any
+    placement: dict[str, Any] | None = None  # the region's placement (RegionPlacement.data), with demand
 
     def __post_init__(self) -> None:
         self.actions = sorted(self.actions, key=lambda a: (a.server, _PHASE[a.kind], a.seq, a.model))
@@ -173,6 +177,8 @@ class Plan:
         }
         if self.demand is not None:  # absent without a demand section: such plans stay as they were
             d["demand"] = self.demand
+        if self.placement is not None:
+            d["placement"] = self.placement
         return d
 
     @property
@@ -202,6 +208,7 @@ class Plan:
                 str(d["fingerprint"]),
                 {str(k): int(v) for k, v in d.get("loaded_before", {}).items()},
                 d.get("demand"),
+                d.get("placement"),
             )
         except PlanError:
             raise
@@ -257,29 +264,37 @@ class _Memory:
 
 
 def make_plan(desired: DesiredState, actual: ActualState) -> Plan:
-    actions: list[Action] = []
+    """Each reachable server unloads, evicts over budget and places its pinned models; then the
+    on-demand models are placed for the whole region at once (with demand: region_plan) or, without
+    demand, each server fills its own room; each server's actions follow."""
     notes = [Note("problem", "", "", p) for p in desired.problems]
     loaded_before: dict[str, int] = {}
+    planners: dict[str, _ServerPlanner] = {}
     for name in sorted(desired.servers):
         sa = actual.servers.get(name)
         if sa is None or not sa.reachable:
             notes.append(Note("server-skipped", name, "", sa.error if sa else "not read"))
             continue
         loaded_before[name] = len(sa.loaded)
-        a, n = _plan_server(desired, actual, name)
-        actions += a
-        notes += n
+        sp = planners[name] = _ServerPlanner(desired, actual, name)
+        sp.unload_unwanted()
+        sp.evict_over_budget()
+        sp.place_pinned()
+    placed = None
+    if desired.demand is not None and planners:
+        rp = region_plan.region_placement(desired, planners)
+        placed = rp.data
+        notes += region_plan.notes(rp, desired, Note)
+    for sp in planners.values():
+        if desired.demand is None:
+            sp.place_on_demand()
+        else:
+            sp.note_quarantined()
+            region_plan.follow(sp, rp)
+    actions = [a for sp in planners.values() for a in sp.actions]
+    notes += [n for sp in planners.values() for n in sp.notes]
     demand = desired.demand.report if desired.demand is not None else None
-    return Plan(desired.region, actions, notes, actual.fingerprint(desired), loaded_before, demand)
-
-
-def _plan_server(desired: DesiredState, actual: ActualState, name: str) -> tuple[list[Action], list[Note]]:
-    sp = _ServerPlanner(desired, actual, name)
-    sp.unload_unwanted()
-    sp.evict_over_budget()
-    sp.place_pinned()
-    sp.place_on_demand()
-    return sp.actions, sp.notes
+    return Plan(desired.region, actions, notes, actual.fingerprint(desired), loaded_before, demand, placed)
 
 
 _NO_ROOM_LIMIT = 1 << 62  # memory unknown (no budget, no probe): everything fits
@@ -334,12 +349,6 @@ class _ServerPlanner:
         dm = self.model(m)
         return Candidate(m, dm.footprint_bytes, dm.load_s, self.demand(m), False, loaded,
                          dm.footprint_source, "estimate")  # fmt: skip
-
-    def figures(self, p: Placed) -> tuple[tuple[str, Any], ...]:
-        if self.desired.demand is None:
-            return ()  # no demand behind the decision: the plan stays as it was before demand existed
-        d = p.data
-        return tuple((k, d[k]) for k in FIGURE_KEYS)
 
     def loaded_figures(self, lm: LoadedModel) -> tuple[tuple[str, Any], ...]:
         dm = self.desired.models.get(lm.name)
@@ -424,9 +433,17 @@ class _ServerPlanner:
 
     # -- 3. place --------------------------------------------------------------------------------
 
+    def is_quarantined(self, m: str) -> bool:
+        return (self.name, m, self.model(m).digest) in self.actual.quarantined
+
+    def note_quarantined(self) -> None:
+        for m in sorted(self.wanted):
+            if self.placement(m) is Placement.on_demand:
+                self.quarantined(m)
+
     def quarantined(self, m: str) -> bool:
         dm = self.model(m)
-        if (self.name, m, dm.digest) not in self.actual.quarantined:
+        if not self.is_quarantined(m):
             return False
         self.notes.append(
             Note("quarantined", self.name, m, f"model {m!r} version {dm.version} is quarantined on "
@@ -496,56 +513,31 @@ class _ServerPlanner:
                  predicted_bytes=delta, digest=dm.digest, placement=dm.placement.value)  # fmt: skip
 
     def place_on_demand(self) -> None:
-        """On-demand models through :func:`tritonops.placement.place` (see the module's docstring)."""
+        """Without demand (no ``demand:`` section): loaded on-demand models stay (reloaded in place) and
+        the free room is filled through :func:`tritonops.placement.place` (smaller first, then by name)."""
         ods = [m for m in sorted(self.wanted) if self.placement(m) is Placement.on_demand]
         ods = [m for m in ods if not self.quarantined(m)]  # a quarantined one stays as it is
-        if not self.driven:
-            # No demand-driven evictions: loaded models stay (reloaded in place); the free room is filled.
-            for m in sorted((m for m in ods if m in self.loaded), key=self.recency_key):
-                self.reload_if_needed(m)
-            cands = [self.candidate(m, False) for m in ods if m not in self.loaded]
-            budget = self.room()
-        else:
-            cands = [self.candidate(m, m in self.loaded) for m in ods]
-            budget = self.room() + sum(self.loaded[c.model].footprint_bytes for c in cands if c.loaded)
-        result = place(cands, max(0, budget), self.policy)
-        by_prio = sorted(result.decisions, key=lambda p: (-p.priority, p.model))
-        for p in reversed(by_prio):  # lowest priority first
-            if p.decision is Decision.evict:
-                self.evict(self.loaded[p.model], p.reason, self.figures(p))
-        for p in by_prio:
-            if p.decision is Decision.keep and self.driven:
-                self.reload_if_needed(p.model)
-            elif p.decision is Decision.load:
-                self.load_placed(p)
+        for m in sorted((m for m in ods if m in self.loaded), key=self.recency_key):
+            self.reload_if_needed(m)
+        cands = [self.candidate(m, False) for m in ods if m not in self.loaded]
+        result = place(cands, max(0, self.room()), self.policy)
+        for p in sorted(result.decisions, key=lambda p: (-p.priority, p.model)):
+            if p.decision is Decision.load:
+                self.load_if_room(p.model, "published, allowed and not loaded")
             elif p.decision in (Decision.deferred, Decision.wait):
-                self.wait_note(p)
+                dm = self.model(p.model)
+                self.notes.append(
+                    Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
+                )
 
     def reload_if_needed(self, m: str) -> None:
         dm, cur = self.model(m), self.loaded[m]
         if cur.ready_versions != [dm.version]:
             self.reload(dm, cur)
 
-    def load_placed(self, p: Placed) -> None:
-        dm = self.model(p.model)
+    def load_if_room(self, m: str, reason: str, figures: tuple[tuple[str, Any], ...] = ()) -> None:
+        dm = self.model(m)
         if not self.mem.fits(dm.footprint_bytes):  # a reload before it took more than placement knew
-            self.notes.append(
-                Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
-            )
+            self.notes.append(Note("deferred", self.name, m, self.no_room(dm) + " (on-demand models wait for room)"))
             return
-        reason = p.reason if self.desired.demand is not None else "published, allowed and not loaded"
-        self.load(dm, reason, self.figures(p))
-
-    def wait_note(self, p: Placed) -> None:
-        """``deferred`` (counted as drift): it would be loaded but for room or the cap on loads;
-        ``waiting``: placement by demand leaves it out (its demand does not justify the memory)."""
-        dm = self.model(p.model)
-        if self.desired.demand is None:
-            self.notes.append(
-                Note("deferred", self.name, p.model, self.no_room(dm) + " (on-demand models wait for room)")
-            )
-            return
-        msg = f"model {p.model!r} version {dm.version} not loaded on server {self.name!r}: {p.reason}"
-        if not self.driven:
-            msg += " (demand incomplete: no demand-driven evictions this run)"
-        self.notes.append(Note("deferred" if p.decision is Decision.deferred else "waiting", self.name, p.model, msg))
+        self.load(dm, reason, figures)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tritonops.config import Config, RegionConfig
 from tritonops.demand.read import read_demand
 from tritonops.demand.sources import StatsClient
-from tritonops.errors import PlanError, StalePlanError, TritonOpsError
+from tritonops.errors import ExitCode, PlanError, StalePlanError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile import metrics
@@ -45,10 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-# A run that skipped a server (down, frozen, unreachable) or had an action fail: cron must see it.
-# Distinct from 1 (error: nothing was applied), 2 (plan --detailed-exitcode: changes pending),
-# 3 (lock held) and 4 (convert: an optional target failed).
-EXIT_DEGRADED = 5
+# A run that skipped a server (down, frozen, unreachable) or had an action fail: cron must see it
+# (errors.ExitCode lists every exit code).
+EXIT_DEGRADED = ExitCode.DEGRADED
 
 
 @dataclass
@@ -160,7 +160,35 @@ def read_region_demand(ctx: Context, persist: bool = True) -> DemandInput | None
     policy = PlacementPolicy(ctx.interval_s, settings.hysteresis, settings.max_loads_per_run)
     report = {k: v for k, v in d.data.items() if k != "counts"} | {"interval_s": ctx.interval_s}
     report["models_with_demand"] = sum(1 for v in d.counts.values() if v > 0)
-    return DemandInput(dict(d.counts), d.complete, policy, report)
+    served, replicas = _replica_inputs(ctx, settings.window_s)
+    return DemandInput(dict(d.counts), d.complete, policy, report, served, replicas)
+
+
+def _replica_inputs(
+    ctx: Context, window_s: float
+) -> tuple[dict[str, tuple[float, str]], dict[str, tuple[int, int | None]]]:
+    """What one replica serves per demand window (``models.<m>.served_rps``, else measured from the
+    servers' statistics) and each model's ``replicas`` rule: the region placement's replica inputs."""
+    from tritonops.placement import served_per_s
+
+    def rows(c: StatsClient) -> list[dict[str, Any]]:
+        try:
+            return c.statistics()
+        except TritonOpsError as e:  # a server down: measured from the others, or not at all
+            log.debug("server %s: statistics not read: %s", c.name, e)
+            return []
+
+    clients = list(ctx.ports.stats)
+    with ThreadPoolExecutor(max(1, min(16, len(clients))), thread_name_prefix="served") as pool:
+        measured = served_per_s(r for rs in pool.map(rows, clients) for r in rs)
+    served = {m: (rps * window_s, "measured") for m, rps in measured.items()}
+    replicas: dict[str, tuple[int, int | None]] = {}
+    for m, rule in ctx.cfg.models.items():
+        if rule.served_rps is not None:
+            served[m] = (rule.served_rps * window_s, "config")
+        if rule.replicas is not None:
+            replicas[m] = (rule.replicas.min, rule.replicas.max)
+    return served, replicas
 
 
 def _states(ctx: Context, demand: DemandInput | None = None) -> tuple[DesiredState, ActualState, Published]:
@@ -302,7 +330,7 @@ class RunReport:
             "skipped_servers": sorted(self.skipped_servers),
             "degraded": self.degraded,
             "degraded_reasons": self.degraded_reasons(),
-            "exit_code": 1 if self.refused else EXIT_DEGRADED if self.degraded else 0,
+            "exit_code": int(ExitCode.ERROR if self.refused else EXIT_DEGRADED if self.degraded else ExitCode.OK),
             "quarantined": self.quarantined,
             "memory": self.memory,
             "drift": self.drift,

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonops.capacity.planner import LOAD_BASE_S, LOAD_BYTES_PER_S
 from tritonops.config import Config, Placement, RegionConfig, ServerConfig
 from tritonops.errors import RepositoryError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes
+from tritonops.memory.estimate import estimate_load_s
 from tritonops.memory.probes import DeviceMemory
+from tritonops.memory.servers import read_each
 from tritonops.placement import PlacementPolicy
 from tritonops.reconcile.ports import FootprintPort, MemoryPort, ServerControl
 from tritonops.repo.manifest import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, ModelManifest, RepoIndex
@@ -43,8 +44,8 @@ class DesiredModel:
 
     @property
     def load_s(self) -> float:
-        """Estimated load time (the ledger does not time loads yet): the capacity planner's estimate."""
-        return LOAD_BASE_S + self.footprint_bytes / LOAD_BYTES_PER_S
+        """Estimated load time (the ledger does not time loads yet): the one estimate, the capacity planner's too."""
+        return estimate_load_s(self.footprint_bytes)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class DemandInput:
     complete: bool  # False: a source gave nothing, fresh or remembered: no demand-driven evictions
     policy: PlacementPolicy
     report: dict[str, Any]  # window, completeness and sources read: goes into the plan's JSON
+    # Region placement (tritonops.placement.region): requests per window one replica serves, and
+    # where that figure comes from ("measured" | "config"); replicas rules, model -> (min, max).
+    served: dict[str, tuple[float, str]] = field(default_factory=dict)
+    replicas: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -335,9 +340,8 @@ def gather_actual(
     quarantined: Iterable[tuple[str, str, str]] = (),
     owned: Iterable[str] = (),
 ) -> ActualState:
-    """Read every server, all at once (a region's servers are independent, and one that is slow to
-    answer costs the run its timeout once, not once per server before it); a server down or timing
-    out is recorded as unreachable, never raised."""
+    """Read every server, all at once (:func:`tritonops.memory.servers.read_each`); a server down or
+    timing out is recorded as unreachable, never raised."""
     owned_set = set(owned) | desired.published
 
     def read(name: str) -> ServerActual:
@@ -367,10 +371,5 @@ def gather_actual(
                 log.warning("server %s: memory not measured: %s", name, e)
         return sa
 
-    names = sorted(desired.servers)
-    if len(names) <= 1:
-        servers = {n: read(n) for n in names}
-    else:
-        with ThreadPoolExecutor(len(names), thread_name_prefix="read-server") as pool:
-            servers = dict(zip(names, pool.map(read, names), strict=True))
+    servers = read_each(sorted(desired.servers), read)
     return ActualState(servers, set(quarantined), set(owned))

@@ -15,13 +15,11 @@ baseline) -> ``bake`` (wait ``bake_s``, then the health gate and the metric gate
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from tritonops.config import Config, ReleaseMode
 from tritonops.errors import LockHeldError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
+from tritonops.filelock import exclusive_lock
 from tritonops.regions import per_region
 from tritonops.release import gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
@@ -41,6 +40,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 TERMINAL = ("done", "failed", "aborted")
 LOCK_HELD = "reconcile lock held: "
+# Reconciles a region now, under its lock: the number of failed actions; LockHeldError if another
+# run holds the lock. Handed in by the CLI, so that release does not import reconcile.
+Reconciler = Callable[[Config, str], int]
 
 
 def rollouts_dir(cfg: Config) -> Path:
@@ -94,18 +96,10 @@ def rollout_lock(cfg: Config, model: str) -> Iterator[None]:
     """One controller per model at a time: this host's lock file (the kernel drops it when the process
     dies), then the model's lease in its home region's bucket (across hosts)."""
     p = rollouts_dir(cfg) / f"{model}.lock"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(f"model {model!r}: another rollout controller holds {p}") from None
-        home = _home(cfg, model)
-        with hold(cfg, home, model_lease_name(model), f"rollout {model}") if home else nullcontext():
-            yield
-    finally:
-        os.close(fd)
+    home = _home(cfg, model)
+    with exclusive_lock(p, lambda _pid: LockHeldError(f"model {model!r}: another rollout controller holds {p}")), \
+            hold(cfg, home, model_lease_name(model), f"rollout {model}") if home else nullcontext():  # fmt: skip
+        yield
 
 
 def plan_steps(cfg: Config, model: str) -> list[dict[str, Any]]:
@@ -175,18 +169,16 @@ def _summary(ro: dict[str, Any]) -> dict[str, Any]:
             "phase": ro["phase"]}  # fmt: skip
 
 
-def _reconcile(cfg: Config, region: str) -> str:
+def _reconcile(cfg: Config, region: str, run: Reconciler) -> str:
     """Reconcile the region now (under its lock); '' or why not."""
-    from tritonops.reconcile.runner import context, reconcile
-
     try:
-        rep = reconcile(context(cfg, region))
+        failed = run(cfg, region)
     except LockHeldError as e:
         return f"{LOCK_HELD}{e}"
-    return f"{rep.failed} action(s) failed" if rep.failed else ""
+    return f"{failed} action(s) failed" if failed else ""
 
 
-def _apply_step(cfg: Config, ro: dict[str, Any]) -> None:
+def _apply_step(cfg: Config, ro: dict[str, Any], run: Reconciler) -> None:
     step = ro["steps"][ro["step"]]
     for region, servers in sorted(step["targets"].items()):
         rm = read_region_model(cfg, region, ro["model"])
@@ -197,7 +189,7 @@ def _apply_step(cfg: Config, ro: dict[str, Any]) -> None:
                 set_canary(rm, ro["version"], servers, rollout=_summary(ro))
         finally:
             rm.store.close()
-        why = _reconcile(cfg, region)
+        why = _reconcile(cfg, region, run)
         if why:
             log.warning("rollout %s: region %s: reconcile: %s", ro["id"], region, why)
 
@@ -206,16 +198,17 @@ def _regions_of(ro: dict[str, Any], upto: int) -> list[str]:
     return sorted({r for s in ro["steps"][: upto + 1] for r in s["targets"]})
 
 
-def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
+def _bake_check(cfg: Config, ro: dict[str, Any], run: Reconciler) -> gates.Verdict:
     step = ro["steps"][ro["step"]]
     regions = sorted(step["targets"])
     step_servers = sorted(s for r in regions for s in step["targets"][r])
     all_servers = sorted(s.name for r in regions for s in cfg.region(r).servers)
     control = [s for s in all_servers if s not in step_servers]
     for r in regions:  # a restarted Triton gets its override back before it is judged
-        why = _reconcile(cfg, r)
-        if why.startswith(LOCK_HELD):  # failed loads are judged by the health gate below
-            return gates.Verdict("wait", [f"region {r!r}: {why}"])
+        try:
+            run(cfg, r)  # failed loads are judged by the health gate below
+        except LockHeldError as e:
+            return gates.Verdict("wait", [f"region {r!r}: {LOCK_HELD}{e}"])
     served: dict[str, Any] = {}
     for r in regions:
         served.update(served_versions(cfg, r, [ro["model"]]))
@@ -233,7 +226,7 @@ def _bake_check(cfg: Config, ro: dict[str, Any]) -> gates.Verdict:
     return v
 
 
-def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool) -> None:
+def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool, run: Reconciler) -> None:
     """Undo every step taken (idempotent); with ``block``, block the digest in every region of the
     rollout, so neither a later rollout nor reconcile (nor on-publish) makes it live again. A region
     that fails (its bucket down) does not keep the others from it; the phase stays, and the next
@@ -260,7 +253,7 @@ def _rollback(cfg: Config, ro: dict[str, Any], reason: str, block: bool) -> None
         finally:
             rm.store.close()
         if region in touched:
-            _reconcile(cfg, region)
+            _reconcile(cfg, region, run)
 
     res = per_region([r for r in regions if r in touched or block], one, (TritonOpsError,))
     res.raise_if_failed("rolled back")
@@ -278,7 +271,7 @@ def _finish(cfg: Config, ro: dict[str, Any]) -> None:
             rm.store.close()
 
 
-def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
+def _tick(cfg: Config, ro: dict[str, Any], report: list[str], run: Reconciler) -> bool:
     """One transition; True when another may follow at once."""
     n = len(ro["steps"])
     if ro["phase"] == "apply":
@@ -287,7 +280,7 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
             ro["pre"], _ = gates.take_snapshot(cfg, regions, ro["model"])
             ro["pre_step"] = ro["step"]
             _save(cfg, ro)
-        _apply_step(cfg, ro)
+        _apply_step(cfg, ro, run)
         ro["baseline"], _ = gates.take_snapshot(cfg, regions, ro["model"])
         ro["bake_started"], ro["phase"] = time.time(), "bake"
         report.append(f"step {ro['step'] + 1}/{n} ({_describe(ro['steps'][ro['step']])}) applied; baking")
@@ -298,7 +291,7 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
         if left > 0:
             report.append(f"step {ro['step'] + 1}/{n}: baking, {left:.0f} s left")
             return False
-        v = _bake_check(cfg, ro)
+        v = _bake_check(cfg, ro, run)
         ro["gate"] = {**v.to_json(), "time": utc_now()}
         if v.verdict == "wait":
             report.append(f"step {ro['step'] + 1}/{n}: waiting: {'; '.join(v.reasons)}")
@@ -322,7 +315,7 @@ def _tick(cfg: Config, ro: dict[str, Any], report: list[str]) -> bool:
         return True
     if ro["phase"] in ("rollback", "abort"):
         block = ro["phase"] == "rollback"
-        _rollback(cfg, ro, ro.get("failure", "aborted"), block)
+        _rollback(cfg, ro, ro.get("failure", "aborted"), block, run)
         ro["phase"] = "failed" if block else "aborted"
         _save(cfg, ro)
         _finish(cfg, ro)
@@ -339,9 +332,10 @@ def _describe(step: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def advance(cfg: Config, model: str) -> tuple[dict[str, Any] | None, list[str]]:
+def advance(cfg: Config, model: str, reconcile: Reconciler) -> tuple[dict[str, Any] | None, list[str]]:
     """Idempotent and cron-safe: does whatever the rollout's state says is next, as far as it may go
-    now (a bake or a gate waiting for traffic ends the run). Returns the state and what it did."""
+    now (a bake or a gate waiting for traffic ends the run). Returns the state and what it did.
+    ``reconcile`` reconciles a region after each pointer move (see :data:`Reconciler`)."""
     report: list[str] = []
     with rollout_lock(cfg, model):
         ro = load_rollout(cfg, model)
@@ -351,7 +345,7 @@ def advance(cfg: Config, model: str) -> tuple[dict[str, Any] | None, list[str]]:
             report.append(f"rollout {ro['id']} is {ro['phase']}; nothing to do")
             return ro, report
         try:
-            while _tick(cfg, ro, report):
+            while _tick(cfg, ro, report, reconcile):
                 pass
         except TritonOpsError as e:
             report.append(f"stopped: {e} (the next advance resumes here)")
@@ -359,7 +353,7 @@ def advance(cfg: Config, model: str) -> tuple[dict[str, Any] | None, list[str]]:
         return ro, report
 
 
-def abort(cfg: Config, model: str) -> tuple[dict[str, Any], list[str]]:
+def abort(cfg: Config, model: str, reconcile: Reconciler) -> tuple[dict[str, Any], list[str]]:
     report: list[str] = []
     with rollout_lock(cfg, model):
         ro = load_rollout(cfg, model)
@@ -368,5 +362,5 @@ def abort(cfg: Config, model: str) -> tuple[dict[str, Any], list[str]]:
         if ro["phase"] != "rollback":  # a failed gate's rollback (and block) stays one
             ro["phase"], ro["failure"] = "abort", "aborted by operator"
             _save(cfg, ro)
-        _tick(cfg, ro, report)
+        _tick(cfg, ro, report, reconcile)
         return ro, report

@@ -61,7 +61,7 @@ Snapshot = dict[str, dict[str, dict[str, float]]]
 
 def counters_from_text(text: str, model: str) -> dict[str, Counters]:
     """version -> summed counters (failure reasons and GPU labels summed) of ``model``."""
-    from tritonops.memory.probes import parse_prometheus
+    from tritonops.triton.metrics import parse_prometheus
 
     out: dict[str, Counters] = {}
     for name, labels, value in parse_prometheus(text):

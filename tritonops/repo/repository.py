@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import RepositoryError
-from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, sha256_bytes
+from tritonops.fileio import HASH_CHUNK_BYTES, atomic_write_bytes, read_chunks, sha256_bytes
 from tritonops.repo.manifest import (
     CONFIG_NAME,
     MANIFEST_NAME,
@@ -103,10 +103,7 @@ def copy_hashed(src: Path, dst: Path, rel: str, chunk_bytes: int = HASH_CHUNK_BY
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise RepositoryError(f"{src}: not a regular file (it changed while being added)")
         with open(dst, "wb") as fout:
-            while True:
-                b = fin.read(chunk_bytes)
-                if not b:
-                    break
+            for b in read_chunks(fin, chunk_bytes):
                 h.update(b)
                 fout.write(b)
                 size += len(b)
@@ -379,8 +376,8 @@ def add_onnx_version(
     Triton has only the python backend). ``files_from`` is an .onnx file, or a folder holding
     model.onnx (its other files are copied too). Then :func:`add_version`.
     """
-    # Lazy: convert pulls in onnx; the layout and model.py are convert's own, reused, not copied.
-    from tritonops.convert.model_folder import ONNX_FILE, stage_version
+    # The layout and model.py are the ones convert writes (repo/version_folder.py), reused, not copied.
+    from tritonops.repo.version_folder import ONNX_FILE, stage_version
 
     if runtime not in RUNTIMES:
         raise RepositoryError(f"--runtime: unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")

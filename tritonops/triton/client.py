@@ -8,7 +8,9 @@ the model.
 
 Triton loads a model twice when two load calls for it overlap, so :meth:`ControlClient.load`
 joins a load of the same model already in flight on the same server (in this process) instead of
-issuing a second one. ``LOADS`` is that one registry; ``tritonops.memory``'s measured loads use it too.
+issuing a second one. ``LOADS`` (triton/inflight.py) is that one registry; ``tritonops.memory``'s
+measured loads use it too. The wire adapters are in triton/backends.py, the metrics scrape and its
+parser in triton/metrics.py.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ import logging
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tritonops.errors import TritonError, TritonTimeout, TritonUnreachable
 from tritonops.strenum import StrEnum
+from tritonops.triton.backends import (
+    Backend,
+    GrpcBackend,
+    HttpBackend,
+    normalise_stats,
+    parse_index_version,
+    strip_scheme,
+)
+from tritonops.triton.inflight import LOADS, LoadsInFlight
+from tritonops.triton.metrics import fetch_metrics, one_line
 
 if TYPE_CHECKING:
     from tritonops.config import ServerConfig
@@ -76,227 +84,9 @@ class UnloadTimeout(TritonError):
     ``tritonops.memory``, it is gone from the index but its memory is not back."""
 
     def __init__(self, message: str, *, still_loaded: bool, result: UnloadResult) -> None:
-        super().__init__(message)
+        super().__init__(message, model=result.model)
         self.still_loaded = still_loaded
         self.result = result
-
-
-# -- loads in flight, shared by every client in this process -------------------------------------
-
-
-@dataclass
-class _Flight:
-    future: Future[Any]
-    args: tuple[Any, ...]
-    owner: int  # thread id: a load may call into a load of the same key it runs itself
-
-
-class LoadsInFlight:
-    """The one registry of model loads in flight per (server key, model), for this process.
-
-    ``run`` runs ``fn`` unless a load of the same key is already running: then it waits, and returns
-    that load's result (``joined=True``) when its ``args`` match and ``accept(result)`` holds, else
-    runs its own after it. A thread that already runs a key runs nested calls for it directly.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], _Flight] = {}
-
-    def run(
-        self,
-        key: tuple[str, str],
-        args: tuple[Any, ...],
-        fn: Callable[[], T],
-        accept: Callable[[Any], bool] = lambda _r: True,
-    ) -> tuple[T, bool]:
-        me = threading.get_ident()
-        while True:
-            with self._lock:
-                cur = self._running.get(key)
-                if cur is None:
-                    mine = _Flight(Future(), args, me)
-                    self._running[key] = mine
-                    break
-                nested = cur.owner == me
-            if nested:  # outside the registry's lock: holding it here would serialise every load
-                return fn(), False
-            log.info("server %s: load of model %r already in flight; waiting for it", *key)
-            try:
-                result = cur.future.result()
-            except TritonError:
-                if cur.args == args:
-                    raise  # the first caller's error is this call's error too
-                continue
-            if cur.args == args and accept(result):
-                return result, True
-        try:
-            out = fn()
-        except BaseException as e:
-            mine.future.set_exception(e)
-            raise
-        else:
-            mine.future.set_result(out)
-            return out, False
-        finally:
-            with self._lock:
-                self._running.pop(key, None)
-
-
-LOADS = LoadsInFlight()
-
-
-def _parse_index_version(v: Any) -> int | None:
-    if v in (None, ""):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(v: Any) -> int:
-    # gRPC's JSON renders uint64 as strings and omits zero values.
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _normalise_stats(s: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(s)
-    out["name"] = str(s.get("name", ""))
-    out["version"] = str(s.get("version", ""))
-    for k in ("last_inference", "inference_count", "execution_count"):
-        out[k] = _int(s.get(k))
-    return out
-
-
-def _strip_scheme(url: str) -> str:
-    for p in ("http://", "https://", "grpc://", "grpcs://"):
-        if url.startswith(p):
-            return url[len(p) :]
-    return url
-
-
-class _Backend(Protocol):
-    """The protocol-specific part: a thin adapter over one tritonclient module."""
-
-    def live(self, timeout_s: float) -> bool: ...
-    def ready(self, timeout_s: float) -> bool: ...
-    def metadata(self, timeout_s: float) -> dict[str, Any]: ...
-    def index(self, timeout_s: float) -> list[dict[str, Any]]: ...
-    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None: ...
-    def unload(self, model: str, dependents: bool, timeout_s: float) -> None: ...
-    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]: ...
-    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]: ...
-    def infer(
-        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
-    ) -> dict[str, Any]: ...
-
-
-def _infer_inputs(mod: Any, inputs: list[tuple[str, str, Any]]) -> list[Any]:
-    out = []
-    for name, datatype, arr in inputs:
-        i = mod.InferInput(name, list(arr.shape), datatype)
-        i.set_data_from_numpy(arr)
-        out.append(i)
-    return out
-
-
-class _HttpBackend:
-    # geventhttpclient connections must not be shared between threads: one client per thread and timeout.
-    def __init__(self, hostport: str, ssl: bool) -> None:
-        self._hostport = hostport
-        self._ssl = ssl
-        self._local = threading.local()
-
-    def _client(self, timeout_s: float) -> Any:
-        import tritonclient.http as httpclient
-
-        cache = self._local.__dict__.setdefault("clients", {})
-        c = cache.get(timeout_s)
-        if c is None:
-            c = httpclient.InferenceServerClient(
-                self._hostport, ssl=self._ssl, connection_timeout=timeout_s, network_timeout=timeout_s
-            )
-            cache[timeout_s] = c
-        return c
-
-    def live(self, timeout_s: float) -> bool:
-        return bool(self._client(timeout_s).is_server_live())
-
-    def ready(self, timeout_s: float) -> bool:
-        return bool(self._client(timeout_s).is_server_ready())
-
-    def metadata(self, timeout_s: float) -> dict[str, Any]:
-        return dict(self._client(timeout_s).get_server_metadata())
-
-    def index(self, timeout_s: float) -> list[dict[str, Any]]:
-        return list(self._client(timeout_s).get_model_repository_index())
-
-    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
-        self._client(timeout_s).load_model(model, config=config, files=files)
-
-    def unload(self, model: str, dependents: bool, timeout_s: float) -> None:
-        self._client(timeout_s).unload_model(model, unload_dependents=dependents)
-
-    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
-        return list(self._client(timeout_s).get_inference_statistics(model_name=model).get("model_stats", []))
-
-    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]:
-        return dict(self._client(timeout_s).get_model_config(model, model_version=version))
-
-    def infer(
-        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
-    ) -> dict[str, Any]:
-        import tritonclient.http as httpclient
-
-        res = self._client(timeout_s).infer(model, _infer_inputs(httpclient, inputs), model_version=version)
-        return {o["name"]: res.as_numpy(o["name"]) for o in res.get_response().get("outputs", [])}
-
-
-class _GrpcBackend:
-    def __init__(self, hostport: str, ssl: bool) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self._c = grpcclient.InferenceServerClient(hostport, ssl=ssl)
-
-    def live(self, timeout_s: float) -> bool:
-        return bool(self._c.is_server_live(client_timeout=timeout_s))
-
-    def ready(self, timeout_s: float) -> bool:
-        return bool(self._c.is_server_ready(client_timeout=timeout_s))
-
-    def metadata(self, timeout_s: float) -> dict[str, Any]:
-        return dict(self._c.get_server_metadata(as_json=True, client_timeout=timeout_s))
-
-    def index(self, timeout_s: float) -> list[dict[str, Any]]:
-        return list(self._c.get_model_repository_index(as_json=True, client_timeout=timeout_s).get("models", []))
-
-    def load(self, model: str, config: str | None, files: dict[str, bytes] | None, timeout_s: float) -> None:
-        self._c.load_model(model, config=config, files=files, client_timeout=timeout_s)
-
-    def unload(self, model: str, dependents: bool, timeout_s: float) -> None:
-        self._c.unload_model(model, unload_dependents=dependents, client_timeout=timeout_s)
-
-    def statistics(self, model: str, timeout_s: float) -> list[dict[str, Any]]:
-        d = self._c.get_inference_statistics(model_name=model, as_json=True, client_timeout=timeout_s)
-        return list(d.get("model_stats", []))
-
-    def model_config(self, model: str, version: str, timeout_s: float) -> dict[str, Any]:
-        d = self._c.get_model_config(model, model_version=version, as_json=True, client_timeout=timeout_s)
-        return dict(d.get("config", {}))
-
-    def infer(
-        self, model: str, version: str, inputs: list[tuple[str, str, Any]], timeout_s: float
-    ) -> dict[str, Any]:
-        import tritonclient.grpc as grpcclient
-
-        res = self._c.infer(
-            model, _infer_inputs(grpcclient, inputs), model_version=version, client_timeout=timeout_s
-        )
-        return {o.name: res.as_numpy(o.name) for o in res.get_response().outputs}
 
 
 class WireProtocol(StrEnum):
@@ -334,7 +124,7 @@ class ControlClient:
         self.load_timeout_s = load_timeout_s
         self.metrics_url = metrics_url
         ssl = url.startswith(("https://", "grpcs://"))
-        hostport = _strip_scheme(url).rstrip("/")
+        hostport = strip_scheme(url).rstrip("/")
         if not hostport or "/" in hostport:
             raise TritonError(f"server {url}: expected host:port (optionally with http:// or grpc://)")
         self._hostport = hostport
@@ -344,15 +134,15 @@ class ControlClient:
         # No more load calls in flight than the server's model load threads: a call beyond them only
         # queues inside Triton, and its client-side timeout would count that wait. None: no limit.
         self._load_slots = threading.BoundedSemaphore(load_threads) if load_threads else None
-        self._backend: _Backend = (
-            _HttpBackend(hostport, ssl) if protocol is WireProtocol.http else _GrpcBackend(hostport, ssl)
+        self._backend: Backend = (
+            HttpBackend(hostport, ssl) if protocol is WireProtocol.http else GrpcBackend(hostport, ssl)
         )
         # Loads and unloads over gRPC where the server has both endpoints: Triton's HTTP frontend runs
         # a load on one of its HTTP threads, and every request on a connection that thread serves
         # waits until the load ends (triton-inference-server/server#8958). Measured here with 4 loads
         # at a time: status calls over HTTP took up to 1.5 s; with the loads over gRPC, 0.03 s.
         self._grpc_loads_url = grpc_loads_url if protocol is WireProtocol.http else None
-        self._loads: _Backend | None = None
+        self._loads: Backend | None = None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -425,15 +215,15 @@ class ControlClient:
             if "deadline exceeded" in low or "timed out" in low or "timeout" in low:
                 return TritonTimeout, timed_out
             if "unavailable" in status.lower() or "failed to connect" in low or "connection refused" in low:
-                return TritonUnreachable, f"server unreachable ({_one_line(msg)})"
-            return TritonError, _one_line(msg) or type(e).__name__
+                return TritonUnreachable, f"server unreachable ({one_line(msg)})"
+            return TritonError, one_line(msg) or type(e).__name__
         if isinstance(e, (socket.timeout, TimeoutError)) or "timeout" in type(e).__name__.lower():
             return TritonTimeout, timed_out
         if isinstance(e, ConnectionRefusedError):
             return TritonUnreachable, "server unreachable (connection refused)"
         if isinstance(e, OSError):
-            return TritonUnreachable, f"server unreachable ({_one_line(str(e)) or type(e).__name__})"
-        return TritonError, f"{type(e).__name__}: {_one_line(str(e))}"
+            return TritonUnreachable, f"server unreachable ({one_line(str(e)) or type(e).__name__})"
+        return TritonError, f"{type(e).__name__}: {one_line(str(e))}"
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -464,7 +254,7 @@ class ControlClient:
         out = [
             ModelState(
                 name=str(r.get("name", "")),
-                version=_parse_index_version(r.get("version")),
+                version=parse_index_version(r.get("version")),
                 state=str(r.get("state", "")) or UNAVAILABLE,
                 reason=str(r.get("reason", "")),
             )
@@ -505,17 +295,17 @@ class ControlClient:
             raise TritonError(f"server {self.url}: model {model!r}: file overrides need a config override too")
         LOADS.run((self.key, model), load_args(config, files), lambda: self._do_load(model, config, files))
 
-    def _loads_backend(self) -> _Backend:
+    def _loads_backend(self) -> Backend:
         """Where loads and unloads go: the server's gRPC endpoint when it has one, else ``_backend``.
         Each value is read once: another thread may fall back meanwhile (see ``_control``)."""
         url, loads = self._grpc_loads_url, self._loads
         if url is None:
             return self._backend
         if loads is None:
-            loads = self._loads = _GrpcBackend(_strip_scheme(url).rstrip("/"), url.startswith("grpcs://"))
+            loads = self._loads = GrpcBackend(strip_scheme(url).rstrip("/"), url.startswith("grpcs://"))
         return loads
 
-    def _control(self, what: str, fn: Callable[[_Backend], T]) -> T:
+    def _control(self, what: str, fn: Callable[[Backend], T]) -> T:
         """``fn`` on the loads backend; a gRPC endpoint that cannot be reached at all (refused,
         unresolvable: the call never reached Triton) falls back to the main one, for good."""
         backend = self._loads_backend()
@@ -605,7 +395,7 @@ class ControlClient:
         rows = self._call(
             "statistics", lambda: self._backend.statistics(model or "", self.timeout_s), self.timeout_s, model
         )
-        return [_normalise_stats(r) for r in rows]
+        return [normalise_stats(r) for r in rows]
 
     def model_config(self, model: str, version: int | None = None) -> dict[str, Any]:
         """The config Triton uses for a loaded model (JSON, proto field names): what it completed
@@ -634,27 +424,19 @@ class ControlClient:
         return fetch_metrics(self.metrics_url, self.timeout_s)
 
 
-def fetch_metrics(metrics_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
-    u = urlparse(metrics_url)
-    if u.scheme not in ("http", "https"):
-        raise TritonError(f"metrics {metrics_url}: not an http:// or https:// URL")
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as r:  # noqa: S310 - scheme checked above
-            return str(r.read().decode("utf-8", "replace"))
-    except urllib.error.HTTPError as e:
-        raise TritonError(f"metrics {metrics_url}: HTTP {e.code} {e.reason}") from None
-    except TimeoutError:
-        raise TritonTimeout(f"metrics {metrics_url}: timed out after {timeout_s:g}s") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise TritonUnreachable(f"metrics {metrics_url}: unreachable ({_one_line(str(reason))})") from None
-
-
 def load_args(config: str | None, files: dict[str, bytes] | None) -> tuple[Any, ...]:
     """What makes two loads of one model the same load (``LOADS`` joins only equal ones)."""
     return (config, tuple(sorted((files or {}).items())))
 
 
-def _one_line(s: str) -> str:
-    return " ".join(s.split())
-
+__all__ = [
+    "LOADS",
+    "ControlClient",
+    "LoadsInFlight",
+    "ModelState",
+    "UnloadResult",
+    "UnloadTimeout",
+    "WireProtocol",
+    "fetch_metrics",
+    "load_args",
+]
