@@ -234,6 +234,21 @@ class ReleaseConfig(_Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
+class OnUnsupported(str, Enum):
+    refuse = "refuse"  # exit 1 naming the store: a second host could apply the same plan
+    local = "local"  # one host only: the state dir's lock alone, said on every run
+
+
+class LeaseConfig(_Strict):
+    """Leases in the region's bucket (docs/multi-host.md): one controller per region across hosts."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=60.0, ge=3.0)  # renewed every ttl_s / 3 while a run lasts
+    # A winning conditional write is read back after this long (servers that check, then write).
+    confirm_s: float = Field(default=0.25, ge=0.0, le=10.0)
+    on_unsupported: OnUnsupported = OnUnsupported.refuse
+
+
 class Config(_Strict):
     format_version: int = FORMAT_VERSION
     repository: Path = Path("model_repos/default")
@@ -242,6 +257,7 @@ class Config(_Strict):
     models: dict[str, ModelRule] = Field(default_factory=dict)
     default_placement: Placement = Placement.on_demand
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
 
     # Where the file was read from; paths in it are relative to its folder.
     source: Path | None = Field(default=None, exclude=True)

@@ -184,10 +184,18 @@ def status_cmd(
     timeout: TimeoutOpt = 10.0,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Show every server of a region: health, models, versions and states, memory."""
+    """Show every server of a region: health, models, versions and states, memory; who holds the
+    region's leases (docs/multi-host.md)."""
+    from tritonops.errors import TritonOpsError
     from tritonops.memory import service
+    from tritonops.store.lease import region_leases
 
-    data = service.region_status(get_config(), region, timeout_s=timeout)
+    cfg = get_config()
+    data = service.region_status(cfg, region, timeout_s=timeout)
+    try:
+        data["leases"] = region_leases(cfg, region)
+    except TritonOpsError as e:  # the servers are still worth showing; the bucket's error is reported
+        data["leases"], data["leases_error"] = {}, str(e)
 
     def render(c: Console) -> None:
         t = Table("server", "ready", "model", "version", "state", "footprint", "reason")
@@ -210,6 +218,13 @@ def status_cmd(
             if mem and mem["devices"]:
                 c.print(f"{s['server']} memory ({mem['probe']}):", highlight=False)
                 c.print(_devices_table(mem["devices"]))
+        for name, h in data["leases"].items():
+            left = h["expires_in_s"]
+            state = f"expired {-left:.0f} s ago" if h["expired"] else f"expires in {left:.0f} s"
+            c.print(f"lease {name}: held by {h['host']} pid {h['pid']} ({h['purpose']}; {state})",
+                    markup=False, highlight=False)  # fmt: skip
+        if "leases_error" in data:
+            c.print(f"leases: not read ({data['leases_error']})", markup=False, highlight=False)
 
     emit(output, data, render)
     if any("error" in s for s in data["servers"]):

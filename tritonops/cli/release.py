@@ -62,6 +62,10 @@ def _render_status(doc: dict[str, Any], c: Console) -> None:
         c.print(f"rollout {ro['id']}: {ro['model']} v{ro['version']} step {ro['step'] + 1}/{len(ro['steps'])} "
                 f"{ro['phase']}; bake left {ro.get('bake_left_s', 0):.0f} s; gate {gate.get('verdict', '-')}: "
                 f"{'; '.join(gate.get('reasons', []))}", markup=False, highlight=False)  # fmt: skip
+    for name, h in sorted(doc.get("leases", {}).items()):
+        c.print(f"lease {name}: held by {h['host']} pid {h['pid']} ({h['purpose']}; "
+                f"{'expired' if h['expired'] else 'expires in'} {abs(h['expires_in_s']):.0f} s"
+                f"{' ago' if h['expired'] else ''})", markup=False, highlight=False)  # fmt: skip
 
 
 @release_app.command("status")
@@ -71,13 +75,17 @@ def status_cmd(
     all_regions: AllRegionsOpt = False,
     output: OutputOpt = OutputFormat.table,
 ) -> None:
-    """Per region and server: the live version, what each server serves, rollouts in progress."""
+    """Per region and server: the live version, what each server serves, rollouts in progress, and
+    who holds each lease (docs/multi-host.md)."""
+    import contextlib
     import time
 
     from tritonops.errors import TritonOpsError
     from tritonops.regions import per_region
     from tritonops.release.controller import load_rollout, rollouts_dir
     from tritonops.release.ops import region_status
+    from tritonops.store.lease import model_lease_name, region_leases
+    from tritonops.store.shared_doc import shared_names
 
     cfg = get_config()
     res = per_region(_regions(region, all_regions or region is None), lambda r: region_status(cfg, r, model),
@@ -86,13 +94,20 @@ def status_cmd(
     rollouts = []
     d = rollouts_dir(cfg)
     names = [model] if model else sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
-    for name in names:
+    leases: dict[str, dict[str, Any]] = {}  # multi-host: rollouts and leases in the regions' buckets
+    for r in sorted(cfg.regions):
+        with contextlib.suppress(TritonOpsError):  # a bucket down is reported by region_status above
+            names += [] if model else shared_names(cfg, r)
+            leases |= {f"{r}/{k}": v for k, v in region_leases(cfg, r).items()}
+    for name in sorted(set(names)):
         ro = load_rollout(cfg, name)
         if ro is not None:
             left = ro.get("bake_started", 0) + ro["bake_s"] - time.time() if ro["phase"] == "bake" else 0
+            home = sorted(ro["steps"][0]["targets"])[0] if ro["steps"] else ""
             rollouts.append({**{k: ro[k] for k in ("id", "model", "version", "step", "steps", "phase", "gate")},
-                             "bake_left_s": max(0.0, left), "failure": ro.get("failure")})  # fmt: skip
-    doc = {"regions": docs, "rollouts": rollouts, "failed": res.failed}
+                             "bake_left_s": max(0.0, left), "failure": ro.get("failure"),
+                             "lease": leases.get(f"{home}/{model_lease_name(name)}")})  # fmt: skip
+    doc = {"regions": docs, "rollouts": rollouts, "leases": leases, "failed": res.failed}
     emit(output, doc, lambda c: _render_status(doc, c))
     res.raise_if_failed("shown")
     if any(not s["reachable"] for r in docs for s in r["servers"].values()):

@@ -149,6 +149,8 @@ def stack_config(
     for key, value in (policy or {}).items():
         if key in ("models", "default_placement", "release"):
             data[key] = value
+    if state.s3_kind == S3Kind.rclone:  # rclone ignores conditional writes: one host, local locks (docs/multi-host.md)
+        data["lease"] = {"on_unsupported": "local"}
     return parse_config(data, Path(state.config))
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from tritonops.reconcile.state import (
 
 if TYPE_CHECKING:
     from tritonops.memory.ledger import FootprintLedger
+    from tritonops.store.lease import Lease
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -112,6 +113,7 @@ class Context:
     quarantine: Quarantine = field(init=False)
     owned: Owned = field(init=False)
     journal: Journal = field(init=False)
+    lease: Lease | None = field(init=False, default=None)  # the region's lease while a run holds it
 
     def __post_init__(self) -> None:
         self.quarantine = Quarantine(self.dir / "quarantine.json")
@@ -122,6 +124,29 @@ class Context:
 def context(cfg: Config, region: str) -> Context:
     cfg.region(region)  # unknown region -> ConfigError naming the file
     return Context(cfg, region, default_ports(cfg, region), region_dir(cfg.state_path, region))
+
+
+@contextlib.contextmanager
+def region_guard(ctx: Context) -> Iterator[None]:
+    """One controller per region: this host's lock file (LockHeldError, exit 3), then the region's
+    lease in its bucket (LeaseHeldError, exit 3, naming the holder on another host; docs/multi-host.md)."""
+    from tritonops.store.lease import REGION_LEASE, hold
+
+    with region_lock(ctx.dir / "reconcile.lock", ctx.region), \
+            hold(ctx.cfg, ctx.region, REGION_LEASE, f"reconcile {ctx.region}") as lease:  # fmt: skip
+        ctx.lease = lease
+        try:
+            yield
+        finally:
+            ctx.lease = None
+
+
+def _check_lease(ctx: Context) -> None:
+    """Act only while the lease is ours: one that expired before a renewal landed may be taken."""
+    if ctx.lease is not None and ctx.lease.lost.is_set():
+        from tritonops.store.lease import LeaseLostError
+
+        raise LeaseLostError(f"region {ctx.region!r}: lease {ctx.lease.where} was lost; nothing applied")
 
 
 def read_region_demand(ctx: Context, persist: bool = True) -> DemandInput | None:
@@ -373,6 +398,7 @@ def _execute(
     metrics_file: Path | None,
     refused: list[str] | None = None,
 ) -> RunReport:
+    _check_lease(ctx)
     before_unload = ctx.routes.before_unload if ctx.routes is not None else None
     results = apply_plan(plan, desired, ctx.ports.controls, ctx.quarantine, ctx.owned, before_unload)
     route_error = _update_routes(ctx)
@@ -402,7 +428,7 @@ def apply_plan_file(
     if plan.region != ctx.region:
         raise PlanError(f"plan is for region {plan.region!r}, not {ctx.region!r}")
     plan.raise_if_unsafe(force)
-    with region_lock(ctx.dir / "reconcile.lock", ctx.region):
+    with region_guard(ctx):
         started = time.time()
         desired, actual, published = _states(ctx)
         if actual.fingerprint(desired) != plan.fingerprint:
@@ -425,7 +451,7 @@ def reconcile(
 
     Versions about to be loaded are first checked against their manifests in the bucket (size, the
     sha256 recorded at upload, no extra objects; ``verify_content`` also hashes the bytes)."""
-    with region_lock(ctx.dir / "reconcile.lock", ctx.region):
+    with region_guard(ctx):
         return _run_once(ctx, force, metrics_file, verify_content)
 
 
@@ -452,8 +478,8 @@ def reconcile_loop(
     """
     ctx.interval_s = every_s
     runs = 0
-    with region_lock(ctx.dir / "reconcile.lock", ctx.region):
-        while not stop.is_set():
+    with region_guard(ctx):
+        while not stop.is_set() and not (ctx.lease is not None and ctx.lease.lost.is_set()):
             t0 = time.monotonic()
             report: RunReport | None = None
             error = ""

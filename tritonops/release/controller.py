@@ -1,11 +1,12 @@
 """The rollout controller: moves one version of a model wave by wave, step by step, behind gates.
 
-State is a small JSON file per model in the controller's state dir (``<state_dir>/release/rollouts/``),
+State is a small JSON document per model (``<state_dir>/release/rollouts/`` and the home region's bucket),
 written atomically (rename) BEFORE each action it announces, and each action is idempotent (a release
 record write, a pointer write, a reconcile). So ``advance`` can be SIGKILLed anywhere: the next run
-reads the intent and does it again. The authoritative copy is local because the rollout spans several
-buckets and S3 has no compare-and-swap; each touched region's release record carries a ``rollout``
-summary so status readers (and operators on other machines) see what is happening.
+reads the intent and does it again. Where the store has conditional writes, the authoritative copy is
+in the bucket of the rollout's home region (its first region), replaced only with ``If-Match``, under a
+lease per model: another host advances it after this one is gone (docs/multi-host.md); the state dir
+keeps a copy. Each touched region's release record carries a ``rollout`` summary for status readers.
 
 Phases of the current step: ``apply`` (write the records, reconcile the step's regions, take the
 baseline) -> ``bake`` (wait ``bake_s``, then the health gate and the metric gates) -> next step's
@@ -19,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from tritonops.release import answers, gates, metric_gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
 from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
+from tritonops.store.lease import hold, model_lease_name
+from tritonops.store.shared_doc import SharedDoc, rollout_key, shared_doc
 from tritonops.strenum import StrEnum
 
 log = logging.getLogger(__name__)
@@ -65,29 +68,52 @@ def _path(cfg: Config, model: str) -> Path:
     return rollouts_dir(cfg) / f"{model}.json"
 
 
+def _home(cfg: Config, model: str) -> str | None:
+    """The region whose bucket holds the rollout's state and lease: the first region of its first step."""
+    steps = plan_steps(cfg, model)
+    return sorted(steps[0]["targets"])[0] if steps else None
+
+
+def _shared(cfg: Config, model: str) -> SharedDoc | None:
+    home = _home(cfg, model)
+    return None if home is None else shared_doc(cfg, home, rollout_key(model))
+
+
 def load_rollout(cfg: Config, model: str) -> dict[str, Any] | None:
+    """The bucket's copy (in the home region; docs/multi-host.md) when there is one, else the state dir's."""
     p = _path(cfg, model)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as e:
-        raise ReleaseError(f"{p}: rollout state is not valid JSON ({e})") from None
+    shared = _shared(cfg, model)
+    doc = shared.load() if shared is not None else None
+    src = shared.where if doc is not None and shared is not None else str(p)
+    if doc is None:
+        try:
+            doc = json.loads(p.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise ReleaseError(f"{p}: rollout state is not valid JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
-        raise ReleaseError(f"{p}: unsupported rollout state")
+        raise ReleaseError(f"{src}: unsupported rollout state")
     return doc
 
 
 def _save(cfg: Config, ro: dict[str, Any]) -> None:
+    """The bucket's copy first (replaced only if it is still the version read), then the state dir's."""
     ro["updated"] = utc_now()
+    shared = _shared(cfg, ro["model"])
+    if shared is not None:
+        shared.save(ro)
     atomic_write_bytes(_path(cfg, ro["model"]), (json.dumps(ro, indent=2, sort_keys=True) + "\n").encode())
 
 
 @contextmanager
 def rollout_lock(cfg: Config, model: str) -> Iterator[None]:
-    """One controller per model at a time; the kernel drops the lock when the process dies."""
+    """One controller per model at a time: this host's lock file (the kernel drops it when the process
+    dies), then the model's lease in its home region's bucket (across hosts)."""
     p = rollouts_dir(cfg) / f"{model}.lock"
-    with exclusive_lock(p, lambda _pid: LockHeldError(f"model {model!r}: another rollout controller holds {p}")):
+    home = _home(cfg, model)
+    with exclusive_lock(p, lambda _pid: LockHeldError(f"model {model!r}: another rollout controller holds {p}")), \
+            hold(cfg, home, model_lease_name(model), f"rollout {model}") if home else nullcontext():  # fmt: skip
         yield
 
 

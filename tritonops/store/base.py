@@ -90,3 +90,60 @@ class ObjectStore(Protocol):
     def delete(self, keys: Iterable[str]) -> None: ...
 
     def close(self) -> None: ...
+
+
+# -- conditional writes: what a lease in a bucket needs ------------------------------------------
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write or delete lost: the object exists (create-if-absent), or its ETag is no
+    longer the one read (replace- or delete-if-match), or it is gone. ``key`` names the object."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ConditionalWritesUnsupported(StoreError):
+    """The store accepts writes but ignores or refuses their conditions (``If-None-Match``, ``If-Match``):
+    nothing stored there can be a lease. ``store`` names it (its URL)."""
+
+    def __init__(self, message: str, store: str) -> None:
+        super().__init__(message)
+        self.store = store
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes and the ETag they were read with (what a replace-if-match must name)."""
+
+    data: bytes
+    etag: str
+
+
+@runtime_checkable
+class ConditionalStore(Protocol):
+    """Compare-and-swap on single small objects: S3's conditional writes (``If-None-Match: *`` and
+    ``If-Match: <etag>``, on AWS since 2024), and their file:// equivalent. A write that loses raises
+    :class:`PreconditionFailed`; none of them ever overwrites a version it did not name."""
+
+    @property
+    def url(self) -> str: ...
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        """The object and its ETag, or None if it does not exist."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Create the object only if no object has the key; returns its ETag."""
+        ...
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        """Replace the object only if its ETag is still ``etag``; returns the new ETag."""
+        ...
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete the object only if its ETag is still ``etag`` (an object already gone is not an error)."""
+        ...
+
+    def close(self) -> None: ...

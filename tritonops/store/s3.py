@@ -39,7 +39,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +53,16 @@ from botocore.config import Config as BotoConfig
 from tritonops.config import Config, RegionConfig
 from tritonops.errors import ConfigError, StoreError
 from tritonops.fileio import HASH_CHUNK_BYTES, sha256_file
-from tritonops.store.base import DEFAULT_WORKERS, ObjectInfo, ProgressFn, check_key
+from tritonops.store.base import (
+    DEFAULT_WORKERS,
+    ConditionalWritesUnsupported,
+    ObjectInfo,
+    PreconditionFailed,
+    ProgressFn,
+    Versioned,
+    check_key,
+)
+from tritonops.store.bodies import ByteBudget, Mismatch, VerifyingReader
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +214,7 @@ class S3Store:
             max_attempts=max_attempts,
         )  # fmt: skip
         self._part_pool = ThreadPoolExecutor(max_workers, thread_name_prefix="s3-part")
-        self._bodies = _ByteBudget(body_budget_bytes)
+        self._bodies = ByteBudget(body_budget_bytes)
         self._hash_pool = ThreadPoolExecutor(2, thread_name_prefix="s3-hash")
         self._lock = threading.Lock()
 
@@ -383,7 +392,7 @@ class S3Store:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size != size:  # seen before a byte is sent
                 return sha256_file(Path(path))
-            body = _VerifyingReader(f, size, sha256, progress)
+            body = VerifyingReader(f, size, sha256, progress)
             try:
                 self._client.put_object(Bucket=self.bucket, Key=full, Body=body, Metadata={SHA256_META: sha256})
             except botocore.exceptions.BotoCoreError:
@@ -423,12 +432,12 @@ class S3Store:
             parts = [f.result() for f in futures]
             digest = hashing.result()
             if digest != sha256:
-                raise _Mismatch(digest)
+                raise Mismatch(digest)
             self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
             return digest
-        except _Mismatch as m:
+        except Mismatch as m:
             self._abort(full, upload_id)
             return m.digest
         except BaseException:
@@ -464,84 +473,65 @@ class S3Store:
                     f"({len(errors)} of {len(batch)} keys not deleted)"
                 )
 
+    # -- ConditionalStore: S3 conditional writes (If-None-Match: *, If-Match: <etag>) -------------
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        full = self._key(key)
+
+        def go() -> Versioned | None:
+            r = self._get_object(full)
+            return None if r is None else Versioned(bytes(r["Body"].read()), str(r.get("ETag") or ""))
+
+        return self._call("get", key, go)
+
+    def _conditional(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """One conditional request: a condition that does not hold is :class:`PreconditionFailed`.
+        412 is the condition; 409 (ConditionalRequestConflict) is AWS's answer to a concurrent
+        conditional write of the same key; NoSuchKey answers If-Match on an object already gone."""
+        try:
+            return fn()
+        except botocore.exceptions.ClientError as e:
+            code = _code(e)
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                where = f"region {self.region_name}: " if self.region_name else ""
+                msg = f"{where}{op} {self.url}/{key}: condition failed ({code or status})"
+                raise PreconditionFailed(msg, key) from None
+            if status == 501 or code == "NotImplemented":
+                raise ConditionalWritesUnsupported(
+                    f"{self.url} at {self.endpoint}: conditional writes not implemented ({code or status})", self.url
+                ) from None
+            raise self._error(op, key, e) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise self._error(op, key, e) from None
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        full = self._key(key)
+        r = self._conditional("create", key, lambda: self._client.put_object(
+            Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5_b64(data), IfNoneMatch="*",
+        ))  # fmt: skip
+        return str(r.get("ETag") or "")
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        full = self._key(key)
+        r = self._conditional("replace", key, lambda: self._client.put_object(
+            Bucket=self.bucket, Key=full, Body=data, ContentMD5=_md5_b64(data), IfMatch=etag,
+        ))  # fmt: skip
+        return str(r.get("ETag") or "")
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        full = self._key(key)
+        try:
+            self._conditional("delete", key, lambda: self._client.delete_object(
+                Bucket=self.bucket, Key=full, IfMatch=etag,
+            ))  # fmt: skip
+        except PreconditionFailed:
+            if self.get_versioned(key) is not None:  # replaced by someone else: not ours to delete
+                raise
+
     def close(self) -> None:
         self._part_pool.shutdown(wait=False, cancel_futures=True)
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
-
-
-class _ByteBudget:
-    """Bytes held in memory by all transfers together, at most ``limit``: a transfer waits for room
-    before it reads its body. One body larger than the whole budget waits until nothing else is
-    held, then goes alone."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._held = 0
-        self._cond = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, n: int) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._held == 0 or self._held + n <= self._limit)
-            self._held += n
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._held -= n
-                self._cond.notify_all()
-
-
-class _Mismatch(Exception):
-    def __init__(self, digest: str) -> None:
-        super().__init__(digest)
-        self.digest = digest
-
-
-class _VerifyingReader:
-    """A file body that hashes what botocore reads and holds the last chunk back until the hash is
-    known: bytes that differ from ``sha256`` raise :class:`_Mismatch` before the request completes,
-    so the server never stores them (and ``mismatch`` names their hash). A retry after a network
-    error rewinds (``seek(0)``) and hashes afresh; a rewind after a mismatch fails, so botocore does
-    not retry what cannot succeed."""
-
-    def __init__(self, f: Any, size: int, sha256: str, progress: ProgressFn | None) -> None:
-        self._f, self._size, self._want, self._progress = f, size, sha256, progress
-        self._h = hashlib.sha256()
-        self._pos = 0
-        self._reported = 0  # progress counts each byte once, however often a retry reads it again
-        self.mismatch: str | None = None
-
-    def __len__(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        target = {os.SEEK_SET: offset, os.SEEK_CUR: self._pos + offset, os.SEEK_END: self._size + offset}[whence]
-        if target != self._pos:
-            if target != 0 or self.mismatch is not None:
-                raise OSError(f"cannot rewind a hashed upload to {target}")
-            self._f.seek(0)
-            self._h = hashlib.sha256()
-            self._pos = 0
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        left = self._size - self._pos
-        chunk = self._f.read(left if n is None or n < 0 else min(n, left))
-        self._h.update(chunk)
-        self._pos += len(chunk)
-        if left and (len(chunk) == 0 or self._pos == self._size):
-            digest = self._h.hexdigest()
-            if self._pos != self._size or digest != self._want:
-                self.mismatch = digest
-                raise _Mismatch(digest)  # the last chunk is never sent
-        if self._progress and self._pos > self._reported:
-            self._progress(self._pos - self._reported)
-            self._reported = self._pos
-        return chunk
 
 
 def check_profiles(cfg: Config) -> None:
