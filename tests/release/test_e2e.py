@@ -79,7 +79,8 @@ def test_publish_is_not_release_then_staged_rollouts_and_rollback(rel: RelStack)
         rel.add(3, fail_every=3)
         ro, seen = run_rollout(rel, 3)
         assert ro["phase"] == "failed", ro
-        assert "failure rate" in ro["failure"]
+        # the failure-rate gate catches it under traffic, unless the answers gate's request is the one that fails
+        assert "failure rate" in ro["failure"] or "failed the request" in ro["failure"], ro["failure"]
         assert all(s[US0] == [2] and s[EU1] == [2] for s in seen), "v3 went beyond its canary server"
         assert seen[-1] == {EU0: [2], EU1: [2], US0: [2]}
         # -- and separately a 3x slower v4
