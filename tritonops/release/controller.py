@@ -20,12 +20,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from tritonops.config import Config, ReleaseMode
-from tritonops.errors import LockHeldError, TritonOpsError
+from tritonops.errors import LockHeldError, StoreError, TritonOpsError
 from tritonops.fileio import atomic_write_bytes, utc_now
 from tritonops.filelock import exclusive_lock
 from tritonops.regions import per_region
@@ -33,6 +33,7 @@ from tritonops.release import answers, gates, metric_gates
 from tritonops.release.ops import read_region_model, served_versions, set_canary, set_live
 from tritonops.release.policy import canary_servers
 from tritonops.release.state import ReleaseError, ReleaseRecord, write_record
+from tritonops.store.base import ConditionalWritesUnsupported, PreconditionFailed
 from tritonops.store.lease import hold, model_lease_name
 from tritonops.store.shared_doc import SharedDoc, rollout_key, shared_doc
 from tritonops.strenum import StrEnum
@@ -79,19 +80,38 @@ def _shared(cfg: Config, model: str) -> SharedDoc | None:
     return None if home is None else shared_doc(cfg, home, rollout_key(model))
 
 
+def _unreachable(e: StoreError) -> bool:
+    """A bucket that cannot be read or written now, as opposed to one that answered no (another host
+    wrote first, no conditional writes): only the first lets this host go on with its own copy."""
+    return not isinstance(e, (PreconditionFailed, ConditionalWritesUnsupported))
+
+
 def load_rollout(cfg: Config, model: str) -> dict[str, Any] | None:
-    """The bucket's copy (in the home region; docs/multi-host.md) when there is one, else the state dir's."""
+    """The newer of the bucket's copy (in the home region; docs/multi-host.md) and the state dir's. A
+    home bucket that is down leaves the state dir's copy (a warning): status and rollbacks go on."""
     p = _path(cfg, model)
-    shared = _shared(cfg, model)
-    doc = shared.load() if shared is not None else None
+    shared: SharedDoc | None = None
+    doc: Any = None
+    try:
+        shared = _shared(cfg, model)
+        doc = shared.load() if shared is not None else None
+    except StoreError as e:
+        if not _unreachable(e):
+            raise
+        (log.warning if p.exists() else log.debug)("rollout %s: %s; using this host's copy %s", model, e, p)
     src = shared.where if doc is not None and shared is not None else str(p)
-    if doc is None:
-        try:
-            doc = json.loads(p.read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError as e:
+    try:
+        local = json.loads(p.read_text())
+    except FileNotFoundError:
+        local = None
+    except ValueError as e:
+        if doc is None:
             raise ReleaseError(f"{p}: rollout state is not valid JSON ({e})") from None
+        local = None
+    if doc is None or (isinstance(local, dict) and str(local.get("updated", "")) >= str(doc.get("updated", ""))):
+        doc, src = local, str(p)
+    if doc is None:
+        return None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         raise ReleaseError(f"{src}: unsupported rollout state")
     return doc
@@ -100,9 +120,14 @@ def load_rollout(cfg: Config, model: str) -> dict[str, Any] | None:
 def _save(cfg: Config, ro: dict[str, Any]) -> None:
     """The bucket's copy first (replaced only if it is still the version read), then the state dir's."""
     ro["updated"] = utc_now()
-    shared = _shared(cfg, ro["model"])
-    if shared is not None:
-        shared.save(ro)
+    try:
+        shared = _shared(cfg, ro["model"])
+        if shared is not None:
+            shared.save(ro)
+    except StoreError as e:
+        if not _unreachable(e):
+            raise
+        log.warning("rollout %s: %s; saved on this host only (the newer copy wins when it is back)", ro["model"], e)
     atomic_write_bytes(_path(cfg, ro["model"]), (json.dumps(ro, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -113,7 +138,17 @@ def rollout_lock(cfg: Config, model: str) -> Iterator[None]:
     p = rollouts_dir(cfg) / f"{model}.lock"
     home = _home(cfg, model)
     with exclusive_lock(p, lambda _pid: LockHeldError(f"model {model!r}: another rollout controller holds {p}")), \
-            hold(cfg, home, model_lease_name(model), f"rollout {model}") if home else nullcontext():  # fmt: skip
+            ExitStack() as stack:  # fmt: skip
+        if home:
+            try:
+                stack.enter_context(hold(cfg, home, model_lease_name(model), f"rollout {model}"))
+            except StoreError as e:
+                # A home bucket that is down must not stop an emergency rollback in the other regions;
+                # a lease held by another host (LeaseHeldError) still does.
+                if not _unreachable(e):
+                    raise
+                log.warning("model %r: the lease in %s's bucket cannot be taken (%s): this host's lock alone",
+                            model, home, e)
         yield
 
 
